@@ -1,0 +1,257 @@
+"""CIFTI-2 dense time series (``.dtseries.nii``) on the fsLR-32k 91,282-grayordinate layout.
+
+The layout is read from every file's header and checked against the HCP standard, never assumed.
+A file may hold the whole standard layout or a declared subset of it (some vertices / voxels of
+the standard brain models, in standard order); :func:`read_dtseries` returns, with the data, the
+index of every column in the 91,282 standard layout, which is how regions and predictions are
+mapped back to the whole brain.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.cifti2 import cifti2_axes
+
+N_GRAYORDINATES = 91_282
+N_CORTEX_LEFT = 29_696
+N_CORTEX_RIGHT = 29_716
+N_SUBCORTICAL = 31_870
+_LAYOUT_FILE = Path(__file__).with_name("layout_91k.npz")
+
+
+class CiftiError(ValueError):
+    """A CIFTI file that cannot be used as it is; the message names the file and what was expected."""
+
+
+@lru_cache(maxsize=1)
+def _layout() -> dict[str, np.ndarray]:
+    with np.load(_LAYOUT_FILE) as f:
+        return {k: f[k] for k in f.files}
+
+
+@lru_cache(maxsize=1)
+def standard_brain_models() -> cifti2_axes.BrainModelAxis:
+    """The HCP standard 91,282-grayordinate BrainModelAxis (see tools/extract_layout.py)."""
+    lay = _layout()
+    n_mesh = int(lay["surface_n_vertices"])
+    axes = [
+        cifti2_axes.BrainModelAxis.from_mask(_vertex_mask(lay["vertices_left"], n_mesh), name="CortexLeft"),
+        cifti2_axes.BrainModelAxis.from_mask(_vertex_mask(lay["vertices_right"], n_mesh), name="CortexRight"),
+    ]
+    shape = tuple(int(s) for s in lay["volume_shape"])
+    affine = lay["volume_affine"]
+    start = 0
+    for name, count in zip(lay["structures"][2:], lay["counts"][2:]):
+        ijk = lay["voxels_ijk"][start : start + count].astype(np.int64)
+        start += count
+        axes.append(
+            cifti2_axes.BrainModelAxis(
+                name=[str(name)] * len(ijk), voxel=ijk, affine=affine, volume_shape=shape
+            )
+        )
+    bm = axes[0]
+    for ax in axes[1:]:
+        bm = bm + ax
+    assert len(bm) == N_GRAYORDINATES
+    return bm
+
+
+def _vertex_mask(vertices: np.ndarray, n_mesh: int) -> np.ndarray:
+    mask = np.zeros(n_mesh, bool)
+    mask[vertices] = True
+    return mask
+
+
+def subset_brain_models(indices: np.ndarray) -> cifti2_axes.BrainModelAxis:
+    """Brain models of a subset of the standard layout (indices into 91,282, increasing)."""
+    indices = np.asarray(indices, np.int64)
+    if indices.ndim != 1 or len(indices) == 0 or np.any(np.diff(indices) <= 0):
+        raise ValueError("grayordinate indices must be a non-empty increasing 1-D array")
+    if indices[0] < 0 or indices[-1] >= N_GRAYORDINATES:
+        raise ValueError(f"grayordinate indices must lie in [0, {N_GRAYORDINATES})")
+    if len(indices) == N_GRAYORDINATES:
+        return standard_brain_models()
+    return standard_brain_models()[indices]
+
+
+@lru_cache(maxsize=1)
+def _standard_keys() -> dict[tuple, int]:
+    """(structure, vertex or voxel ijk) -> standard index, to locate a file's columns."""
+    bm = standard_brain_models()
+    keys: dict[tuple, int] = {}
+    for i, (name, vertex, voxel) in enumerate(zip(bm.name, bm.vertex, bm.voxel)):
+        keys[(str(name), int(vertex)) if vertex >= 0 else (str(name), *map(int, voxel))] = i
+    return keys
+
+
+def standard_indices(bm: cifti2_axes.BrainModelAxis, path: str | os.PathLike = "<brain models>") -> np.ndarray:
+    """Index in the 91,282 standard layout of each column of ``bm``; raises CiftiError if ``bm`` is
+    not the standard layout or a declared subset of it (in standard order)."""
+    std = standard_brain_models()
+    if len(bm) == N_GRAYORDINATES and _same_models(bm, std):
+        return np.arange(N_GRAYORDINATES)
+    if len(bm) > N_GRAYORDINATES:
+        raise CiftiError(
+            f"{path} has {len(bm)} grayordinates; expected {N_GRAYORDINATES} (fsLR-32k, HCP 91k "
+            "grayordinates) or a subset of them. Re-export with the standard HCP brain models."
+        )
+    for name, _, sub in bm.iter_structures():
+        if sub.nvertices and sub.surface_mask.any():
+            n = sub.nvertices.get(name)
+            if n is not None and n != std.nvertices.get(name):
+                raise CiftiError(
+                    f"{path}: {name} is defined on a {n}-vertex surface; expected "
+                    f"{std.nvertices.get(name)} (fsLR-32k). Resample to fsLR-32k first."
+                )
+    if bm.volume_shape is not None and bm.volume_mask.any():
+        if tuple(bm.volume_shape) != tuple(std.volume_shape) or not np.allclose(bm.affine, std.affine):
+            raise CiftiError(
+                f"{path}: subcortical voxels are on a {bm.volume_shape} grid; expected the 2 mm "
+                f"MNI grid {tuple(std.volume_shape)} of the HCP 91k grayordinates."
+            )
+    keys = _standard_keys()
+    idx = np.empty(len(bm), np.int64)
+    for i, (name, vertex, voxel) in enumerate(zip(bm.name, bm.vertex, bm.voxel)):
+        key = (str(name), int(vertex)) if vertex >= 0 else (str(name), *map(int, voxel))
+        j = keys.get(key)
+        if j is None:
+            what = f"vertex {vertex}" if vertex >= 0 else f"voxel {tuple(voxel)}"
+            raise CiftiError(
+                f"{path}: grayordinate {i} ({name}, {what}) is not in the standard fsLR-32k 91,282 "
+                f"layout; expected {N_GRAYORDINATES} standard grayordinates or a subset of them."
+            )
+        idx[i] = j
+    if np.any(np.diff(idx) <= 0):
+        first = int(np.argmax(np.diff(idx) <= 0)) + 1
+        raise CiftiError(
+            f"{path}: grayordinates are not in the standard order (column {first} comes before "
+            f"column {first - 1} in the fsLR-32k 91,282 layout); expected the HCP order "
+            "CORTEX_LEFT, CORTEX_RIGHT, then subcortical structures."
+        )
+    return idx
+
+
+def _same_models(a: cifti2_axes.BrainModelAxis, b: cifti2_axes.BrainModelAxis) -> bool:
+    return (
+        np.array_equal(a.name, b.name)
+        and np.array_equal(a.vertex, b.vertex)
+        and np.array_equal(a.voxel, b.voxel)
+        and a.nvertices == b.nvertices
+    )
+
+
+@dataclass
+class DenseSeries:
+    """A dtseries read from disk: data (n_frames, n_vertices), column indices into 91,282, TR."""
+
+    data: np.ndarray  # (T, V)
+    indices: np.ndarray  # (V,) standard grayordinate index of each column
+    tr: float  # seconds
+    brain_models: cifti2_axes.BrainModelAxis
+    path: Path
+
+    @property
+    def n_frames(self) -> int:
+        return self.data.shape[0]
+
+
+def load_header(path: str | os.PathLike) -> tuple[nib.Cifti2Image, cifti2_axes.BrainModelAxis, float, np.ndarray]:
+    """Open a .dtseries.nii lazily: (image, brain models, TR in seconds, standard indices)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such CIFTI file")
+    try:
+        img = nib.load(path)
+    except Exception as e:  # nibabel raises many types on corrupt files
+        raise CiftiError(f"{path}: cannot be read as CIFTI-2 ({type(e).__name__}: {e})") from e
+    if not isinstance(img, nib.Cifti2Image):
+        raise CiftiError(f"{path}: is a {type(img).__name__}, expected a CIFTI-2 .dtseries.nii")
+    try:
+        series, bm = img.header.get_axis(0), img.header.get_axis(1)
+    except Exception as e:
+        raise CiftiError(f"{path}: CIFTI header is not a dense time series ({e})") from e
+    if not isinstance(series, cifti2_axes.SeriesAxis) or not isinstance(bm, cifti2_axes.BrainModelAxis):
+        raise CiftiError(
+            f"{path}: axes are ({type(series).__name__}, {type(bm).__name__}); expected "
+            "(SeriesAxis, BrainModelAxis) as in a .dtseries.nii"
+        )
+    tr = float(series.step) * (1e-3 if series.unit.upper() == "MSEC" else 1.0)
+    return img, bm, tr, standard_indices(bm, path)
+
+
+def read_dtseries(path: str | os.PathLike, frames: slice | None = None, dtype=np.float32) -> DenseSeries:
+    """Read a dense time series, checking its layout. ``frames`` selects rows without reading all."""
+    img, bm, tr, idx = load_header(path)
+    try:
+        data = np.asarray(img.dataobj[frames if frames is not None else slice(None)], dtype=dtype)
+    except Exception as e:
+        raise CiftiError(
+            f"{path}: data block cannot be read (truncated or corrupt file? header promises "
+            f"{img.shape[0]} frames x {img.shape[1]} grayordinates): {e}"
+        ) from e
+    return DenseSeries(data=data, indices=idx, tr=tr, brain_models=bm, path=Path(path))
+
+
+def read_first_map(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """First map of any dense CIFTI (.dlabel/.dscalar/.dtseries): (values (V,), standard indices)."""
+    path = Path(path)
+    try:
+        img = nib.load(path)
+        bm = img.header.get_axis(1)
+        values = np.asarray(img.dataobj[0])
+    except Exception as e:
+        raise CiftiError(f"{path}: cannot be read as a dense CIFTI-2 file ({e})") from e
+    if not isinstance(bm, cifti2_axes.BrainModelAxis):
+        raise CiftiError(f"{path}: second axis is {type(bm).__name__}; expected brain models")
+    return values, standard_indices(bm, path)
+
+
+def write_dtseries(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    tr: float,
+    indices: np.ndarray | None = None,
+    brain_models: cifti2_axes.BrainModelAxis | None = None,
+    start: float = 0.0,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write (n_frames, n_vertices) data as a CIFTI-2 .dtseries.nii with a SeriesAxis of step ``tr``
+    seconds. Columns are the standard grayordinates ``indices`` (default: all 91,282) or the given
+    ``brain_models``. Written to a temporary file in the same folder, then renamed."""
+    data = np.asarray(data, np.float32)
+    if data.ndim != 2:
+        raise ValueError(f"{path}: data must be (n_frames, n_vertices), got shape {data.shape}")
+    if brain_models is None:
+        brain_models = subset_brain_models(np.arange(data.shape[1]) if indices is None else indices)
+    if len(brain_models) != data.shape[1]:
+        raise ValueError(f"{path}: data has {data.shape[1]} columns but brain models have {len(brain_models)}")
+    series = cifti2_axes.SeriesAxis(start=start, step=float(tr), size=data.shape[0], unit="SECOND")
+    header = nib.Cifti2Header.from_axes((series, brain_models))
+    if metadata:
+        header.matrix.metadata = nib.cifti2.Cifti2MetaData(metadata)
+    img = nib.Cifti2Image(data, header)
+    img.nifti_header.set_intent("ConnDenseSeries")
+    return atomic_save(path, img.to_filename)
+
+
+def atomic_save(path: str | os.PathLike, save) -> Path:
+    """Call ``save(tmp_path)`` then rename over ``path``: a half-written file never replaces a good one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
