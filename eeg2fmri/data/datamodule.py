@@ -1,0 +1,269 @@
+"""EEGfMRIDataModule: windows of K consecutive frames from a prepared subject cache.
+
+A window is K consecutive fMRI volumes of one clip (it never crosses a clip or split boundary)
+with the EEG window of each frame. Batches are dicts::
+
+    eeg          (B, K, n_chans, n_times)  float32, scaled to (-1, 1)
+    fmri         (B, K, n_vertices)        float32, z-scored with train statistics
+    frame_index  (B, K)                    row of each frame in the cache (0..n_frames-1)
+    clip         (B,)                      clip id of the window
+    fmri_clean   (B, K, n_vertices)        noise-free BOLD, same scaling (simulated data only)
+
+Two data paths. On CUDA the whole subject (a region's columns) is copied once to the GPU in 16 bit
+and the DataLoader yields only window indices; ``on_after_batch_transfer`` gathers the batch on
+the device, so the host never touches frame data during training (DESIGN §6). On CPU a plain
+map-style Dataset gathers each window from memory. Both yield the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import h5py
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from eeg2fmri.data.prepare import SPLITS
+from eeg2fmri.data.regions import region_columns
+
+log = logging.getLogger(__name__)
+
+
+class CacheError(ValueError):
+    """A prepared cache that cannot be used; the message names the file and what was expected."""
+
+
+def open_cache(path: str | Path) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: prepared cache not found. Build it with `eeg2fmri prepare --subject_dir <raw>/sub_0001`"
+        )
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as e:
+        raise CacheError(f"{path}: not a readable HDF5 cache (truncated or corrupt? {e}); delete it and re-run prepare") from e
+    missing = [k for k in ("fmri", "eeg", "split", "frame_clip", "frame_index", "indices") if k not in h5]
+    if missing:
+        h5.close()
+        raise CacheError(f"{path}: cache lacks dataset(s) {missing}; it was not written by `eeg2fmri prepare` or is incomplete")
+    return h5
+
+
+def window_starts(frame_clip: np.ndarray, frame_index: np.ndarray, split: np.ndarray, n_frames: int, stride: int = 1,
+                  include_tail: bool = False) -> np.ndarray:  # fmt: skip
+    """Cache rows where a window of ``n_frames`` consecutive frames of one clip starts.
+
+    Frames are consecutive when their volume index increases by one and they share clip and split.
+    ``stride`` steps between windows inside a run of consecutive frames; ``include_tail`` adds a
+    window ending at the last frame of each run so that every frame is covered (for prediction).
+    """
+    if n_frames < 1 or stride < 1:
+        raise ValueError(f"n_frames={n_frames} and stride={stride} must be >= 1")
+    brk = np.ones(len(frame_clip), bool)  # True where a new segment of consecutive frames begins
+    brk[1:] = (frame_clip[1:] != frame_clip[:-1]) | (frame_index[1:] != frame_index[:-1] + 1) | (split[1:] != split[:-1])
+    seg_start = np.flatnonzero(brk)
+    seg_end = np.append(seg_start[1:], len(frame_clip))
+    out = []
+    for a, b in zip(seg_start, seg_end):
+        if b - a < n_frames:
+            continue
+        s = np.arange(a, b - n_frames + 1, stride)
+        if include_tail and s[-1] != b - n_frames:
+            s = np.append(s, b - n_frames)
+        out.append(s)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+class _Windows(Dataset):
+    """Map-style dataset of window starts; gathers tensors on CPU unless ``index_only``."""
+
+    def __init__(self, starts: np.ndarray, store: dict[str, torch.Tensor] | None, n_frames: int):
+        self.starts = torch.as_tensor(starts, dtype=torch.long)
+        self.store = store  # None: index-only (the GPU path gathers after transfer)
+        self.n_frames = n_frames
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int):
+        s = int(self.starts[i])
+        if self.store is None:
+            return s
+        return gather(self.store, torch.tensor([s]), self.n_frames, squeeze=True)
+
+
+def gather(store: dict[str, torch.Tensor], starts: torch.Tensor, n_frames: int, squeeze: bool = False) -> dict:
+    """Batch dict for windows starting at ``starts`` (B,), from tensors on any device."""
+    rows = starts[:, None] + torch.arange(n_frames, device=starts.device)  # (B, K)
+    batch = {
+        "eeg": store["eeg"][rows].float(),  # (B, K, C, W)
+        "fmri": store["fmri"][rows].float(),  # (B, K, V)
+        "frame_index": rows,  # (B, K)
+        "clip": store["frame_clip"][starts],  # (B,)
+    }
+    if "fmri_clean" in store:
+        batch["fmri_clean"] = store["fmri_clean"][rows].float()  # (B, K, V)
+    if squeeze:
+        batch = {k: v[0] for k, v in batch.items()}
+    return batch
+
+
+class EEGfMRIDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        data_path: str = "data/prepared/sub_0001.h5",
+        n_frames: int = 10,
+        batch_size: int = 32,
+        train_stride: int = 1,
+        eval_stride: int | None = None,
+        region: str = "whole",
+        num_workers: int = 0,
+        gpu_resident: bool = True,
+        eval_batch_size: int | None = None,
+    ):
+        """
+        Args:
+            data_path: prepared cache (``eeg2fmri prepare``), one subject.
+            n_frames: K, frames per window (TR 0.8 s each).
+            batch_size: training windows per batch.
+            train_stride: frames between consecutive training windows (1: sliding windows).
+            eval_stride: frames between validation/test windows (default K: non-overlapping).
+            region: grayordinates to model: ``whole``, ``V1``, ``V1+A1`` or a mask file.
+            num_workers: DataLoader worker processes (CPU path only).
+            gpu_resident: on CUDA, keep the whole subject on the GPU in 16 bit and gather there.
+            eval_batch_size: windows per validation/test/predict batch (default batch_size).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.data_path = Path(data_path)
+        self.n_frames = n_frames
+        with open_cache(self.data_path) as h5:
+            self.indices_all = h5["indices"][:]  # (V_file,) standard grayordinate index of each column
+            self.columns = region_columns(region, self.indices_all)  # (V,) columns of the region
+            self.n_chans = int(h5["eeg"].shape[1])
+            self.n_times = int(h5["eeg"].shape[2])
+            self.tr = float(h5.attrs.get("tr", 0.8))
+            self.sfreq = float(h5.attrs.get("sfreq", 1000.0))
+            self.ch_names = json.loads(h5.attrs.get("ch_names", "[]"))
+            self.has_truth = "fmri_clean" in h5
+        self.indices = self.indices_all[self.columns]  # (V,) standard index of each model column
+        self.n_vertices = len(self.columns)
+        self.store: dict[str, torch.Tensor] | None = None
+        self._on_device = False
+
+    # ---------------------------------------------------------------- loading
+    def setup(self, stage: str | None = None) -> None:
+        if self.store is not None:
+            return
+        with open_cache(self.data_path) as h5:
+            whole = len(self.columns) == h5["fmri"].shape[1]
+            self.frame_clip = h5["frame_clip"][:].astype(np.int64)
+            self.frame_index = h5["frame_index"][:].astype(np.int64)
+            self.frame_run = h5["frame_run"][:].astype(np.int64) if "frame_run" in h5 else np.zeros_like(self.frame_clip)
+            self.split = h5["split"][:].astype(np.int64)
+            store = {
+                "fmri": torch.from_numpy(_read_columns(h5["fmri"], None if whole else self.columns)),
+                "eeg": torch.from_numpy(h5["eeg"][:]),
+                "frame_clip": torch.from_numpy(self.frame_clip),
+            }
+            if self.has_truth:
+                store["fmri_clean"] = torch.from_numpy(_read_columns(h5["fmri_clean"], None if whole else self.columns))
+            self.fmri_mean = h5["fmri_mean"][:][self.columns] if "fmri_mean" in h5 else None
+            self.fmri_std = h5["fmri_std"][:][self.columns] if "fmri_std" in h5 else None
+            self.run_files = [s.decode() if isinstance(s, bytes) else s for s in h5["run_files"][:]] if "run_files" in h5 else []
+            self.run_numbers = h5["run_numbers"][:].tolist() if "run_numbers" in h5 else []
+            self.run_n_volumes = h5["run_n_volumes"][:].tolist() if "run_n_volumes" in h5 else []
+        self.store = store
+        k, es = self.n_frames, self.hparams.eval_stride or self.n_frames
+        self.windows = {
+            "train": self._windows("train", self.hparams.train_stride),
+            "val": self._windows("val", es),
+            "test": self._windows("test", es),
+            "predict": self._windows("test", es, include_tail=True),
+        }
+
+    def _windows(self, split: str, stride: int, include_tail: bool = False) -> np.ndarray:
+        code = SPLITS[split]
+        sel = np.flatnonzero(self.split == code)
+        if len(sel) == 0:
+            raise CacheError(
+                f"{self.data_path}: split {split!r} is empty; re-run prepare with a val/test fraction that leaves "
+                "every split at least one clip"
+            )
+        starts = window_starts(self.frame_clip, self.frame_index, self.split, self.n_frames, stride, include_tail)
+        starts = starts[self.split[starts] == code]
+        if len(starts) == 0:
+            longest = _longest_segment(self.frame_clip[sel], self.frame_index[sel])
+            raise CacheError(
+                f"{self.data_path}: n_frames={self.n_frames} is longer than every clip of split {split!r} "
+                f"(longest: {longest} consecutive frames); choose n_frames <= {longest}"
+            )
+        return starts
+
+    # ---------------------------------------------------------------- loaders
+    def _use_device_path(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        if not self.hparams.gpu_resident or trainer is None:
+            return False
+        return trainer.strategy.root_device.type == "cuda"
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        assert self.store is not None, "call setup() first"
+        index_only = self._use_device_path()
+        ds = _Windows(self.windows[split], None if index_only else self.store, self.n_frames)
+        bs = self.hparams.batch_size if split == "train" else (self.hparams.eval_batch_size or self.hparams.batch_size)
+        workers = 0 if index_only else self.hparams.num_workers
+        return DataLoader(
+            ds, batch_size=bs, shuffle=shuffle, num_workers=workers, drop_last=split == "train" and len(ds) > bs,
+            persistent_workers=workers > 0,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, torch.Tensor):  # index-only batch: gather on the device
+            if not self._on_device or self.store["fmri"].device != batch.device:
+                self.store = {k: v.to(batch.device, non_blocking=True) for k, v in self.store.items()}
+                self._on_device = True
+            return gather(self.store, batch, self.n_frames)
+        return batch
+
+    # ---------------------------------------------------------------- facts for the model and writers
+    def describe(self) -> dict:
+        return {
+            "data_path": str(self.data_path), "n_frames": self.n_frames, "n_vertices": self.n_vertices,
+            "n_chans": self.n_chans, "n_times": self.n_times, "tr": self.tr, "region": self.hparams.region,
+        }  # fmt: skip
+
+
+def _read_columns(dset: h5py.Dataset, columns: np.ndarray | None, block: int = 1024) -> np.ndarray:
+    """Read a (T, V) dataset, optionally only some columns, in row blocks (bounded memory)."""
+    if columns is None:
+        return dset[:]
+    out = np.empty((dset.shape[0], len(columns)), dset.dtype)
+    for s in range(0, dset.shape[0], block):
+        out[s : s + block] = dset[s : s + block][:, columns]
+    return out
+
+
+def _longest_segment(frame_clip: np.ndarray, frame_index: np.ndarray) -> int:
+    if len(frame_clip) == 0:
+        return 0
+    brk = np.flatnonzero((np.diff(frame_clip) != 0) | (np.diff(frame_index) != 1))
+    bounds = np.concatenate([[0], brk + 1, [len(frame_clip)]])
+    return int(np.diff(bounds).max())

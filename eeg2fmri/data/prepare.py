@@ -1,0 +1,495 @@
+"""Raw subject folder (CineBrain layout) → one HDF5 cache per subject.
+
+What happens, run by run, streaming (one run in memory at a time):
+
+1. Check every run: CIFTI layout (same standard grayordinates in every run), TR, EEG sampling rate,
+   channel names, NaN/Inf, flat channels, and that fMRI and EEG cover the movie the behaviour CSV
+   describes (with the hemodynamic shift).
+2. Keep the frames of each clip whose shifted EEG window lies inside the clip: frame k (onset o_k,
+   in EEG samples) is paired with EEG samples [o_k − shift·sfreq, o_k − shift·sfreq + n_times),
+   n_times = TR·sfreq (800 at 1000 Hz and TR 0.8 s). The fMRI frame thus sees the EEG of its own TR
+   window ``shift_s`` earlier: the hemodynamic delay.
+3. EEG: band-pass (Butterworth, zero phase) + notch, per run, on float64.
+4. Split clip-wise into train / val / test (a clip never straddles two splits).
+5. Normalise with statistics of the TRAIN frames only: fMRI z-scored per grayordinate; EEG
+   centred and scaled per channel to (−1, 1) by its 99.9th percentile of |x| (clipped beyond).
+   The CineBrain authors z-score with all frames, which leaks test statistics; we do not.
+
+The cache is written to a temporary file beside the target and renamed when complete; a re-run
+with the same inputs (paths, sizes, modification times) and options returns the existing cache.
+See data/README.md for the cache format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from scipy import signal
+
+from eeg2fmri.data.cifti import CiftiError, load_header
+from eeg2fmri.data.cinebrain import CHANNELS_64, RawDataError, Run, discover_runs, read_eeg
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+SPLITS = {"train": 0, "val": 1, "test": 2}
+_FMRI_BLOCK = 256  # frames read from a CIFTI at a time (bounds memory at 91,282 grayordinates)
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Every option that changes the cache (its hash decides whether a cache is reused)."""
+
+    shift_s: float = 4.0  # hemodynamic shift between EEG and fMRI, seconds
+    l_freq: float = 0.1  # EEG high-pass edge, Hz
+    h_freq: float = 75.0  # EEG low-pass edge, Hz
+    notch_freq: float | None = 50.0  # line-noise notch, Hz (None: no notch)
+    filter_order: int = 4  # Butterworth order of each band edge
+    sfreq: float | None = 1000.0  # expected EEG sampling rate, Hz (None: accept the files' own)
+    ch_names: tuple[str, ...] = CHANNELS_64  # expected channels, in cache order
+    test_fraction: float = 0.2  # fraction of clips held out for test
+    val_fraction: float = 0.1  # fraction of clips for validation (taken from the non-test clips)
+    split_seed: int = 0  # seed of the clip-wise split
+    volume_marker: str = "R128"  # annotation marking fMRI volume onsets in MNE-readable EEG
+    eeg_clip_quantile: float = 0.999  # |x| quantile (train) that maps to ±1
+
+
+def cache_path(subject_dir: str | Path, out_dir: str | Path) -> Path:
+    return Path(out_dir) / f"{Path(subject_dir).name}.h5"
+
+
+def prepare(
+    subject_dir: str | Path,
+    out_dir: str | Path = "data/prepared",
+    options: PrepareOptions = PrepareOptions(),
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Build (or reuse) ``out_dir/<subject>.h5`` from a raw subject folder. Returns its path."""
+    t0 = time.perf_counter()
+    subject_dir = Path(subject_dir)
+    _check_options(options)
+    runs = discover_runs(subject_dir)
+    out = cache_path(subject_dir, out_dir)
+    key = _cache_key(runs, options)
+    if out.exists() and not force and _existing_key(out) == key:
+        log.info("%s is up to date (same inputs and options): reused", out)
+        return out
+
+    plans = [_plan_run(run, options) for run in runs]
+    _check_consistent(plans)
+    split_of_clip = _split_clips([c for p in plans for c in p.clip_names], options, subject_dir)
+    n_frames = sum(len(p.frames) for p in plans)
+    n_vertices = len(plans[0].indices)
+    n_chans, n_times = len(options.ch_names), plans[0].n_times
+    has_truth = all(p.run.truth is not None for p in plans)
+    need = n_frames * (n_vertices * 2 * (2 if has_truth else 1) + n_chans * n_times * 2)
+    _check_disk(out.parent, need)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            _write_cache(h5, plans, split_of_clip, options, n_frames, n_vertices, has_truth, progress)
+            h5.attrs.update(
+                cache_key=key,
+                version=CACHE_VERSION,
+                subject=subject_dir.name,
+                source=str(subject_dir.resolve()),
+                options=json.dumps(asdict(options)),
+                created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            )
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("wrote %s: %d frames x %d grayordinates in %.1f s", out, n_frames, n_vertices, time.perf_counter() - t0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Planning: read headers, check every run, decide which frames are kept
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunPlan:
+    run: Run
+    tr: float
+    indices: np.ndarray  # (V,) standard grayordinate index of each column
+    n_volumes: int
+    sfreq: float
+    n_times: int  # EEG samples per frame window
+    ch_order: np.ndarray  # (C,) positions of options.ch_names in the file
+    flat: list[str]  # channel names that are flat (repaired: zero after scaling)
+    frames: np.ndarray  # (T_run,) kept volume indices
+    window_starts: np.ndarray  # (T_run,) EEG sample where each kept frame's window starts
+    frame_clip: np.ndarray  # (T_run,) index into clip_names
+    clip_names: list[str] = field(default_factory=list)
+
+
+def _check_options(o: PrepareOptions) -> None:
+    if not 0 <= o.shift_s < 60:
+        raise ValueError(f"shift_s={o.shift_s}: expected a hemodynamic shift in seconds in [0, 60)")
+    if not 0 < o.l_freq < o.h_freq:
+        raise ValueError(f"band-pass {o.l_freq}-{o.h_freq} Hz: expected 0 < l_freq < h_freq")
+    if not (0 < o.test_fraction < 1 and 0 <= o.val_fraction < 1 and o.test_fraction + o.val_fraction < 1):
+        raise ValueError(
+            f"test_fraction={o.test_fraction}, val_fraction={o.val_fraction}: expected fractions in (0, 1) summing below 1"
+        )
+    if len(set(o.ch_names)) != len(o.ch_names):
+        raise ValueError("ch_names lists a channel twice")
+
+
+def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
+    _, _, tr, indices = load_header(run.fmri)
+    img_shape = _cifti_shape(run.fmri)
+    n_volumes = img_shape[0]
+    if run.truth is not None:
+        _, _, tr_t, idx_t = load_header(run.truth)
+        if _cifti_shape(run.truth)[0] != n_volumes or not np.array_equal(idx_t, indices):
+            raise CiftiError(f"{run.truth}: noise-free BOLD does not match {run.fmri.name} in frames or grayordinates")
+    if not tr > 0:
+        raise CiftiError(f"{run.fmri}: TR (SeriesAxis step) is {tr}; expected a positive repetition time in seconds")
+
+    eeg = read_eeg(run.eeg, o.volume_marker)
+    if o.sfreq is not None and not math.isclose(eeg.sfreq, o.sfreq):
+        raise RawDataError(
+            f"{eeg.path}: sampling rate {eeg.sfreq:g} Hz; expected {o.sfreq:g} Hz. Resample the EEG, "
+            f"or prepare with --sfreq {eeg.sfreq:g} (every run must share one rate)."
+        )
+    if o.h_freq >= eeg.sfreq / 2:
+        raise ValueError(f"{eeg.path}: low-pass edge {o.h_freq} Hz is not below Nyquist ({eeg.sfreq / 2} Hz)")
+    n_times = tr * eeg.sfreq
+    if abs(n_times - round(n_times)) > 1e-6:
+        raise RawDataError(f"{eeg.path}: TR {tr} s x {eeg.sfreq} Hz is not a whole number of EEG samples")
+    n_times = int(round(n_times))
+    ch_order, flat = _check_channels(eeg, o)
+
+    # volume onsets in EEG samples: triggers if recorded, else volume k starts at k * TR
+    onsets = eeg.volume_onsets
+    if onsets is None:
+        onsets = np.arange(n_volumes, dtype=np.int64) * n_times
+    elif len(onsets) < n_volumes:
+        raise RawDataError(
+            f"{eeg.path}: {len(onsets)} fMRI volume triggers but {run.fmri.name} has {n_volumes} volumes; "
+            "expected one trigger per volume"
+        )
+    onsets = np.asarray(onsets[:n_volumes], np.int64)
+    if np.any(np.diff(onsets) <= 0):
+        raise RawDataError(f"{eeg.path}: volume onsets are not increasing")
+
+    shift = int(round(o.shift_s * eeg.sfreq))
+    frames, starts, fclip, names = [], [], [], []
+    for ci, clip in enumerate(run.clips):
+        # the movie's last needed volume: its EEG window (shifted) ends at the clip's end
+        need_s = clip.stop + o.shift_s
+        if need_s > n_volumes * tr + 1e-9:
+            raise RawDataError(
+                f"{run.fmri}: {n_volumes} frames ({n_volumes * tr:g} s) but {run.beh.name} says clip "
+                f"{clip.name!r} plays until {clip.stop:g} s, so with the {o.shift_s:g} s shift frames up to "
+                f"{need_s:g} s ({math.ceil(need_s / tr)} frames) are needed. Is the run truncated?"
+            )
+        lo = onsets[0] + int(round(clip.start * eeg.sfreq))
+        hi = onsets[0] + int(round(clip.stop * eeg.sfreq))
+        st = onsets - shift  # (n_volumes,) window start of each volume
+        keep = np.flatnonzero((st >= lo) & (st + n_times <= hi))
+        if len(keep) == 0:
+            raise RawDataError(f"{run.beh}: clip {clip.name!r} ({clip.start:g}-{clip.stop:g} s) is shorter than one TR")
+        frames.append(keep)
+        starts.append(st[keep])
+        fclip.append(np.full(len(keep), ci))
+        names.append(clip.name)
+    starts_all = np.concatenate(starts)
+    n_samples = eeg.data.shape[1]
+    if starts_all.min() < 0 or starts_all.max() + n_times > n_samples:
+        raise RawDataError(
+            f"{eeg.path}: EEG has {n_samples} samples ({n_samples / eeg.sfreq:g} s) but the movie frames "
+            f"need samples {starts_all.min()}..{starts_all.max() + n_times} (with the {o.shift_s:g} s shift); "
+            "the EEG is shorter than the fMRI it should cover"
+        )
+    return RunPlan(
+        run=run, tr=tr, indices=indices, n_volumes=n_volumes, sfreq=eeg.sfreq, n_times=n_times,
+        ch_order=ch_order, flat=flat, frames=np.concatenate(frames), window_starts=starts_all,
+        frame_clip=np.concatenate(fclip), clip_names=names,
+    )  # fmt: skip
+
+
+def _cifti_shape(path: Path) -> tuple[int, int]:
+    img, _, _, _ = load_header(path)
+    return img.shape
+
+
+def _check_channels(eeg, o: PrepareOptions) -> tuple[np.ndarray, list[str]]:
+    names = eeg.ch_names
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise RawDataError(f"{eeg.path}: channel name(s) {dup} appear more than once; expected unique channel names")
+    missing = [c for c in o.ch_names if c not in names]
+    if missing:
+        raise RawDataError(
+            f"{eeg.path}: channel(s) {missing} missing; expected the {len(o.ch_names)} channels "
+            f"{', '.join(o.ch_names[:4])}, ... (set ch_names to the montage you recorded)"
+        )
+    extra = [c for c in names if c not in o.ch_names]
+    if extra:
+        log.warning("%s: ignoring %d channel(s) not in the montage: %s", eeg.path, len(extra), extra)
+    order = np.array([names.index(c) for c in o.ch_names])
+    data = eeg.data
+    flat = []
+    for pos, name in zip(order, o.ch_names):
+        x = np.asarray(data[pos])
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise RawDataError(
+                f"{eeg.path}: channel {name} has {int(bad.sum())} NaN/Inf samples (first at sample {first}, "
+                f"{first / eeg.sfreq:.3f} s); expected finite EEG. Interpolate or mark the segment, then re-run."
+            )
+        if np.ptp(x) == 0:
+            flat.append(name)
+    if flat:
+        if len(flat) > len(o.ch_names) // 4:
+            raise RawDataError(f"{eeg.path}: {len(flat)} flat channels ({flat}); expected at most {len(o.ch_names) // 4}")
+        log.warning("%s: flat channel(s) %s are set to zero after scaling (documented repair)", eeg.path, flat)
+    return order, flat
+
+
+def _check_consistent(plans: list[RunPlan]) -> None:
+    first = plans[0]
+    for p in plans[1:]:
+        if not np.array_equal(p.indices, first.indices):
+            raise CiftiError(
+                f"{p.run.fmri}: {len(p.indices)} grayordinates, not the same as {first.run.fmri.name} "
+                f"({len(first.indices)}); expected one layout for every run of a subject"
+            )
+        if not math.isclose(p.tr, first.tr, rel_tol=1e-6):
+            raise CiftiError(f"{p.run.fmri}: TR {p.tr} s; expected {first.tr} s like {first.run.fmri.name}")
+        if p.sfreq != first.sfreq:
+            raise RawDataError(f"{p.run.eeg}: {p.sfreq} Hz; expected {first.sfreq} Hz like {first.run.eeg.name}")
+
+
+def _split_clips(names: list[str], o: PrepareOptions, where: Path) -> dict[str, int]:
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise RawDataError(f"{where}: clip name(s) {dup} appear in more than one row; expected unique clips")
+    rng = np.random.default_rng(o.split_seed)
+    order = [names[i] for i in rng.permutation(len(names))]
+    n_test = max(1, round(o.test_fraction * len(names)))
+    n_val = max(1, round(o.val_fraction * len(names))) if o.val_fraction > 0 else 0
+    if len(names) - n_test - n_val < 1:
+        raise RawDataError(
+            f"{where}: {len(names)} clip(s) cannot be split into train/val/test with test_fraction="
+            f"{o.test_fraction} and val_fraction={o.val_fraction}: the train split would be empty. "
+            f"Record more clips or lower the fractions."
+        )
+    split = {n: SPLITS["test"] for n in order[:n_test]}
+    split.update({n: SPLITS["val"] for n in order[n_test : n_test + n_val]})
+    split.update({n: SPLITS["train"] for n in order[n_test + n_val :]})
+    return split
+
+
+def _check_disk(folder: Path, need: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < need * 1.05:
+        raise OSError(
+            f"{folder}: the cache needs about {need / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB is free; "
+            "free space or choose another --out_dir"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing: two streaming passes (statistics from train frames, then normalised data)
+# --------------------------------------------------------------------------------------------
+
+
+def _filter_sos(sfreq: float, o: PrepareOptions) -> np.ndarray:
+    sos = signal.butter(o.filter_order, [o.l_freq, o.h_freq], btype="bandpass", fs=sfreq, output="sos")
+    if o.notch_freq is not None and o.notch_freq < sfreq / 2:
+        b, a = signal.iirnotch(o.notch_freq, Q=30.0, fs=sfreq)
+        sos = np.concatenate([sos, signal.tf2sos(b, a)])
+    return sos
+
+
+def _filtered_windows(plan: RunPlan, sos: np.ndarray) -> np.ndarray:
+    """Band-passed EEG windows of the kept frames of a run: (T_run, C, n_times) float32."""
+    eeg = read_eeg(plan.run.eeg)
+    pad = int(10 * plan.sfreq)  # filter a span a little wider than needed, to keep edges clean
+    lo = max(0, int(plan.window_starts.min()) - pad)
+    hi = min(eeg.data.shape[1], int(plan.window_starts.max()) + plan.n_times + pad)
+    out = np.empty((len(plan.frames), len(plan.ch_order), plan.n_times), np.float32)
+    offs = plan.window_starts - lo
+    gather = offs[:, None] + np.arange(plan.n_times)  # (T_run, n_times)
+    for c, pos in enumerate(plan.ch_order):
+        x = np.asarray(eeg.data[pos, lo:hi], np.float64)  # (S,)
+        x = signal.sosfiltfilt(sos, x - x.mean())
+        out[:, c] = x[gather]
+    return out
+
+
+def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, progress) -> None:
+    from tqdm.auto import tqdm
+
+    n_chans, n_times = len(o.ch_names), plans[0].n_times
+    sos = _filter_sos(plans[0].sfreq, o)
+    clip_names = [n for p in plans for n in p.clip_names]
+    clip_id = {n: i for i, n in enumerate(clip_names)}
+
+    # frame tables
+    frame_run = np.concatenate([np.full(len(p.frames), p.run.run) for p in plans]).astype(np.int32)
+    frame_index = np.concatenate([p.frames for p in plans]).astype(np.int32)
+    frame_clip = np.concatenate([[clip_id[p.clip_names[c]] for c in p.frame_clip] for p in plans]).astype(np.int32)
+    split = np.array([split_of_clip[clip_names[c]] for c in frame_clip], np.int8)
+    train = split == SPLITS["train"]
+    if not train.any():
+        raise RawDataError("no training frame: every clip fell in val/test")
+
+    fmri = h5.create_dataset("fmri", (n_frames, n_vertices), np.float16)
+    clean = h5.create_dataset("fmri_clean", (n_frames, n_vertices), np.float16) if has_truth else None
+    eeg = h5.create_dataset("eeg", (n_frames, n_chans, n_times), np.float16)
+
+    bar = tqdm(total=3 * len(plans), desc="prepare", unit="pass·run", disable=not progress)
+    # pass 1a: fMRI statistics per grayordinate over the train frames (float64 sums)
+    s1 = np.zeros(n_vertices)
+    s2 = np.zeros(n_vertices)
+    offset = 0
+    for p in plans:
+        sel = train[offset : offset + len(p.frames)]
+        for rows, block in _cifti_blocks(p.run.fmri, p.frames[sel]):
+            s1 += block.sum(0, dtype=np.float64)
+            s2 += np.square(block, dtype=np.float64).sum(0)
+        offset += len(p.frames)
+        bar.update()
+    n_train = train.sum()
+    mean = s1 / n_train
+    std = np.sqrt(np.maximum(s2 / n_train - mean**2, 0.0))
+    dead = std < 1e-6 * np.maximum(1.0, np.abs(mean))
+    std[dead] = 1.0  # constant grayordinates (outside the brain mask) stay at 0 after z-scoring
+    if dead.any():
+        log.warning("%d grayordinate(s) are constant over the training frames; they are written as 0", dead.sum())
+
+    # pass 1b: EEG windows filtered, per-channel train statistics, stored provisionally as float16
+    # in units of a per-channel scale u from the first run (undone in pass 2; it only keeps float16
+    # well inside its range whatever the recording's unit, volts or microvolts)
+    unit = None
+    center_sum = np.zeros(n_chans)
+    samples: list[np.ndarray] = []  # subsample of train |x| per channel, for the quantile
+    offset = 0
+    rng = np.random.default_rng(0)
+    for p in plans:
+        w = _filtered_windows(p, sos)  # (T_run, C, W) float32
+        if unit is None:
+            unit = np.maximum(w.std(axis=(0, 2)), 1e-30).astype(np.float64)  # (C,)
+        w /= unit[None, :, None].astype(np.float32)
+        sel = train[offset : offset + len(w)]
+        if sel.any():
+            tw = w[sel]  # (T_train_run, C, W)
+            center_sum += tw.sum(axis=(0, 2), dtype=np.float64)
+            pick = rng.choice(tw.shape[0] * tw.shape[2], size=min(20_000, tw.shape[0] * tw.shape[2]), replace=False)
+            samples.append(tw.transpose(1, 0, 2).reshape(n_chans, -1)[:, pick])
+        eeg[offset : offset + len(w)] = w.astype(np.float16)
+        offset += len(w)
+        bar.update()
+    center = center_sum / (n_train * n_times)  # (C,)
+    dev = np.abs(np.concatenate(samples, axis=1) - center[:, None])  # (C, n_sub)
+    scale = np.quantile(dev, o.eeg_clip_quantile, axis=1)  # (C,)
+    flat = sorted({c for p in plans for c in p.flat})
+    flat_mask = np.array([c in flat for c in o.ch_names]) | (scale <= 0)
+    scale[flat_mask] = 1.0
+
+    # pass 2: normalise EEG in place; write z-scored fMRI (and noise-free BOLD with the same stats)
+    for start in range(0, n_frames, 512):
+        x = eeg[start : start + 512].astype(np.float32)  # (b, C, W)
+        x = np.clip((x - center[None, :, None]) / scale[None, :, None], -1.0, 1.0)
+        x[:, flat_mask] = 0.0
+        eeg[start : start + 512] = x.astype(np.float16)
+    offset = 0
+    for p in plans:
+        for dset, path in ((fmri, p.run.fmri), (clean, p.run.truth)):
+            if dset is None:
+                continue
+            for rows, block in _cifti_blocks(path, p.frames):
+                z = (block - mean) / std
+                z[:, dead] = 0.0
+                dset[offset + rows.start : offset + rows.stop] = z.astype(np.float16)
+        offset += len(p.frames)
+        bar.update()
+    bar.close()
+
+    # tables and statistics
+    h5["frame_run"], h5["frame_index"], h5["frame_clip"], h5["split"] = frame_run, frame_index, frame_clip, split
+    h5["frame_time"] = (frame_index * plans[0].tr).astype(np.float32)
+    h5["indices"] = plans[0].indices.astype(np.int64)
+    h5["fmri_mean"], h5["fmri_std"] = mean.astype(np.float32), std.astype(np.float32)
+    h5["eeg_center"], h5["eeg_scale"] = (center * unit).astype(np.float64), (scale * unit).astype(np.float64)
+    h5["clip_names"] = np.array(clip_names, dtype=h5py.string_dtype())
+    h5["clip_split"] = np.array([split_of_clip[n] for n in clip_names], np.int8)
+    h5["run_files"] = np.array([str(p.run.fmri) for p in plans], dtype=h5py.string_dtype())
+    h5["run_numbers"] = np.array([p.run.run for p in plans], np.int32)
+    h5["run_n_volumes"] = np.array([p.n_volumes for p in plans], np.int32)
+    h5.attrs.update(
+        tr=plans[0].tr, sfreq=plans[0].sfreq, shift_s=o.shift_s, n_times=n_times,
+        ch_names=json.dumps(list(o.ch_names)), flat_channels=json.dumps(flat),
+        n_vertices=n_vertices, layout="fsLR-32k 91k" if n_vertices == 91_282 else "fsLR-32k 91k subset",
+        has_truth=has_truth,
+    )  # fmt: skip
+
+
+def _cifti_blocks(path: Path, frames: np.ndarray):
+    """Yield (row slice into ``frames``, (b, V) float32 block) reading only the needed volumes."""
+    img, _, _, _ = load_header(path)
+    for start in range(0, len(frames), _FMRI_BLOCK):
+        sel = frames[start : start + _FMRI_BLOCK]
+        lo, hi = int(sel[0]), int(sel[-1]) + 1
+        try:
+            block = np.asarray(img.dataobj[lo:hi], np.float32)[sel - lo]  # (b, V)
+        except Exception as e:
+            raise CiftiError(
+                f"{path}: cannot read volumes {lo}..{hi} (header promises {img.shape[0]} volumes x "
+                f"{img.shape[1]} grayordinates): truncated or corrupt file? ({e})"
+            ) from e
+        if not np.isfinite(block).all():
+            bad = np.argwhere(~np.isfinite(block))[0]
+            raise CiftiError(
+                f"{path}: NaN/Inf at volume {int(sel[bad[0]])}, grayordinate {int(bad[1])}; expected finite BOLD "
+                "(censor those volumes by removing the clip, or fill them first with `eeg2fmri fill`)"
+            )
+        yield slice(start, start + len(sel)), block
+
+
+# --------------------------------------------------------------------------------------------
+# Cache identity
+# --------------------------------------------------------------------------------------------
+
+
+def _cache_key(runs: list[Run], o: PrepareOptions) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": CACHE_VERSION, "options": asdict(o)}, sort_keys=True).encode())
+    for run in runs:
+        for p in (run.fmri, run.beh, run.eeg, run.eeg.with_suffix(".json"), run.truth):
+            if p is not None and p.exists():
+                st = p.stat()
+                h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _existing_key(path: Path) -> str | None:
+    try:
+        with h5py.File(path, "r") as h5:
+            return str(h5.attrs.get("cache_key", ""))
+    except Exception:  # a corrupt cache is rebuilt
+        log.warning("%s exists but cannot be read: rebuilding it", path)
+        return None
