@@ -182,7 +182,9 @@ def load_header(path: str | os.PathLike) -> tuple[nib.Cifti2Image, cifti2_axes.B
             f"{path}: axes are ({type(series).__name__}, {type(bm).__name__}); expected "
             "(SeriesAxis, BrainModelAxis) as in a .dtseries.nii"
         )
-    tr = float(series.step) * (1e-3 if series.unit.upper() == "MSEC" else 1.0)
+    if series.unit.upper() != "SECOND":
+        raise CiftiError(f"{path}: series unit is {series.unit}; expected SECOND (a time series with TR in seconds)")
+    tr = float(series.step)
     return img, bm, tr, standard_indices(bm, path)
 
 

