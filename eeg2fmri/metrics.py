@@ -49,14 +49,16 @@ Columns = Tensor | np.ndarray | Sequence[int] | None
 
 
 def _as_columns(columns: Columns) -> Tensor | None:
-    """Region columns as a sorted-as-given 1-D long tensor; a boolean mask over columns is accepted."""
+    """Region columns as a 1-D long tensor, in the given order; a boolean mask over columns is accepted."""
     if columns is None:
         return None
     cols = torch.as_tensor(np.asarray(columns) if not isinstance(columns, Tensor) else columns).cpu()
     if cols.dtype == torch.bool:
         cols = cols.nonzero().flatten()
     if cols.ndim != 1 or cols.numel() == 0:
-        raise ValueError(f"region columns must be a non-empty 1-D index (or boolean mask); got shape {tuple(cols.shape)}")
+        raise ValueError(
+            f"region columns must be a non-empty 1-D index (or boolean mask); got shape {tuple(cols.shape)}"
+        )
     if cols.is_floating_point() or cols.is_complex():
         raise ValueError(f"region columns must be integer indices or a boolean mask; got {cols.dtype}")
     cols = cols.long()
@@ -73,6 +75,10 @@ def _feature_subset(n: int, max_features: int, seed: int) -> Tensor:
     so every process and every run scores the same grayordinates."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=generator)[:max_features].sort().values
+
+
+def _to_device(state: list[Tensor] | Tensor, device: torch.device) -> list[Tensor] | Tensor:
+    return state.to(device) if isinstance(state, Tensor) else [v.to(device) for v in state]
 
 
 def _cat(state: list[Tensor] | Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -115,7 +121,8 @@ class _RegionMetric(Metric):
     def __init__(self, columns: Columns = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         cols = _as_columns(columns)
-        self.register_buffer("columns", cols if cols is not None else torch.empty(0, dtype=torch.long), persistent=False)
+        empty = torch.empty(0, dtype=torch.long)
+        self.register_buffer("columns", empty if cols is None else cols, persistent=False)
         self._whole = cols is None
         self._min_vertices = 0 if cols is None else int(cols.max()) + 1
         self._cat_dtypes: dict[str, torch.dtype] = {}
@@ -162,8 +169,8 @@ class _RegionMetric(Metric):
             if name in tuple(exclude_state):
                 continue
             default, value = this._defaults[name], getattr(this, name)
-            this._defaults[name] = default.to(device) if isinstance(default, Tensor) else [v.to(device) for v in default]
-            setattr(this, name, value.to(device) if isinstance(value, Tensor) else [v.to(device) for v in value])
+            this._defaults[name] = _to_device(default, device)
+            setattr(this, name, _to_device(value, device))
         return this
 
     def _sync_dist(self, dist_sync_fn: Any = gather_all_tensors, process_group: Any | None = None) -> None:
@@ -264,14 +271,16 @@ class TemporalCorrelation(_RegionMetric):
         for name in ("sum_x", "sum_y", "sum_xx", "sum_yy", "sum_xy"):
             self.add_state(name, default=zeros.clone(), dist_reduce_fx="sum")
         for name in ("min_x", "min_y"):
-            self.add_state(name, default=torch.full((size,), torch.inf, dtype=torch.float64), dist_reduce_fx="min")
+            self.add_state(name, default=torch.full_like(zeros, torch.inf), dist_reduce_fx="min")
         for name in ("max_x", "max_y"):
-            self.add_state(name, default=torch.full((size,), -torch.inf, dtype=torch.float64), dist_reduce_fx="max")
+            self.add_state(name, default=torch.full_like(zeros, -torch.inf), dist_reduce_fx="max")
         self.add_state("n", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor, frame_mask: Tensor | None = None) -> None:
         if self.n_vertices is not None and preds.shape[-1] != self.n_vertices:
-            raise ValueError(f"TemporalCorrelation was built for {self.n_vertices} grayordinate columns; got {preds.shape[-1]}")
+            raise ValueError(
+                f"TemporalCorrelation was built for {self.n_vertices} grayordinate columns; got {preds.shape[-1]}"
+            )
         preds, target, frame_mask = self._prepare(preds, target, frame_mask)  # (B, K, V_region) x2, (B, K)
         x = preds[frame_mask].double()  # (M, V_region): the scored frames
         y = target[frame_mask].double()  # (M, V_region)
@@ -299,8 +308,9 @@ class TemporalCorrelation(_RegionMetric):
 
     def per_vertex(self) -> Tensor:
         """Temporal r of every grayordinate of the region, (V_region,) float64 in column order;
-        NaN where undefined. Gathered across processes like ``compute()``."""
-        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync):
+        NaN where undefined. Gathered across processes like ``compute()``: call it on every process."""
+        sync = {"should_sync": self._to_sync, "should_unsync": self._should_unsync}
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, **sync):
             return self._per_vertex().clone()
 
     def compute(self) -> dict[str, Tensor]:
@@ -330,7 +340,7 @@ class Identification(_RegionMetric):
     rank is <= k.
 
     Memory: each window is stored twice (prediction and truth) as K x V_sel z-scored values of
-    ``dtype``: n_windows x K x V_sel x 2 x (2 bytes for float16, 4 for float32), on the metric's
+    ``storage_dtype``: n_windows x K x V_sel x 2 x (2 bytes for float16, 4 for float32), on the metric's
     device (``compute_on_cpu=True`` keeps them in host memory). For the whole brain, V_sel =
     91,282 and K = 8 make 2.9 MB per window in float16; ``max_features`` bounds V_sel by a fixed
     random subset of the region's grayordinates (seeded, so every process and run uses the same
@@ -345,7 +355,7 @@ class Identification(_RegionMetric):
         columns: the region's grayordinate columns (indices or a boolean mask); None = all.
         max_features: at most this many grayordinates are kept (None = all of the region).
         seed: seed of that subset.
-        dtype: storage dtype of the kept z-scores.
+        storage_dtype: dtype of the stored z-scores (float16 halves the memory; ranks barely move).
         block_size: windows per block of the correlation matrix in ``compute()``.
         kwargs: passed to ``torchmetrics.Metric``.
     """
@@ -355,7 +365,7 @@ class Identification(_RegionMetric):
         columns: Columns = None,
         max_features: int | None = None,
         seed: int = 0,
-        dtype: Literal["float16", "float32"] = "float16",
+        storage_dtype: Literal["float16", "float32"] = "float16",
         block_size: int = 1024,
         **kwargs: Any,
     ) -> None:
@@ -366,7 +376,7 @@ class Identification(_RegionMetric):
             cols = cols[_feature_subset(cols.numel(), max_features, seed)]
         super().__init__(cols, **kwargs)
         self.max_features, self.seed, self.block_size = max_features, seed, block_size
-        self.storage_dtype = {"float16": torch.float16, "float32": torch.float32}[dtype]
+        self.storage_dtype = {"float16": torch.float16, "float32": torch.float32}[storage_dtype]
         # windows are stored flat (1-D) and reshaped with the feature count, a "max" state
         self._add_cat_state("preds", self.storage_dtype)
         self._add_cat_state("target", self.storage_dtype)
@@ -379,7 +389,9 @@ class Identification(_RegionMetric):
             preds, target = preds.index_select(-1, subset), target.index_select(-1, subset)  # (B, K, V_sel)
         preds, target, frame_mask = self._prepare(preds, target, frame_mask)  # (B, K, V_sel) x2, (B, K)
         if not bool((frame_mask == frame_mask[:1]).all()):
-            raise ValueError("Identification needs the same frame_mask for every window (a fixed pattern of scored frames)")
+            raise ValueError(
+                "Identification needs the same frame_mask for every window (a fixed pattern of scored frames)"
+            )
         if preds.shape[0] == 0 or not bool(frame_mask[0].any()):
             return
         x = preds[:, frame_mask[0]].flatten(1)  # (B, K_scored * V_sel)
@@ -466,20 +478,23 @@ class RegionMetrics(MetricCollection):
         max_features: int | None = 8192,
     ) -> None:
         metrics: dict[str, Metric] = {}
-        self_keys: dict[str, str] = {}
+        keys: dict[str, str] = {}
         for region, columns in region_columns.items():
             key = region.replace(".", "_")  # a module name cannot hold "."
-            if key in self_keys.values():
+            if key in keys.values():
                 raise ValueError(f"two regions map to the same name {key!r}: rename one")
-            self_keys[region] = key
+            keys[region] = key
             metrics[f"{key}/spatial"] = SpatialMetrics(columns)
             metrics[f"{key}/temporal"] = TemporalCorrelation(columns, n_vertices=n_vertices)
             if identification:
                 metrics[f"{key}/identification"] = Identification(columns, max_features=max_features)
         super().__init__(metrics, compute_groups=False)
-        self.region_keys = self_keys
+        self.region_keys = keys  # region name -> its module-name stem
 
-    def _compute_and_reduce(self, method_name: Literal["compute", "forward"], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def _compute_and_reduce(
+        self, method_name: Literal["compute", "forward"], *args: Any, **kwargs: Any
+    ) -> dict[str, Any]:
+        # MetricCollection would prefix clashing keys with class names ("SpatialMetrics_r"): name them here.
         out: dict[str, Any] = {}
         for region, key in self.region_keys.items():
             for kind in self._kinds:

@@ -126,10 +126,11 @@ def test_eta_one_is_ddpm_posterior_variance(t):
     ab = _python_alpha_bars()
     beta_t = 1e-4 + (0.02 - 1e-4) * t / (N - 1)
     beta_tilde = (1 - ab[t - 1]) / (1 - ab[t]) * beta_t  # DDPM eq. 7
-    assert ddim_sigma(AC[t].item(), AC[t - 1].item(), 1.0).item() ** 2 == pytest.approx(beta_tilde, rel=1e-4)
+    # (rel 2e-3: at small t, 1 - a_t / a_prev ~ 1e-4 loses digits in the float32 schedule math)
+    assert ddim_sigma(AC[t].item(), AC[t - 1].item(), 1.0).item() ** 2 == pytest.approx(beta_tilde, rel=2e-3)
     # and through the step itself: x_t = 0, eps = 0, z = 1 leaves exactly sigma
     x_prev, _ = ddim_step(torch.zeros(1), torch.zeros(1), AC[t].item(), AC[t - 1].item(), 1.0, noise=torch.ones(1))
-    assert x_prev.item() ** 2 == pytest.approx(beta_tilde, rel=1e-4)
+    assert x_prev.item() ** 2 == pytest.approx(beta_tilde, rel=2e-3)
 
 
 def test_true_eps_inverts_q_sample():
@@ -258,16 +259,32 @@ def test_ddim_eta0_deterministic():
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_ddim_samples_a_gaussian(eta):
-    """With the exact eps of x0 ~ N(mu, s^2) the sampler must return that distribution."""
+    """With the exact eps of x0 ~ N(mu, s^2) the sampler's output distribution is known in closed form.
+
+    For Gaussian data, E[eps | x_t] is linear in u_t = x_t - sqrt(a_t) mu, and one DDIM step maps
+    u_t to f u_t + sigma z with f = (sqrt(a_prev a_t) s^2 + sqrt((1 - a_prev - sigma^2)(1 - a_t))) / v_t,
+    v_t = a_t s^2 + 1 - a_t; so the output is mu + u_0 with a mean and variance we can iterate here.
+    (With few steps DDIM under-disperses slightly, Cauchy-Schwarz; with many it tends to s^2.)
+    """
     mu, s = 1.5, 0.5
 
     def eps_fn(x, t):
         a = alpha_bar_at(AC, t)[:, None, None]
         return (1 - a).sqrt() * (x - a.sqrt() * mu) / (a * s**2 + 1 - a)  # E[eps | x_t]
 
+    ts, prev = ddim_timesteps(N, 50)
+    ac = AC.tolist()
+    mean_u, var_u = -math.sqrt(ac[ts[0]]) * mu, 1.0  # u_T = x_T - sqrt(a_T) mu, x_T ~ N(0, 1)
+    for t, t_prev in zip(ts.tolist(), prev.tolist()):
+        a_t, a_p = ac[t], (ac[t_prev] if t_prev >= 0 else 1.0)
+        sigma2 = eta**2 * (1 - a_p) / (1 - a_t) * (1 - a_t / a_p)
+        v = a_t * s**2 + 1 - a_t
+        f = (math.sqrt(a_p * a_t) * s**2 + math.sqrt(max(1 - a_p - sigma2, 0) * (1 - a_t))) / v
+        mean_u, var_u = f * mean_u, f**2 * var_u + sigma2
+    assert abs(math.sqrt(var_u) - s) < 0.06  # close to the data distribution ...
     out = ddim_sample(eps_fn, (4000, 4, 1), AC, 50, eta=eta, generator=torch.Generator().manual_seed(10))
-    assert out.mean().item() == pytest.approx(mu, abs=0.03)
-    assert out.std().item() == pytest.approx(s, abs=0.03)
+    assert out.mean().item() == pytest.approx(mu + mean_u, abs=0.015)  # ... and exactly what DDIM gives
+    assert out.std().item() == pytest.approx(math.sqrt(var_u), abs=0.008)
 
 
 def test_interrecon_errors():

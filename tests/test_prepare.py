@@ -78,7 +78,7 @@ def test_eeg_burst_lands_in_the_frame_four_seconds_later(tmp_path):
     with h5py.File(p) as h5:
         run1 = h5["frame_run"][:] == 1
         power = (h5["eeg"][:].astype(np.float32) ** 2).mean(axis=(1, 2))[run1]
-        assert h5["frame_index"][:][run1][np.argmax(power)] == target
+        assert h5["frame_volume"][:][run1][np.argmax(power)] == target
 
 
 def test_idempotent_and_rebuilt_when_an_option_changes(raw_subject, tmp_path):

@@ -47,25 +47,25 @@ def open_cache(path: str | Path) -> h5py.File:
         h5 = h5py.File(path, "r")
     except OSError as e:
         raise CacheError(f"{path}: not a readable HDF5 cache (truncated or corrupt? {e}); delete it and re-run prepare") from e
-    missing = [k for k in ("fmri", "eeg", "split", "frame_clip", "frame_index", "indices") if k not in h5]
+    missing = [k for k in ("fmri", "eeg", "split", "frame_clip", "frame_volume", "indices") if k not in h5]
     if missing:
         h5.close()
         raise CacheError(f"{path}: cache lacks dataset(s) {missing}; it was not written by `eeg2fmri prepare` or is incomplete")
     return h5
 
 
-def window_starts(frame_clip: np.ndarray, frame_index: np.ndarray, split: np.ndarray, n_frames: int, stride: int = 1,
+def window_starts(frame_clip: np.ndarray, frame_volume: np.ndarray, split: np.ndarray, n_frames: int, stride: int = 1,
                   include_tail: bool = False) -> np.ndarray:  # fmt: skip
     """Cache rows where a window of ``n_frames`` consecutive frames of one clip starts.
 
-    Frames are consecutive when their volume index increases by one and they share clip and split.
+    Frames are consecutive when their volume index (``frame_volume``) increases by one and they share clip and split.
     ``stride`` steps between windows inside a run of consecutive frames; ``include_tail`` adds a
     window ending at the last frame of each run so that every frame is covered (for prediction).
     """
     if n_frames < 1 or stride < 1:
         raise ValueError(f"n_frames={n_frames} and stride={stride} must be >= 1")
     brk = np.ones(len(frame_clip), bool)  # True where a new segment of consecutive frames begins
-    brk[1:] = (frame_clip[1:] != frame_clip[:-1]) | (frame_index[1:] != frame_index[:-1] + 1) | (split[1:] != split[:-1])
+    brk[1:] = (frame_clip[1:] != frame_clip[:-1]) | (frame_volume[1:] != frame_volume[:-1] + 1) | (split[1:] != split[:-1])
     seg_start = np.flatnonzero(brk)
     seg_end = np.append(seg_start[1:], len(frame_clip))
     out = []
@@ -163,7 +163,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         with open_cache(self.data_path) as h5:
             whole = len(self.columns) == h5["fmri"].shape[1]
             self.frame_clip = h5["frame_clip"][:].astype(np.int64)
-            self.frame_index = h5["frame_index"][:].astype(np.int64)
+            self.frame_volume = h5["frame_volume"][:].astype(np.int64)
             self.frame_run = h5["frame_run"][:].astype(np.int64) if "frame_run" in h5 else np.zeros_like(self.frame_clip)
             self.split = h5["split"][:].astype(np.int64)
             store = {
@@ -195,10 +195,10 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                 f"{self.data_path}: split {split!r} is empty; re-run prepare with a val/test fraction that leaves "
                 "every split at least one clip"
             )
-        starts = window_starts(self.frame_clip, self.frame_index, self.split, self.n_frames, stride, include_tail)
+        starts = window_starts(self.frame_clip, self.frame_volume, self.split, self.n_frames, stride, include_tail)
         starts = starts[self.split[starts] == code]
         if len(starts) == 0:
-            longest = _longest_segment(self.frame_clip[sel], self.frame_index[sel])
+            longest = _longest_segment(self.frame_clip[sel], self.frame_volume[sel])
             raise CacheError(
                 f"{self.data_path}: n_frames={self.n_frames} is longer than every clip of split {split!r} "
                 f"(longest: {longest} consecutive frames); choose n_frames <= {longest}"
@@ -261,9 +261,9 @@ def _read_columns(dset: h5py.Dataset, columns: np.ndarray | None, block: int = 1
     return out
 
 
-def _longest_segment(frame_clip: np.ndarray, frame_index: np.ndarray) -> int:
+def _longest_segment(frame_clip: np.ndarray, frame_volume: np.ndarray) -> int:
     if len(frame_clip) == 0:
         return 0
-    brk = np.flatnonzero((np.diff(frame_clip) != 0) | (np.diff(frame_index) != 1))
+    brk = np.flatnonzero((np.diff(frame_clip) != 0) | (np.diff(frame_volume) != 1))
     bounds = np.concatenate([[0], brk + 1, [len(frame_clip)]])
     return int(np.diff(bounds).max())

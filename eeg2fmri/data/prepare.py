@@ -350,7 +350,7 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
 
     # frame tables
     frame_run = np.concatenate([np.full(len(p.frames), p.run.run) for p in plans]).astype(np.int32)
-    frame_index = np.concatenate([p.frames for p in plans]).astype(np.int32)
+    frame_volume = np.concatenate([p.frames for p in plans]).astype(np.int32)
     frame_clip = np.concatenate([[clip_id[p.clip_names[c]] for c in p.frame_clip] for p in plans]).astype(np.int32)
     split = np.array([split_of_clip[clip_names[c]] for c in frame_clip], np.int8)
     train = split == SPLITS["train"]
@@ -430,8 +430,8 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
     bar.close()
 
     # tables and statistics
-    h5["frame_run"], h5["frame_index"], h5["frame_clip"], h5["split"] = frame_run, frame_index, frame_clip, split
-    h5["frame_time"] = (frame_index * plans[0].tr).astype(np.float32)
+    h5["frame_run"], h5["frame_volume"], h5["frame_clip"], h5["split"] = frame_run, frame_volume, frame_clip, split
+    h5["frame_time"] = (frame_volume * plans[0].tr).astype(np.float32)
     h5["indices"] = plans[0].indices.astype(np.int64)
     h5["fmri_mean"], h5["fmri_std"] = mean.astype(np.float32), std.astype(np.float32)
     h5["eeg_center"], h5["eeg_scale"] = (center * unit).astype(np.float64), (scale * unit).astype(np.float64)
@@ -493,3 +493,47 @@ def _existing_key(path: Path) -> str | None:
     except Exception:  # a corrupt cache is rebuilt
         log.warning("%s exists but cannot be read: rebuilding it", path)
         return None
+
+
+def prepare_subjects(
+    subject_dir: list[str],
+    out_dir: str = "data/prepared",
+    shift_s: float = 4.0,
+    l_freq: float = 0.1,
+    h_freq: float = 75.0,
+    notch_freq: float | None = 50.0,
+    sfreq: float | None = 1000.0,
+    ch_names: list[str] | None = None,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    volume_marker: str = "R128",
+    force: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Build the HDF5 cache of one or more raw subject folders (CineBrain layout; see data/README.md).
+
+    Args:
+        subject_dir: raw subject folder(s), e.g. data/raw/sub_0001.
+        out_dir: folder of the caches (<subject>.h5).
+        shift_s: hemodynamic shift between a frame and its EEG window, seconds.
+        l_freq: EEG high-pass edge, Hz.
+        h_freq: EEG low-pass edge, Hz.
+        notch_freq: line-noise notch, Hz (null: none).
+        sfreq: expected EEG sampling rate, Hz (null: accept the files' own rate).
+        ch_names: expected EEG channels in cache order (default: the 64-channel 10-10 montage).
+        test_fraction: fraction of clips held out for testing.
+        val_fraction: fraction of clips used for validation.
+        split_seed: seed of the clip-wise split.
+        volume_marker: EEG annotation that marks fMRI volume onsets (MNE-readable formats).
+        force: rebuild even if an up-to-date cache exists.
+        progress: show a progress bar.
+    """
+    if isinstance(subject_dir, (str, Path)):
+        subject_dir = [subject_dir]
+    options = PrepareOptions(
+        shift_s=shift_s, l_freq=l_freq, h_freq=h_freq, notch_freq=notch_freq, sfreq=sfreq,
+        ch_names=tuple(ch_names) if ch_names else CHANNELS_64, test_fraction=test_fraction,
+        val_fraction=val_fraction, split_seed=split_seed, volume_marker=volume_marker,
+    )  # fmt: skip
+    return [prepare(d, out_dir, options, force=force, progress=progress) for d in subject_dir]

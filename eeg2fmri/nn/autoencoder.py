@@ -24,6 +24,8 @@ class LinearAutoencoder(nn.Module):
     jointly trained autoencoder otherwise finds: tiny z makes x_n almost pure noise and the
     eps-loss almost zero): any rescaling of E is divided out. The reconstruction loss through
     ``decode`` keeps the normalised latents informative, so they do not collapse either.
+    (Exact up to BatchNorm's eps = 1e-5: the pull towards shrinking is O(eps / var) per dim, and
+    the initialisation below starts the pre-normalisation variance near 1.)
 
     ``decode`` inverts the normalisation with the *running* statistics, in training mode too:
     the decoder is then one fixed function of z whatever the mode, so latents sampled by the

@@ -1,0 +1,380 @@
+"""Callbacks: evaluation with sampling and InterRecon, CIFTI prediction writing, loss guard.
+
+Sampling settings (steps, η, guidance, time-travel) belong here, not to the model: a checkpoint
+is sampled however the evaluation asks. The CLI adds :class:`Evaluator` to every subcommand
+(``--evaluator.num_inference_steps 50``) and :class:`CiftiWriter` for ``predict``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, WeightAveraging
+from torch import Tensor
+
+from eeg2fmri.data.cifti import atomic_save, write_dtseries
+from eeg2fmri.data.regions import region_columns
+from eeg2fmri.interpolate import linear_fill
+from eeg2fmri.metrics import RegionMetrics
+
+log = logging.getLogger(__name__)
+
+SPATIAL_KEYS = ("mse", "r", "cos")
+
+
+def anchor_mask(batch_size: int, n_frames: int, device=None) -> Tensor:
+    """InterRecon's validation task: first and last frame observed, the middle ones filled."""
+    mask = torch.zeros(batch_size, n_frames, dtype=torch.bool, device=device)  # (B, K)
+    mask[:, 0] = mask[:, -1] = True
+    return mask
+
+
+class Evaluator(Callback):
+    """Region metrics of sampled predictions at validation and test time.
+
+    Validation (every ``every_n_epochs`` epochs, on up to ``max_val_batches`` batches): DDIM
+    samples → ``val_sample/<region>/<metric>``; InterRecon with the first and last frame as
+    anchors → ``val_interrecon/...`` on the filled frames, beside linear interpolation between the
+    same anchors → ``val_linear/...``. Test: every test window, spatial / temporal /
+    identification metrics per region (and the noise ceiling where the data has the noise-free
+    BOLD), logged as ``test/<region>/<metric>`` and written as ``test_metrics.json`` and
+    ``test_metrics.csv`` next to the checkpoint (or in the logger's folder).
+
+    Args:
+        num_inference_steps: DDIM steps.
+        eta: DDIM η (0: deterministic; 1: DDPM-like stochasticity).
+        guidance_scale: classifier-free guidance scale (1: plain conditional sampling).
+        time_travel: InterRecon's time-travel steps (0: off).
+        time_travel_repeat: repeats per time-travel step.
+        seed: seed of the sampler's noise (results are reproducible).
+        every_n_epochs: validation sampling period in epochs.
+        max_val_batches: validation batches sampled per evaluation (None: all).
+        regions: regions to score: whole, V1, V1+A1 or mask files.
+        interrecon: run InterRecon at validation (models that support it).
+        identification: compute identification accuracy at test time.
+        results_dir: where test metrics are written (default: the checkpoint's folder).
+    """
+
+    def __init__(
+        self,
+        num_inference_steps: int = 50,
+        eta: float = 0.0,
+        guidance_scale: float = 1.0,
+        time_travel: int = 0,
+        time_travel_repeat: int = 1,
+        seed: int = 0,
+        every_n_epochs: int = 1,
+        max_val_batches: int | None = 2,
+        regions: list[str] = ["whole", "V1", "V1+A1"],  # noqa: B006 (jsonargparse shows it)
+        interrecon: bool = True,
+        identification: bool = True,
+        results_dir: str | None = None,
+    ):
+        super().__init__()
+        self.sampling = dict(num_inference_steps=num_inference_steps, eta=eta, guidance_scale=guidance_scale, seed=seed)
+        self.time_travel = dict(time_travel=time_travel, time_travel_repeat=time_travel_repeat)
+        self.every_n_epochs, self.max_val_batches = every_n_epochs, max_val_batches
+        self.regions, self.interrecon, self.identification = list(regions), interrecon, identification
+        self.results_dir = results_dir
+        self.results: dict | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        pl_module.sampling = self.sampling_for(pl_module)
+        dm = trainer.datamodule
+        self.columns = {}
+        for region in self.regions:
+            try:
+                self.columns[region] = torch.as_tensor(region_columns(region, dm.indices))
+            except ValueError:
+                log.warning("region %s has no grayordinate in the modelled data; not scored", region)
+
+    def sampling_for(self, pl_module) -> dict:
+        return dict(self.sampling) if hasattr(pl_module, "sample") else {}
+
+    def _metrics(self, pl_module, identification: bool) -> RegionMetrics:
+        return RegionMetrics(self.columns, pl_module.n_vertices, identification=identification).to(pl_module.device)
+
+    def _can_fill(self, pl_module) -> bool:
+        return self.interrecon and hasattr(pl_module, "sample") and pl_module.n_frames >= 3
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.active = not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if self.active:
+            self.val = {"val_sample": self._metrics(pl_module, identification=False)}
+            if self._can_fill(pl_module):
+                self.val["val_interrecon"] = self._metrics(pl_module, identification=False)
+                self.val["val_linear"] = self._metrics(pl_module, identification=False)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not self.active or (self.max_val_batches is not None and batch_idx >= self.max_val_batches):
+            return
+        x = batch["fmri"]  # (B, K, V)
+        self.val["val_sample"].update(pl_module.predict_frames(batch, **pl_module.sampling), x)
+        if "val_interrecon" in self.val:
+            mask = anchor_mask(x.shape[0], x.shape[1], x.device)  # (B, K)
+            filled = pl_module.sample(batch["eeg"], observed=x, observed_mask=mask, **pl_module.sampling, **self.time_travel)
+            self.val["val_interrecon"].update(filled, x, frame_mask=~mask)
+            self.val["val_linear"].update(linear_fill(x, mask), x, frame_mask=~mask)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not self.active:
+            return
+        for prefix, metrics in self.val.items():
+            values = metrics.compute()
+            pl_module.log_dict(
+                {f"{prefix}/{k}": v for k, v in values.items() if k.split("/")[-1] in SPATIAL_KEYS + ("temporal_r_median",)},
+                sync_dist=False,
+            )
+        del self.val
+
+    # ------------------------------------------------------------------ test
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.test = {"model": self._metrics(pl_module, self.identification)}
+        if getattr(trainer.datamodule, "has_truth", False):
+            self.test["ceiling"] = self._metrics(pl_module, self.identification)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        x = batch["fmri"]  # (B, K, V)
+        self.test["model"].update(pl_module.predict_frames(batch, **pl_module.sampling), x)
+        if "ceiling" in self.test:
+            # the best any method can do: the noise-free BOLD, scaled like the data
+            self.test["ceiling"].update(batch["fmri_clean"], x)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        results = {name: m.compute() for name, m in self.test.items()}
+        pl_module.log_dict({f"test/{k}": v for k, v in results["model"].items()}, sync_dist=False)
+        del self.test
+        dm = trainer.datamodule
+        self.results = {
+            "method": type(pl_module).__name__,
+            "ckpt_path": str(trainer.ckpt_path) if trainer.ckpt_path else None,
+            "data_path": str(dm.data_path),
+            "region": dm.hparams.region,
+            "n_frames": dm.n_frames,
+            "n_test_windows": int(len(dm.windows["test"])),
+            "sampling": pl_module.sampling,
+            "seed": _seed(),
+            "metrics": results,
+        }
+        if trainer.is_global_zero:
+            out = self._results_dir(trainer)
+            write_results(self.results, out)
+            print(format_table(self.results))
+            print(f"test metrics written to {out / 'test_metrics.json'} and {out / 'test_metrics.csv'}")
+
+    def _results_dir(self, trainer) -> Path:
+        if self.results_dir:
+            return Path(self.results_dir)
+        if trainer.ckpt_path:
+            return Path(trainer.ckpt_path).parent
+        return Path(trainer.log_dir or ".")
+
+
+def _seed() -> int | None:
+    import os
+
+    s = os.environ.get("PL_GLOBAL_SEED")
+    return int(s) if s is not None else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Results: JSON + CSV per region, a printed table
+# ---------------------------------------------------------------------------------------------
+
+CSV_COLUMNS = (
+    "mse", "mse_std", "r", "r_std", "cos", "cos_std", "temporal_r_median", "temporal_r_mean",
+    "identification_top1", "identification_top5", "identification_mean_rank", "n_windows",
+)  # fmt: skip
+
+
+def results_rows(results: dict) -> list[dict]:
+    """One row per (source, region): source is 'model' or 'ceiling'."""
+    rows = []
+    for source, values in results["metrics"].items():
+        regions = sorted({k.split("/")[0] for k in values}, key=lambda r: ("whole", "V1", "V1+A1", r).index(r) if r in ("whole", "V1", "V1+A1") else 3)
+        for region in regions:
+            row = {"method": results["method"] if source == "model" else "noise ceiling", "source": source, "region": region}
+            row.update({c: values.get(f"{region}/{c}", float("nan")) for c in CSV_COLUMNS})
+            rows.append(row)
+    return rows
+
+
+def write_results(results: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save(out_dir / "test_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=float)))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["method", "source", "region", *CSV_COLUMNS])
+    w.writeheader()
+    w.writerows(results_rows(results))
+    atomic_save(out_dir / "test_metrics.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def format_table(results: dict) -> str:
+    lines = [
+        f"{'method':<22} {'region':<7} {'MSE':>13} {'spatial r':>13} {'cosine':>13} {'temporal r':>10} {'ident top1':>10}",
+    ]
+    for row in results_rows(results):
+        def pm(k):
+            return f"{row[k]:.3f}±{row[k + '_std']:.3f}"
+
+        lines.append(
+            f"{row['method']:<22} {row['region']:<7} {pm('mse'):>13} {pm('r'):>13} {pm('cos'):>13} "
+            f"{row['temporal_r_median']:>10.3f} {row['identification_top1']:>10.3f}"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions as CIFTI
+# ---------------------------------------------------------------------------------------------
+
+
+class CiftiWriter(BasePredictionWriter):
+    """Write ``predict`` outputs as one ``.dtseries.nii`` per test run, in BOLD units.
+
+    Each file has the cache's brain models (the whole 91,282 layout when the data had it, even if
+    the model was trained on a region: grayordinates outside the modelled region are NaN), a
+    SeriesAxis with the run's TR starting at the first predicted volume, and NaN for volumes the
+    model did not predict (outside the test clips). Predictions are de-normalised with the
+    training statistics stored in the cache (x · std + mean).
+
+    Args:
+        output_dir: folder of the written files (default: ``predictions/`` next to the checkpoint).
+    """
+
+    def __init__(self, output_dir: str | None = None):
+        super().__init__(write_interval="epoch")
+        self.output_dir = output_dir
+        self.written: list[Path] = []
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        import h5py
+
+        preds = torch.cat([p["pred"].float().cpu() for p in predictions])  # (N, K, V)
+        rows = torch.cat([p["frame_index"].cpu() for p in predictions])  # (N, K)
+        if trainer.world_size > 1:
+            raise NotImplementedError("predict writes CIFTI from one process; run it with --trainer.devices 1")
+        dm = trainer.datamodule
+        V_file = len(dm.indices_all)
+        frame_pred = {}
+        for p, r in zip(preds.reshape(-1, preds.shape[-1]).numpy(), rows.reshape(-1).numpy()):
+            frame_pred.setdefault(int(r), p)  # first window that covers a frame wins
+        with h5py.File(dm.data_path, "r") as h5:
+            mean, std = h5["fmri_mean"][:], h5["fmri_std"][:]
+            frame_run, frame_volume = h5["frame_run"][:], h5["frame_volume"][:]
+        out_dir = Path(self.output_dir) if self.output_dir else _default_pred_dir(trainer)
+        subject = Path(dm.data_path).stem
+        by_run: dict[int, list[int]] = {}
+        for r in sorted(frame_pred):
+            by_run.setdefault(int(frame_run[r]), []).append(r)
+        self.written = []
+        for run, rs in by_run.items():
+            vols = frame_volume[rs]
+            first, last = int(vols.min()), int(vols.max())
+            data = np.full((last - first + 1, V_file), np.nan, np.float32)  # (T_span, V_file)
+            for r, v in zip(rs, vols):
+                data[v - first, dm.columns] = frame_pred[r] * std[dm.columns] + mean[dm.columns]
+            name = f"{subject.replace('sub_', 'sub-')}_task-shape_run-{run}_space-fsLR_den-91k_desc-eeg2fmri_bold.dtseries.nii"
+            path = write_dtseries(
+                out_dir / name, data, dm.tr, indices=dm.indices_all, start=first * dm.tr,
+                metadata={"eeg2fmri": f"predicted from EEG by {type(pl_module).__name__}; NaN = not predicted",
+                          "checkpoint": str(trainer.ckpt_path)},
+            )  # fmt: skip
+            self.written.append(path)
+        print(f"predict: wrote {len(self.written)} file(s) to {out_dir}")
+
+
+def _default_pred_dir(trainer) -> Path:
+    if trainer.ckpt_path:
+        return Path(trainer.ckpt_path).parent / "predictions"
+    return Path(trainer.log_dir or ".") / "predictions"
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite loss guard (no host sync per step)
+# ---------------------------------------------------------------------------------------------
+
+
+class FiniteLossGuard(Callback):
+    """Stop training when the loss becomes NaN/Inf, naming the step and the batch's frames.
+
+    The check is recorded on the device every step (no host synchronisation) and read every
+    ``check_every_n_steps`` steps and at the end of each epoch.
+
+    Args:
+        check_every_n_steps: steps between host-side reads of the flag.
+    """
+
+    def __init__(self, check_every_n_steps: int = 50):
+        self.check_every_n_steps = check_every_n_steps
+        self._bad_step: Tensor | None = None
+        self._bad_rows: Tensor | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        rows = batch["frame_index"][:, 0]  # (B,) first cache row of each window
+        if self._bad_step is None:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._bad_rows = torch.zeros_like(rows)
+        first = (~torch.isfinite(loss.detach())) & (self._bad_step < 0)
+        self._bad_step = torch.where(first, torch.as_tensor(trainer.global_step, device=loss.device), self._bad_step)
+        if self._bad_rows.shape == rows.shape:
+            self._bad_rows = torch.where(first, rows, self._bad_rows)
+        if (trainer.global_step + 1) % self.check_every_n_steps == 0:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer) -> None:
+        if self._bad_step is not None and int(self._bad_step) >= 0:
+            step = int(self._bad_step)
+            raise FloatingPointError(
+                f"training loss became NaN/Inf at step {step} (epoch {trainer.current_epoch}); the batch's windows "
+                f"start at cache rows {self._bad_rows.tolist()}. Lower the learning rate, check those frames of "
+                "the data, or train in 32-bit to locate the overflow."
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# EMA of the weights (Lightning's WeightAveraging, with a warm-up)
+# ---------------------------------------------------------------------------------------------
+
+
+class EMA(WeightAveraging):
+    """Exponential moving average of the weights, used for validation, test and checkpoints.
+
+    Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging` with the decay warmed up as
+    min(decay, (1 + n) / (10 + n)) after n updates, so short runs are not dominated by the
+    initial weights (a fixed 0.999 needs thousands of steps to forget them).
+
+    Args:
+        decay: the EMA decay once warmed up (0: no averaging, the current weights are used).
+    """
+
+    def __init__(self, decay: float = 0.999):
+        if not 0 <= decay < 1:
+            raise ValueError(f"decay={decay}: expected 0 <= decay < 1")
+        self.decay = decay
+
+        def ema(avg: Tensor, cur: Tensor, n: Tensor) -> Tensor:
+            d = torch.clamp((1.0 + n) / (10.0 + n), max=decay)
+            return avg + (cur - avg) * (1.0 - d)
+
+        super().__init__(use_buffers=True, avg_fn=ema)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if self._average_model is None:  # test / predict: the checkpoint's weights are the average
+            return
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)

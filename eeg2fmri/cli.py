@@ -1,0 +1,141 @@
+"""The ``eeg2fmri`` command: LightningCLI's fit / validate / test / predict, plus the data and
+user-facing jobs (simulate, prepare, fill, evaluate, bench, reproduce), each a small function.
+
+    eeg2fmri simulate --out_dir data/raw --scale ci
+    eeg2fmri prepare --subject_dir data/raw/sub_0001
+    eeg2fmri fit --config configs/sub1.yaml
+    eeg2fmri test --config configs/sub1.yaml --ckpt_path runs/sub1/checkpoints/last.ckpt
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from eeg2fmri.callbacks import EMA, CiftiWriter, Evaluator, FiniteLossGuard
+from eeg2fmri.data.datamodule import EEGfMRIDataModule
+from eeg2fmri.module import EEGfMRIModule
+
+DATA_FACTS = ("n_vertices", "n_chans", "n_times")
+
+
+class EEG2fMRICLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(Evaluator, "evaluator")
+        parser.add_lightning_class_args(EMA, "ema")
+        parser.add_lightning_class_args(FiniteLossGuard, "loss_guard")
+        parser.add_lightning_class_args(CiftiWriter, "writer")
+        # data facts stated once, in the data; the model receives them
+        parser.link_arguments("data.n_frames", "model.init_args.n_frames")
+        for fact in DATA_FACTS:
+            parser.link_arguments("data", f"model.init_args.{fact}", compute_fn=_fact(fact), apply_on="instantiate")
+        parser.set_defaults({"model": {"class_path": "eeg2fmri.module.EEG2fMRIDiffusion"}})
+
+
+def _fact(name: str) -> Callable:
+    return lambda dm: getattr(dm, name)
+
+
+def trainer_defaults() -> dict:
+    cuda = torch.cuda.is_available()
+    return {
+        "precision": "bf16-mixed" if cuda else "32-true",
+        "max_epochs": 200,
+        "log_every_n_steps": 50,
+        "default_root_dir": "runs",
+        "callbacks": [
+            ModelCheckpoint(save_last=True, monitor="val/loss", mode="min", save_top_k=1, filename="best"),
+        ],
+    }
+
+
+def lightning_main(args: list[str] | None) -> LightningCLI:
+    return EEG2fMRICLI(
+        EEGfMRIModule,
+        EEGfMRIDataModule,
+        subclass_mode_model=True,
+        trainer_defaults=trainer_defaults(),
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        parser_kwargs={"prog": "eeg2fmri", "default_env": False},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Subcommands beyond the Trainer's
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_simulate(argv: list[str]) -> None:
+    from eeg2fmri.data.simulate import simulate
+
+    parser = _function_parser("simulate", simulate)
+    cfg = parser.parse_args(argv)
+    written = simulate(**_kwargs(cfg))
+    print(f"simulate: wrote {len(written)} subject folder(s): {', '.join(map(str, written))}")
+
+
+def cmd_prepare(argv: list[str]) -> None:
+    from eeg2fmri.data.prepare import prepare_subjects
+
+    parser = _function_parser("prepare", prepare_subjects)
+    cfg = parser.parse_args(argv)
+    written = prepare_subjects(**_kwargs(cfg))
+    print(f"prepare: {len(written)} cache(s) ready: {', '.join(map(str, written))}")
+
+
+def _function_parser(name: str, fn: Callable) -> ArgumentParser:
+    doc = (fn.__doc__ or "").strip().split("\n\n")[0]
+    parser = ArgumentParser(prog=f"eeg2fmri {name}", description=doc, default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options below")
+    parser.add_function_arguments(fn, as_group=False)
+    return parser
+
+
+def _kwargs(cfg) -> dict:
+    d = cfg.as_dict()
+    d.pop("config", None)
+    return d
+
+
+EXTRA: dict[str, tuple[Callable[[list[str]], None], str]] = {
+    "simulate": (cmd_simulate, "write simulated subjects in the CineBrain layout (EEG + CIFTI + behaviour)"),
+    "prepare": (cmd_prepare, "raw subject folder -> HDF5 cache (filter, align with the 4 s shift, split, normalise)"),
+}
+
+TRAINER_COMMANDS = {
+    "fit": "train a model (e.g. --config configs/sub1.yaml)",
+    "validate": "evaluate on the validation clips",
+    "test": "evaluate on the test clips, write test_metrics.json/.csv next to the checkpoint",
+    "predict": "write one .dtseries.nii per test run",
+}
+
+
+def _overview() -> str:
+    lines = ["usage: eeg2fmri <command> [options]   (eeg2fmri <command> --help for its options)", "", "commands:"]
+    for name, text in TRAINER_COMMANDS.items():
+        lines.append(f"  {name:<10} {text}")
+    for name, (_, text) in EXTRA.items():
+        lines.append(f"  {name:<10} {text}")
+    return "\n".join(lines)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``eeg2fmri`` and ``python -m eeg2fmri``; tests call it with a list."""
+    explicit = args is not None
+    args = list(sys.argv[1:] if args is None else args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args or args[0] in ("-h", "--help"):
+        print(_overview())
+        return
+    if args[0] in EXTRA:
+        EXTRA[args[0]][0](args[1:])
+        return
+    lightning_main(args if explicit else None)

@@ -1,0 +1,265 @@
+"""LightningModules: the shared contract of every EEG→fMRI model, and the paper's diffusion model.
+
+Every model (the diffusion model and each baseline) is an :class:`EEGfMRIModule`: it takes the
+data facts ``n_vertices``, ``n_chans``, ``n_times``, ``n_frames`` (linked from the DataModule by
+the CLI), trains on batches of the DataModule, and answers ``predict_frames(batch, **sampling)``
+with (B, K, V) predictions in the cache's z-scored units. Sampling settings (steps, η, guidance)
+come from the :class:`~eeg2fmri.callbacks.Evaluator` callback, never from the model's
+hyperparameters. The evaluation, InterRecon and CIFTI writing live in callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor
+
+from eeg2fmri import diffusion as D
+from eeg2fmri.nn.autoencoder import LinearAutoencoder
+from eeg2fmri.nn.dit import DiT
+from eeg2fmri.nn.eeg_encoder import EEGEncoder
+
+log = logging.getLogger(__name__)
+
+
+class LayoutMismatchError(ValueError):
+    """A checkpoint applied to data of another grayordinate layout, channel count or window."""
+
+
+class EEGfMRIModule(pl.LightningModule):
+    """Base of every model: data facts, grayordinate bookkeeping, optimizer, layout checks.
+
+    Args:
+        n_vertices: V, grayordinates per frame (linked from the data).
+        n_chans: EEG channels (linked from the data).
+        n_times: EEG samples per frame window (linked from the data; 800 = TR 0.8 s at 1000 Hz).
+        n_frames: K, frames per window (linked from the data).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        optimizer: another optimizer (overrides lr / weight_decay), e.g. ``torch.optim.SGD``.
+    """
+
+    def __init__(
+        self,
+        n_vertices: int = 91_282,
+        n_chans: int = 64,
+        n_times: int = 800,
+        n_frames: int = 10,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+    ):
+        super().__init__()
+        self.n_vertices, self.n_chans, self.n_times, self.n_frames = n_vertices, n_chans, n_times, n_frames
+        self.optimizer_fn = optimizer
+        # standard (91,282) index of each modelled grayordinate; set from the data at fit time and
+        # saved in checkpoints, so predictions map back to the whole brain and a checkpoint cannot be
+        # applied to another layout by accident
+        self.register_buffer("grayordinates", torch.full((n_vertices,), -1, dtype=torch.long))
+
+    # ------------------------------------------------------------------ data contract
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        facts = {"n_vertices": dm.n_vertices, "n_chans": dm.n_chans, "n_times": dm.n_times}
+        mine = {k: getattr(self, k) for k in facts}
+        if facts != mine:
+            raise LayoutMismatchError(
+                f"the model expects {mine} but {dm.data_path} gives {facts}; a checkpoint only applies "
+                "to data of the layout, channel count and window it was trained on"
+            )
+        indices = torch.as_tensor(dm.indices, dtype=torch.long)
+        if stage == "fit" and int(self.grayordinates[0]) == -1:
+            self.grayordinates.copy_(indices)
+        elif int(self.grayordinates[0]) != -1 and not torch.equal(self.grayordinates.cpu(), indices):
+            raise LayoutMismatchError(
+                f"the model was trained on other grayordinates than {dm.data_path} holds (same count "
+                f"{dm.n_vertices}, different vertices: region {dm.hparams.region!r} of another layout?)"
+            )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("state_dict", {}).get("grayordinates")
+        hp = checkpoint.get("hyper_parameters", {})
+        theirs = {k: hp.get(k) for k in ("n_vertices", "n_chans", "n_times")}
+        mine = {k: getattr(self, k) for k in theirs}
+        if any(v is not None and v != mine[k] for k, v in theirs.items()) or (
+            saved is not None and saved.shape[0] != self.n_vertices
+        ):
+            raise LayoutMismatchError(
+                f"checkpoint was trained on {theirs} but this run's data gives {mine}; use a checkpoint "
+                "trained on this grayordinate layout and EEG montage"
+            )
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_fn is not None:
+            return self.optimizer_fn(params)
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(params, lr=self.hparams.lr, betas=(0.9, 0.999), weight_decay=self.hparams.weight_decay, fused=fused)
+
+    # ------------------------------------------------------------------ what callbacks call
+    @torch.no_grad()
+    def predict_frames(self, batch: dict, **sampling) -> Tensor:
+        """(B, K, V) prediction of ``batch["fmri"]`` from ``batch["eeg"]``."""
+        raise NotImplementedError
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        sampling = getattr(self, "sampling", {})
+        return {"pred": self.predict_frames(batch, **sampling), "frame_index": batch["frame_index"]}
+
+
+class EEG2fMRIDiffusion(EEGfMRIModule):
+    """The paper's model: linear fMRI autoencoder + EEG encoder + DiT, trained with ε-prediction.
+
+    Loss = ‖ε − ε_θ(z_n, n, h_EEG)‖² on the autoencoder's normalised latents z (unit variance per
+    dim, see LinearAutoencoder) + ``recon_weight`` · ‖x − D(z)‖². Latent collapse is prevented in
+    two ways: the non-affine BatchNorm on z divides out any rescaling of the encoder (shrinking z
+    cannot make ε-prediction trivial), and the reconstruction loss forces z to keep the frame's
+    content.
+
+    Args:
+        n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer: see EEGfMRIModule.
+        latent_dim: d, the autoencoder's latent size per frame (paper: 1024; ablation 512/2048).
+        eeg_embed_dim: size of one EEG token (paper: 512).
+        eeg_blocks: stride-2 convolution blocks of the EEG encoder.
+        eeg_channels: feature channels of the EEG encoder's convolutions.
+        hidden_size: DiT width (paper: 1024).
+        depth: DiT blocks (paper: 6).
+        num_heads: attention heads (paper: 8).
+        mlp_ratio: DiT MLP width / hidden_size.
+        num_train_timesteps: diffusion steps N (paper: 1000).
+        beta_start: β_1 of the linear schedule.
+        beta_end: β_N of the linear schedule.
+        recon_weight: weight of the autoencoder reconstruction loss.
+        cond_drop_prob: probability of replacing a window's EEG by the null token in training
+            (classifier-free guidance; 0 disables it).
+    """
+
+    def __init__(
+        self,
+        n_vertices: int = 91_282,
+        n_chans: int = 64,
+        n_times: int = 800,
+        n_frames: int = 10,
+        latent_dim: int = 1024,
+        eeg_embed_dim: int = 512,
+        eeg_blocks: int = 4,
+        eeg_channels: int = 128,
+        hidden_size: int = 1024,
+        depth: int = 6,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        recon_weight: float = 1.0,
+        cond_drop_prob: float = 0.1,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+    ):
+        super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer)
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.autoencoder = LinearAutoencoder(n_vertices, latent_dim)
+        self.eeg_encoder = EEGEncoder(n_chans, n_times, eeg_embed_dim, eeg_blocks, eeg_channels)
+        self.dit = DiT(latent_dim, eeg_embed_dim, n_frames, hidden_size, depth, num_heads, mlp_ratio)
+        betas = D.linear_beta_schedule(num_train_timesteps, beta_start, beta_end)
+        self.register_buffer("alphas_cumprod", D.alphas_cumprod(betas).float(), persistent=False)
+
+    # ------------------------------------------------------------------ training
+    def _losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        x, eeg = batch["fmri"], batch["eeg"]  # (B, K, V), (B, K, C, W)
+        B = x.shape[0]
+        z, x_hat = self.autoencoder(x)  # (B, K, d), (B, K, V)
+        t = torch.randint(0, len(self.alphas_cumprod), (B,), device=x.device, generator=generator)  # (B,)
+        noise = torch.randn(z.shape, device=z.device, generator=generator)  # (B, K, d)
+        z_t = D.q_sample(z, t, noise, self.alphas_cumprod)  # (B, K, d)
+        h = self.eeg_encoder(eeg)  # (B, K, E)
+        drop = None
+        if self.training and self.hparams.cond_drop_prob > 0:
+            drop = torch.rand(B, device=x.device) < self.hparams.cond_drop_prob  # (B,)
+        eps = self.dit(z_t, t, h, drop_cond=drop)  # (B, K, d)
+        diff = D.diffusion_loss(eps.float(), noise)
+        recon = F.mse_loss(x_hat.float(), x.float())
+        return {"loss": diff + self.hparams.recon_weight * recon, "diffusion": diff, "recon": recon}
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        losses = self._losses(batch)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=batch["fmri"].shape[0])
+        self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=batch["fmri"].shape[0])
+        return losses["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # a fixed generator per batch: the validation loss is comparable across epochs
+        g = torch.Generator(device=self.device).manual_seed(batch_idx)
+        losses = self._losses(batch, generator=g)
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True, batch_size=batch["fmri"].shape[0])
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        g = torch.Generator(device=self.device).manual_seed(batch_idx)
+        losses = self._losses(batch, generator=g)
+        self.log_dict({f"test/{k}": v for k, v in losses.items()}, sync_dist=True, batch_size=batch["fmri"].shape[0])
+
+    # ------------------------------------------------------------------ sampling
+    def _eps_fn(self, h: Tensor, guidance_scale: float):
+        """ε(x_t, t) for the sampler: EEG-conditioned, with classifier-free guidance if scale != 1."""
+        if guidance_scale == 1.0:
+            return lambda x_t, t: self.dit(x_t, t, h)
+
+        def guided(x_t: Tensor, t: Tensor) -> Tensor:
+            B = x_t.shape[0]
+            drop = torch.arange(2 * B, device=x_t.device) >= B  # (2B,) second half unconditional
+            eps = self.dit(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([h, h]), drop_cond=drop)  # (2B, K, d)
+            return D.cfg_eps(eps[:B], eps[B:], guidance_scale)  # (B, K, d)
+
+        return guided
+
+    @torch.no_grad()
+    def sample(
+        self,
+        eeg: Tensor,
+        num_inference_steps: int = 50,
+        eta: float = 0.0,
+        guidance_scale: float = 1.0,
+        observed: Tensor | None = None,
+        observed_mask: Tensor | None = None,
+        null_space: bool = True,
+        time_travel: int = 0,
+        time_travel_repeat: int = 1,
+        seed: int | None = 0,
+    ) -> Tensor:
+        """DDIM sampling of (B, K, V) frames from EEG (B, K, C, W).
+
+        With ``observed`` (B, K, V) and ``observed_mask`` (B, K): InterRecon. Observed frames are
+        encoded (y = E x_obs) and imposed on x̂₀ at every step by the null-space projection; in the
+        output they are the observed data exactly. ``null_space=False`` samples without the
+        projection and only pastes the observed frames into the output (the "without null space"
+        row of the paper's Table 2).
+        """
+        B, K = eeg.shape[:2]
+        h = self.eeg_encoder(eeg)  # (B, K, E)
+        g = None if seed is None else torch.Generator(device=eeg.device).manual_seed(seed)
+        shape = (B, K, self.hparams.latent_dim)
+        eps_fn = self._eps_fn(h, guidance_scale)
+        common = dict(num_inference_steps=num_inference_steps, eta=eta, generator=g)
+        if observed is not None and null_space:
+            y = self.autoencoder.encode(observed)  # (B, K, d)
+            z = D.interrecon_sample(
+                eps_fn, y, observed_mask, self.alphas_cumprod, time_travel=time_travel,
+                time_travel_repeat=time_travel_repeat, **common,
+            )  # fmt: skip
+        else:
+            z = D.ddim_sample(eps_fn, shape, self.alphas_cumprod, device=eeg.device, **common)  # (B, K, d)
+        x = self.autoencoder.decode(z).float()  # (B, K, V)
+        if observed is not None:
+            x = torch.where(observed_mask[..., None], observed.float(), x)  # observed frames exact
+        return x
+
+    @torch.no_grad()
+    def predict_frames(self, batch: dict, **sampling) -> Tensor:
+        return self.sample(batch["eeg"], **sampling)
