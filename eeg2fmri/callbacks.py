@@ -319,6 +319,9 @@ class FiniteLossGuard(Callback):
         self._bad_step: Tensor | None = None
         self._bad_rows: Tensor | None = None
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step = trainer.global_step  # the step this batch trains (global_step moves after it)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
@@ -328,10 +331,10 @@ class FiniteLossGuard(Callback):
             self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
             self._bad_rows = torch.zeros_like(rows)
         first = (~torch.isfinite(loss.detach())) & (self._bad_step < 0)
-        self._bad_step = torch.where(first, torch.as_tensor(trainer.global_step, device=loss.device), self._bad_step)
+        self._bad_step = torch.where(first, torch.as_tensor(self._step, device=loss.device), self._bad_step)
         if self._bad_rows.shape == rows.shape:
             self._bad_rows = torch.where(first, rows, self._bad_rows)
-        if (trainer.global_step + 1) % self.check_every_n_steps == 0:
+        if (self._step + 1) % self.check_every_n_steps == 0:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

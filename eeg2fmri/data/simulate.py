@@ -464,11 +464,12 @@ def _band_noise(rng, rows: int, n: int, fs: float, lo: float, hi: float, exponen
     """(rows, n) float32 Gaussian noise with power ~ 1/f^exponent in [lo, hi] Hz, unit sd per row.
     Built in the frequency domain (only the in-band coefficients are drawn); the band edges fall
     off over 20 % of the edge frequency with a raised cosine, so spectra have no hard steps."""
-    freqs = np.fft.rfftfreq(n, 1 / fs)
+    n_fft = scipy.fft.next_fast_len(n, real=True)  # a length with small factors: FFT speed
+    freqs = np.fft.rfftfreq(n_fft, 1 / fs)
     lo_ramp, hi_ramp = 0.8 * lo, 1.2 * hi
     keep = np.flatnonzero((freqs > lo_ramp) & (freqs < hi_ramp) & (freqs > 0))
     if len(keep) == 0:  # band narrower than the resolution: the nearest non-zero bin
-        keep = np.array([max(1, min(len(freqs) - 1, int(round(lo * n / fs))))])
+        keep = np.array([max(1, min(len(freqs) - 1, int(round(lo * n_fft / fs))))])
     f = freqs[keep]
     taper = np.ones_like(f)
     below, above = f < lo, f > hi
@@ -477,7 +478,7 @@ def _band_noise(rng, rows: int, n: int, fs: float, lo: float, hi: float, exponen
     gain = (taper * f ** (-exponent / 2)).astype(np.float32)  # amplitude ~ f^(-exponent/2)
     spec = np.zeros((rows, len(freqs)), np.complex64)
     spec[:, keep] = (rng.standard_normal((rows, len(keep)), np.float32) + 1j * rng.standard_normal((rows, len(keep)), np.float32)) * gain
-    x = scipy.fft.irfft(spec, n, axis=-1)  # (rows, n) float32
+    x = scipy.fft.irfft(spec, n_fft, axis=-1)[:, :n]  # (rows, n) float32
     x /= np.maximum(x.std(axis=-1, keepdims=True), 1e-12)
     return x
 
@@ -568,33 +569,35 @@ def _bold_drive(activity: np.ndarray, sources: list[_Source], frame_idx: np.ndar
 
 
 def _bold(rng, anat: _Anatomy, drive: np.ndarray, p: SimulationParams) -> tuple[np.ndarray, np.ndarray]:
-    """Noise-free and noisy BOLD, both (T, V) float32 in scanner units."""
+    """Noise-free and noisy BOLD, both (T, V) float32 in scanner units. Every term but the white
+    noise is low rank, so the whole run costs two matrix products and a few in-place passes."""
     n_frames, n_vert = drive.shape[0], anat.maps.shape[1]
-    signal_pct = (drive * anat.psc).astype(np.float32) @ anat.maps  # (T, V) % signal change
-    truth = anat.mean * (1 + signal_pct / 100)  # (T, V)
-    del signal_pct
-    # correlated noise: AR(1) time courses (with 50 frames of burn-in) on smooth maps
+    truth = (drive * anat.psc).astype(np.float32) @ anat.maps  # (T, V) % signal change
+    # correlated noise: AR(1) time courses (after 50 frames of burn-in) on smooth maps
     r = len(anat.corr_ar)
     innov = rng.standard_normal((n_frames + 50, r))  # (T+50, r)
-    courses = np.empty_like(innov)
-    for k, a in enumerate(anat.corr_ar):  # r filters, not a per-vertex loop
-        courses[:, k] = signal.lfilter([math.sqrt(1 - a * a)], [1.0, -a], innov[:, k])
-    noise = courses[50:].astype(np.float32) @ anat.corr_maps  # (T, V) %
+    courses = np.stack([signal.lfilter([math.sqrt(1 - a * a)], [1.0, -a], innov[:, k]) for k, a in enumerate(anat.corr_ar)], 1)[50:]  # (T, r)
     # drift: Legendre 1-2 and two slow cosines, independent weights per grayordinate
     u = np.linspace(-1.0, 1.0, n_frames)
     t = np.arange(n_frames) * p.tr
     periods, phases = rng.uniform(100.0, 300.0, 2), rng.uniform(0, 2 * np.pi, 2)
     basis = np.stack([u, 1.5 * u**2 - 0.5, *(np.cos(2 * np.pi * t / T + ph) for T, ph in zip(periods, phases))], 1)  # (T, 4)
     basis = (basis - basis.mean(0)) / np.maximum(basis.std(0), 1e-12)
-    weights = rng.standard_normal((4, n_vert)).astype(np.float32) * (p.drift_pct / 2)  # (4, V)
-    noise += basis.astype(np.float32) @ weights
-    # white noise, drawn straight into a float32 buffer
-    white = rng.standard_normal((n_frames, n_vert), dtype=np.float32)  # (T, V)
-    white *= p.white_pct * anat.noise_scale
-    noise += white
-    del white
-    noise *= anat.mean / 100  # % -> scanner units
-    noise += truth  # noisy BOLD, in place
+    drift_weights = rng.standard_normal((4, n_vert)).astype(np.float32) * (p.drift_pct / 2)  # (4, V)
+    courses = np.concatenate([courses, basis], 1).astype(np.float32)  # (T, r+4)
+    noise = courses @ np.concatenate([anat.corr_maps, drift_weights])  # (T, V) %
+    # white noise, drawn in blocks of frames straight into float32 (bounded extra memory)
+    white_sd = p.white_pct * anat.noise_scale  # (V,)
+    for f0 in range(0, n_frames, 256):
+        block = rng.standard_normal((min(256, n_frames - f0), n_vert), dtype=np.float32)  # (b, V)
+        block *= white_sd
+        noise[f0 : f0 + 256] += block
+    # % -> scanner units: truth = mean (1 + s/100), bold = mean (1 + (s + noise)/100), in place
+    noise += truth
+    scale = anat.mean / 100  # (V,)
+    for x in (truth, noise):
+        x += 100.0
+        x *= scale
     return truth, noise
 
 

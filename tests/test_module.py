@@ -1,0 +1,149 @@
+"""The diffusion LightningModule, its sampling / InterRecon, the callbacks and interpolation refs."""
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from scipy.interpolate import CubicSpline
+
+from eeg2fmri.callbacks import EMA, Evaluator, FiniteLossGuard
+from eeg2fmri.data.datamodule import EEGfMRIDataModule
+from eeg2fmri.interpolate import cubic_fill, linear_fill
+from eeg2fmri.module import EEG2fMRIDiffusion
+
+TINY = dict(latent_dim=16, eeg_embed_dim=16, eeg_channels=8, eeg_blocks=2, hidden_size=32, depth=1, num_heads=2)
+
+
+def tiny_model(n_vertices=50, n_frames=4, **kw):
+    return EEG2fMRIDiffusion(n_vertices=n_vertices, n_chans=4, n_times=64, n_frames=n_frames, **{**TINY, **kw})
+
+
+def batch(B=3, K=4, V=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"eeg": torch.randn(B, K, 4, 64, generator=g), "fmri": torch.randn(B, K, V, generator=g),
+            "frame_index": torch.arange(B * K).reshape(B, K), "clip": torch.zeros(B, dtype=torch.long)}  # fmt: skip
+
+
+def test_loss_is_diffusion_plus_reconstruction_and_trains():
+    seed_everything(0)
+    m = tiny_model()
+    b = batch()
+    losses = m._losses(b, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(losses["loss"], losses["diffusion"] + m.hparams.recon_weight * losses["recon"])
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        loss = m._losses(b, generator=torch.Generator().manual_seed(1))["loss"]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.8 * first
+
+
+@pytest.mark.parametrize("mask_rows", [[[1, 0, 0, 1]], [[0, 1, 0, 0]], [[1, 1, 0, 1]], [[0, 0, 1, 1]]])
+def test_interrecon_returns_observed_frames_unchanged(mask_rows):
+    m = tiny_model().eval()
+    b = batch(B=1)
+    mask = torch.tensor(mask_rows, dtype=torch.bool)
+    out = m.sample(b["eeg"], num_inference_steps=5, observed=b["fmri"], observed_mask=mask)
+    assert out.shape == b["fmri"].shape
+    assert torch.equal(out[mask], b["fmri"][mask])  # bit for bit
+    assert not torch.equal(out[~mask], b["fmri"][~mask])
+    # time-travel and η > 0 keep anchors exact too; without the null space they are pasted
+    out = m.sample(b["eeg"], num_inference_steps=5, eta=0.5, observed=b["fmri"], observed_mask=mask, time_travel=2)
+    assert torch.equal(out[mask], b["fmri"][mask])
+    out = m.sample(b["eeg"], num_inference_steps=5, observed=b["fmri"], observed_mask=mask, null_space=False)
+    assert torch.equal(out[mask], b["fmri"][mask])
+
+
+def test_interrecon_needs_an_anchor_and_a_gap():
+    m = tiny_model().eval()
+    b = batch(B=2)
+    with pytest.raises(ValueError, match="no observed frame"):
+        m.sample(b["eeg"], num_inference_steps=3, observed=b["fmri"], observed_mask=torch.zeros(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="every frame observed"):
+        m.sample(b["eeg"], num_inference_steps=3, observed=b["fmri"], observed_mask=torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_sampling_is_seeded_and_guidance_changes_it():
+    m = tiny_model().eval()
+    # make the DiT non-trivial (adaLN-zero starts at exactly zero output)
+    for p in m.dit.parameters():
+        p.data.normal_(0, 0.05)
+    b = batch()
+    a = m.sample(b["eeg"], num_inference_steps=4, seed=3)
+    assert torch.equal(a, m.sample(b["eeg"], num_inference_steps=4, seed=3))
+    assert not torch.equal(a, m.sample(b["eeg"], num_inference_steps=4, seed=4))
+    assert not torch.allclose(a, m.sample(b["eeg"], num_inference_steps=4, seed=3, guidance_scale=3.0))
+
+
+def test_callbacks_log_sampling_interrecon_and_linear(tmp_path, raw_subject):
+    from eeg2fmri.data.prepare import prepare
+
+    cache = prepare(raw_subject, tmp_path / "prep", progress=False)
+    dm = EEGfMRIDataModule(str(cache), n_frames=4, batch_size=8)
+    model = EEG2fMRIDiffusion(n_vertices=dm.n_vertices, n_chans=dm.n_chans, n_times=dm.n_times, n_frames=4, **TINY)
+    ema = EMA(decay=0.9)
+    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      callbacks=[Evaluator(num_inference_steps=3, max_val_batches=1), ema, FiniteLossGuard()],
+                      default_root_dir=tmp_path, limit_train_batches=3)  # fmt: skip
+    trainer.fit(model, dm)
+    logged = trainer.callback_metrics
+    for prefix in ("val_sample", "val_interrecon", "val_linear"):
+        for region in ("whole", "V1", "V1+A1"):
+            assert f"{prefix}/{region}/r" in logged and torch.isfinite(logged[f"{prefix}/{region}/mse"])
+    # after fit, the module holds the EMA weights, which differ from the raw training weights
+    avg = dict(ema._average_model.module.named_parameters())
+    for name, p in model.named_parameters():
+        assert torch.equal(p, avg[name])
+
+
+def test_nan_loss_stops_training_naming_the_step(tmp_path, raw_subject):
+    from eeg2fmri.data.prepare import prepare
+
+    cache = prepare(raw_subject, tmp_path / "prep", progress=False)
+    dm = EEGfMRIDataModule(str(cache), n_frames=4, batch_size=4)
+    model = EEG2fMRIDiffusion(n_vertices=dm.n_vertices, n_chans=dm.n_chans, n_times=dm.n_times, n_frames=4, **TINY)
+    original = model.training_step
+
+    def poisoned(batch, batch_idx):
+        loss = original(batch, batch_idx)
+        return loss * float("nan") if model.global_step == 3 else loss
+
+    model.training_step = poisoned
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      callbacks=[FiniteLossGuard(check_every_n_steps=5)], limit_val_batches=0, default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(FloatingPointError, match=r"NaN/Inf at step 3 \(epoch 0\).*cache rows \["):
+        trainer.fit(model, dm)
+
+
+# ------------------------------------------------------------------ interpolation references
+
+
+def test_linear_fill_matches_numpy_interp():
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.standard_normal((5, 9, 7)), dtype=torch.float32)
+    mask = torch.as_tensor(rng.random((5, 9)) < 0.4)
+    mask[:, 4] = True
+    out = linear_fill(x, mask).numpy()
+    for b in range(5):
+        obs = np.flatnonzero(mask[b].numpy())
+        for v in range(7):
+            ref = np.interp(np.arange(9), obs, x[b, obs, v].numpy())  # holds the ends, like ours
+            np.testing.assert_allclose(out[b, :, v], ref, rtol=1e-6, atol=1e-6)
+    assert torch.equal(linear_fill(x, mask)[mask], x[mask])
+
+
+def test_cubic_fill_matches_scipy():
+    rng = np.random.default_rng(1)
+    x = torch.as_tensor(rng.standard_normal((2, 10, 3)), dtype=torch.float32)
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[:, [1, 3, 6, 8]] = True
+    out = cubic_fill(x, mask).numpy()
+    obs = [1, 3, 6, 8]
+    ref = CubicSpline(obs, x[0, obs].numpy(), axis=0)(np.arange(2, 8))
+    np.testing.assert_allclose(out[0, 2:8], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out[0, 0], x[0, 1].numpy())  # before the first anchor: held
+    np.testing.assert_array_equal(out[0, 9], x[0, 8].numpy())
+    assert torch.equal(cubic_fill(x, mask)[mask], x[mask])
