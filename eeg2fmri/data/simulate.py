@@ -320,10 +320,10 @@ class _Source:
     kind: str  # visual | auditory | other | subcortical | global
     label: str  # parcel or structure of the centre
     centre: int  # standard grayordinate index of the centre (-1: global)
-    sigma_mm: float
+    sigma_mm: float  # map width
     psc: float  # % signal change at the map's peak per unit activity
     weights: np.ndarray  # (n_features,) movie feature loadings
-    hrf_stretch: float
+    hrf_stretch: float  # time stretch of its HRF
     map: np.ndarray  # (91282,) float32, peak 1
     topography: np.ndarray  # (64,) peak |1|
 
@@ -335,72 +335,88 @@ class _Source:
         )  # fmt: skip
 
 
-def _sources(rng: np.random.Generator, p: SimulationParams) -> list[_Source]:
+def _mixture(rng, prior: tuple[float, ...]) -> np.ndarray:
+    """(n_features,) a source's feature loadings: the kind's prior, jittered, summing to 1."""
+    w = np.asarray(prior) * rng.uniform(0.7, 1.3, len(prior))
+    return w / w.sum()
+
+
+def _cortical_source(
+    rng, p: SimulationParams, kind: str, side: str, parcel: str, region: np.ndarray, sigma: float, psc: float
+) -> _Source:
+    """A Gaussian of geodesic distance (3-sigma support) around a random vertex of ``parcel``,
+    restricted to ``region``; its EEG is the patch's net dipole."""
     geo = _geometry()
-    parcels = mmp_parcels()
-    electrodes = _electrodes()
-    visual_region = region_mask("V1")
+    hemi = geo.hemis[side]
+    pid = int(np.flatnonzero(geo.labels == f"{side}_{parcel}")[0])
+    centre = int(rng.choice(np.flatnonzero(mmp_parcels() == pid)))
+    # geodesic distance along mesh edges (edge paths run ~10 % above the true geodesic)
+    source_vertex = hemi.vertex[centre - hemi.columns.start]
+    dist = csgraph.dijkstra(hemi.graph, directed=False, indices=source_vertex, limit=3 * sigma)  # (n_mesh,) mm
+    m = np.zeros(N_GRAYORDINATES, np.float32)
+    m[hemi.columns] = np.exp(-0.5 * (dist[hemi.vertex] / sigma) ** 2) * region[hemi.columns]  # 0 beyond 3 sigma
+    # net dipole: the map-weighted sum of outward normals (opposite sulcal walls cancel), at the
+    # map's centroid. Auditory cortex lies on the folded supratemporal plane, where that sum is
+    # mostly cancellation; its measured net dipole points up and slightly forward (the N1 axis).
+    w = m[hemi.columns].astype(np.float64)  # (n_hemi,)
+    position = _head_units(w @ geo.xyz[hemi.columns] / w.sum())
+    moment = np.array([0.0, 0.3, 1.0]) if kind == "auditory" else w @ hemi.normals[hemi.vertex]
+    if np.linalg.norm(moment) < 1e-3 * w.sum():  # fully cancelled: radial
+        moment = position
+    topo = _referenced(_dipole_topography(_electrodes(), position, moment / np.linalg.norm(moment)))
+    weights, stretch = _mixture(rng, _FEATURE_PRIOR[kind]), float(rng.uniform(*p.hrf_stretch))
+    return _Source(kind, f"{side}_{parcel}", centre, sigma, psc, weights, stretch, m, topo)
+
+
+def _subcortical_source(rng, p: SimulationParams, what: str) -> _Source:
+    """A Gaussian of Euclidean distance between voxels, restricted to one structure (thalamus or
+    cerebellum, random side). Deep sources are closed fields: orientation arbitrary, weak EEG."""
+    geo = _geometry()
+    structure = str(rng.choice(_SUBCORTICAL[what]))
+    cols = np.flatnonzero(geo.structure == structure)
+    centre = int(rng.choice(cols))
+    sigma = float(rng.uniform(*p.sigma_subcortical_mm))
+    m = np.zeros(N_GRAYORDINATES, np.float32)
+    m[cols] = np.exp(-0.5 * (np.linalg.norm(geo.xyz[cols] - geo.xyz[centre], axis=1) / sigma) ** 2)
+    moment = rng.standard_normal(3)
+    topo = _referenced(_dipole_topography(_electrodes(), _head_units(geo.xyz[centre]), moment / np.linalg.norm(moment)))
+    weights, stretch = _mixture(rng, _FEATURE_PRIOR[what]), float(rng.uniform(*p.hrf_stretch))
+    label = structure.removeprefix("CIFTI_STRUCTURE_").lower()
+    return _Source("subcortical", label, centre, sigma, p.psc_other, weights, stretch, m, topo)
+
+
+def _global_source(rng, p: SimulationParams) -> _Source:
+    """Arousal: a smooth whole-brain map; on the EEG the posterior alpha generator (deep midline
+    parieto-occipital, pointing up and back). No movie drive."""
+    gmap = (1.0 + 0.3 * _smooth_fields(rng, _geometry().xyz, 1, 20, (30.0, 60.0))[0]).clip(0.2).astype(np.float32)
+    topo = _referenced(_dipole_topography(_electrodes(), np.array([0.0, -0.45, 0.2]), np.array([0.0, -0.5, 0.87])))
+    return _Source("global", "whole_brain", -1, 0.0, p.psc_global, np.zeros(len(FEATURES)), 1.0, gmap, topo)
+
+
+def _sources(rng: np.random.Generator, p: SimulationParams) -> list[_Source]:
+    """The subject's sources: visual and auditory (half per hemisphere), association, thalamus,
+    cerebellum, global."""
+    geo = _geometry()
+    visual_region = region_mask("V1")  # CineBrain's 29 visual parcels
     auditory_ids = [i for i, lab in enumerate(geo.labels) if lab[2:] in _AUDITORY_PARCELS]
-    auditory_region = np.isin(parcels, auditory_ids)
-
-    def in_parcel(side: str, parcel: str) -> np.ndarray:
-        pid = int(np.flatnonzero(geo.labels == f"{side}_{parcel}")[0])
-        return np.flatnonzero(parcels == pid)
-
-    def cortical(kind, side, parcel, region, sigma, psc, prior) -> _Source:
-        centre = int(rng.choice(in_parcel(side, parcel)))
-        hemi = geo.hemis[side]
-        # geodesic distance along the mesh (edge paths: ~10 % above the true geodesic), 3 sigma
-        dist = csgraph.dijkstra(hemi.graph, directed=False, indices=hemi.vertex[centre - hemi.columns.start], limit=3 * sigma)
-        values = np.exp(-0.5 * (dist[hemi.vertex] / sigma) ** 2)  # (n_hemi,), 0 beyond 3 sigma
-        m = np.zeros(N_GRAYORDINATES, np.float32)
-        m[hemi.columns] = values * region[hemi.columns]
-        # EEG: the patch's net dipole, normals summed with the map's weights (sulcal walls cancel)
-        w = m[hemi.columns].astype(np.float64)
-        position = _head_units(w @ geo.xyz[hemi.columns] / w.sum())
-        moment = w @ hemi.normals[hemi.vertex]
-        if np.linalg.norm(moment) < 1e-3 * w.sum():  # fully cancelled: take the radial direction
-            moment = position
-        topo = _referenced(_dipole_topography(electrodes, position, moment / np.linalg.norm(moment)))
-        return _Source(kind, f"{side}_{parcel}", centre, sigma, psc, _weights(prior), _stretch(), m, topo)
-
-    def _weights(prior) -> np.ndarray:
-        w = np.asarray(prior) * rng.uniform(0.7, 1.3, len(prior))
-        return w / w.sum()
-
-    def _stretch() -> float:
-        return float(rng.uniform(*p.hrf_stretch))
-
+    auditory_region = np.isin(mmp_parcels(), auditory_ids)
+    anywhere = np.ones(N_GRAYORDINATES, bool)
     sources = []
-    for side in ("L", "R"):
-        for parcel in rng.choice(_VISUAL_CENTRES, p.n_visual // 2, replace=False):
-            sigma = rng.uniform(*p.sigma_sensory_mm)
-            sources.append(cortical("visual", side, parcel, visual_region, sigma, p.psc_sensory, _FEATURE_PRIOR["visual"]))
-    for side in ("L", "R"):
-        for parcel in rng.choice(_AUDITORY_CENTRES, p.n_auditory // 2, replace=False):
-            sigma = rng.uniform(*p.sigma_sensory_mm)
-            sources.append(cortical("auditory", side, parcel, auditory_region, sigma, p.psc_sensory, _FEATURE_PRIOR["auditory"]))
+    for kind, n, centres, region in (
+        ("visual", p.n_visual, _VISUAL_CENTRES, visual_region),
+        ("auditory", p.n_auditory, _AUDITORY_CENTRES, auditory_region),
+    ):
+        for side in ("L", "R"):
+            for parcel in rng.choice(centres, n // 2, replace=False):
+                sigma = float(rng.uniform(*p.sigma_sensory_mm))
+                sources.append(_cortical_source(rng, p, kind, side, str(parcel), region, sigma, p.psc_sensory))
     networks = list(_OTHER_CENTRES)
-    for i in range(p.n_other):
+    for i in range(p.n_other):  # prefrontal, parietal, default mode in turn, random hemisphere
         side, parcel = str(rng.choice(["L", "R"])), str(rng.choice(_OTHER_CENTRES[networks[i % len(networks)]]))
-        sigma = rng.uniform(*p.sigma_other_mm)
-        sources.append(cortical("other", side, parcel, np.ones(N_GRAYORDINATES, bool), sigma, p.psc_other, _FEATURE_PRIOR["other"]))
-    for what, names in _SUBCORTICAL.items():
-        structure = str(rng.choice(names))
-        cols = np.flatnonzero(geo.structure == structure)
-        centre = int(rng.choice(cols))
-        sigma = rng.uniform(*p.sigma_subcortical_mm)
-        m = np.zeros(N_GRAYORDINATES, np.float32)
-        m[cols] = np.exp(-0.5 * (np.linalg.norm(geo.xyz[cols] - geo.xyz[centre], axis=1) / sigma) ** 2)
-        moment = rng.standard_normal(3)  # deep, closed-field: orientation arbitrary, weak on scalp
-        topo = _referenced(_dipole_topography(electrodes, _head_units(geo.xyz[centre]), moment / np.linalg.norm(moment)))
-        label = structure.removeprefix("CIFTI_STRUCTURE_").lower()
-        sources.append(_Source("subcortical", label, centre, sigma, p.psc_other, _weights(_FEATURE_PRIOR[what]), _stretch(), m, topo))
-    # global arousal: whole brain, smoothly varying gain; EEG: posterior alpha generator (deep,
-    # midline parieto-occipital, pointing up and back)
-    gmap = (1.0 + 0.3 * _smooth_fields(rng, geo.xyz, 1, 20, (30.0, 60.0))[0]).clip(0.2).astype(np.float32)
-    topo = _referenced(_dipole_topography(electrodes, np.array([0.0, -0.45, 0.2]), np.array([0.0, -0.5, 0.87])))
-    sources.append(_Source("global", "whole_brain", -1, 0.0, p.psc_global, np.zeros(len(FEATURES)), 1.0, gmap, topo))
+        sigma = float(rng.uniform(*p.sigma_other_mm))
+        sources.append(_cortical_source(rng, p, "other", side, parcel, anywhere, sigma, p.psc_other))
+    sources += [_subcortical_source(rng, p, what) for what in _SUBCORTICAL]
+    sources.append(_global_source(rng, p))
     return sources
 
 
@@ -408,7 +424,8 @@ def _smooth_fields(rng, xyz: np.ndarray, n_fields: int, n_blobs: int, sigma_mm) 
     """(n_fields, V) zero-mean unit-sd fields, each a signed sum of Gaussian blobs (Euclidean)."""
     fields = np.zeros((n_fields, len(xyz)))
     for f in range(n_fields):
-        for c, s, sign in zip(rng.integers(0, len(xyz), n_blobs), rng.uniform(*sigma_mm, n_blobs), rng.choice([-1.0, 1.0], n_blobs)):
+        centres, sigmas = rng.integers(0, len(xyz), n_blobs), rng.uniform(*sigma_mm, n_blobs)
+        for c, s, sign in zip(centres, sigmas, rng.choice([-1.0, 1.0], n_blobs)):
             fields[f] += sign * np.exp(-0.5 * np.sum((xyz - xyz[c]) ** 2, axis=1) / s**2)
     fields -= fields.mean(axis=1, keepdims=True)
     return fields / np.maximum(fields.std(axis=1, keepdims=True), 1e-12)
@@ -421,7 +438,7 @@ class _Anatomy:
     psc: np.ndarray  # (S,)
     mean: np.ndarray  # (V,) float32 static mean map
     noise_scale: np.ndarray  # (V,) per-grayordinate noise gain (subcortex noisier, smooth variation)
-    corr_maps: np.ndarray  # (r, V) float32 correlated-noise maps, % of the mean (per-vertex sd = corr_pct * noise_scale)
+    corr_maps: np.ndarray  # (r, V) float32 correlated-noise maps, % of the mean
     corr_ar: np.ndarray  # (r,) AR(1) coefficient of each component
 
 
@@ -477,7 +494,8 @@ def _band_noise(rng, rows: int, n: int, fs: float, lo: float, hi: float, exponen
     taper[above] = 0.5 + 0.5 * np.cos(np.pi * (f[above] - hi) / (hi_ramp - hi))
     gain = (taper * f ** (-exponent / 2)).astype(np.float32)  # amplitude ~ f^(-exponent/2)
     spec = np.zeros((rows, len(freqs)), np.complex64)
-    spec[:, keep] = (rng.standard_normal((rows, len(keep)), np.float32) + 1j * rng.standard_normal((rows, len(keep)), np.float32)) * gain
+    real, imag = rng.standard_normal((2, rows, len(keep)), np.float32)  # (rows, k) each
+    spec[:, keep] = (real + 1j * imag) * gain
     x = scipy.fft.irfft(spec, n_fft, axis=-1)[:, :n]  # (rows, n) float32
     x /= np.maximum(x.std(axis=-1, keepdims=True), 1e-12)
     return x
@@ -529,7 +547,9 @@ def _movie(rng, clips, t: np.ndarray, p: SimulationParams) -> np.ndarray:
     return features
 
 
-def _neural_activity(rng, sources: list[_Source], features: np.ndarray, t: np.ndarray, p: SimulationParams) -> np.ndarray:
+def _neural_activity(
+    rng, sources: list[_Source], features: np.ndarray, t: np.ndarray, p: SimulationParams
+) -> np.ndarray:
     """(S, n_fine) activity: each source's mixture of the movie features (0 at rest) plus its own
     fluctuation; the global source follows slow arousal only."""
     fs = 1 / p.neural_dt
@@ -576,12 +596,15 @@ def _bold(rng, anat: _Anatomy, drive: np.ndarray, p: SimulationParams) -> tuple[
     # correlated noise: AR(1) time courses (after 50 frames of burn-in) on smooth maps
     r = len(anat.corr_ar)
     innov = rng.standard_normal((n_frames + 50, r))  # (T+50, r)
-    courses = np.stack([signal.lfilter([math.sqrt(1 - a * a)], [1.0, -a], innov[:, k]) for k, a in enumerate(anat.corr_ar)], 1)[50:]  # (T, r)
+    courses = np.stack(
+        [signal.lfilter([math.sqrt(1 - a * a)], [1.0, -a], innov[:, k]) for k, a in enumerate(anat.corr_ar)], 1
+    )[50:]  # (T, r), unit variance
     # drift: Legendre 1-2 and two slow cosines, independent weights per grayordinate
     u = np.linspace(-1.0, 1.0, n_frames)
     t = np.arange(n_frames) * p.tr
     periods, phases = rng.uniform(100.0, 300.0, 2), rng.uniform(0, 2 * np.pi, 2)
-    basis = np.stack([u, 1.5 * u**2 - 0.5, *(np.cos(2 * np.pi * t / T + ph) for T, ph in zip(periods, phases))], 1)  # (T, 4)
+    cosines = [np.cos(2 * np.pi * t / period + ph) for period, ph in zip(periods, phases)]
+    basis = np.stack([u, 1.5 * u**2 - 0.5, *cosines], 1)  # (T, 4)
     basis = (basis - basis.mean(0)) / np.maximum(basis.std(0), 1e-12)
     drift_weights = rng.standard_normal((4, n_vert)).astype(np.float32) * (p.drift_pct / 2)  # (4, V)
     courses = np.concatenate([courses, basis], 1).astype(np.float32)  # (T, r+4)
@@ -610,7 +633,9 @@ def _scalp_gaussian(electrodes: np.ndarray, centre: np.ndarray, width: float) ->
     return np.exp(-0.5 * np.sum((electrodes - centre) ** 2, axis=1) / width**2)
 
 
-def _eeg(rng, sources: list[_Source], activity: np.ndarray, t_fine: np.ndarray, lead: int, n_samples: int, p: SimulationParams) -> np.ndarray:
+def _eeg(
+    rng, sources: list[_Source], activity: np.ndarray, t_fine: np.ndarray, lead: int, n_samples: int, p: SimulationParams
+) -> np.ndarray:
     """(64, n_samples) float32 microvolts; sample ``lead`` is the first volume's onset."""
     fs = p.sfreq
     t = (np.arange(n_samples) - lead) / fs  # (n,) seconds from the first volume
@@ -695,10 +720,14 @@ def _poisson_times(rng, rate: float, duration: float) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
-def _write_run(root: Path, subject: int, run: int, anat: _Anatomy, brain_models, n_frames: int, seed: int, scale: dict, p: SimulationParams) -> dict:
+def _write_run(
+    root: Path, subject: int, run: int, anat: _Anatomy, brain_models, n_frames: int, seed: int, scale: dict,
+    p: SimulationParams,
+) -> dict:
     """Simulate and write one run; returns its description for simulation.json."""
     movie_rng = _rng(seed, 1, run)  # shared by every subject: the same movie
-    neural_rng, bold_rng, eeg_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, 3, subject, run]).spawn(3))
+    run_seeds = np.random.SeedSequence([seed, 3, subject, run]).spawn(3)
+    neural_rng, bold_rng, eeg_rng = (np.random.default_rng(s) for s in run_seeds)
 
     clips = _timeline(movie_rng, n_frames, p, scale)
     dt = p.neural_dt
@@ -713,7 +742,8 @@ def _write_run(root: Path, subject: int, run: int, anat: _Anatomy, brain_models,
     drive = _bold_drive(activity, anat.sources, frame_idx, p)  # (T, S)
     truth, bold = _bold(bold_rng, anat, drive, p)
     meta = {"eeg2fmri": "simulated BOLD", "seed": str(seed)}
-    write_dtseries(truth_path(root, subject, run), truth, p.tr, brain_models=brain_models, metadata={**meta, "desc": "noise-free"})
+    noise_free = {**meta, "desc": "noise-free"}
+    write_dtseries(truth_path(root, subject, run), truth, p.tr, brain_models=brain_models, metadata=noise_free)
     write_dtseries(fmri_path(root, subject, run), bold, p.tr, brain_models=brain_models, metadata=meta)
     del truth, bold
 
@@ -727,14 +757,25 @@ def _write_run(root: Path, subject: int, run: int, anat: _Anatomy, brain_models,
 
     names = [f"run{run:02d}_clip{i + 1:02d}" for i in range(len(clips))]
     _write_csv(beh_path(root, subject, run), [(f"{a:.3f}", f"{b:.3f}", n) for (a, b), n in zip(clips, names)])
-    base = truth_path(root, subject, run).name.replace("_space-fsLR_den-91k_desc-noisefree_bold.dtseries.nii", "")
-    _save_npy(truth_path(root, subject, run).with_name(f"{base}_desc-sources_activity.npy"), activity.astype(np.float32))
-    _save_npy(truth_path(root, subject, run).with_name(f"{base}_desc-sources_drive.npy"), drive.astype(np.float32))
+    _save_npy(sources_path(root, subject, run, "activity"), activity.astype(np.float32))
+    _save_npy(sources_path(root, subject, run, "drive"), drive.astype(np.float32))
     return dict(
         run=run, n_frames=n_frames, n_eeg_samples=n_samples, eeg_lead_samples=lead,
         clips=[dict(clip=n, start=a, stop=b) for (a, b), n in zip(clips, names)],
         neural_time=dict(start_s=float(t_fine[0]), step_s=dt, n_steps=n_fine),
     )  # fmt: skip
+
+
+def sources_path(root: Path, subject: int, run: int, what: Literal["activity", "drive"]) -> Path:
+    """Ground truth beside the noise-free BOLD: ``activity`` (n_sources, n_steps) on the neural
+    grid of simulation.json's ``runs[i].neural_time``; ``drive`` (n_frames, n_sources) the
+    HRF-convolved activity at each volume onset, in % signal change at each map's peak / psc."""
+    return truth_path(root, subject, run).with_name(f"sub-{subject:04d}_task-shape_run-{run}_desc-sources_{what}.npy")
+
+
+def source_maps_path(root: Path, subject: int) -> Path:
+    """(n_sources, n_vertices) float32 spatial maps of the sources (peak 1) on the written grayordinates."""
+    return truth_path(root, subject, 1).with_name(f"sub-{subject:04d}_desc-sourcemaps.npy")
 
 
 def _write_csv(path: Path, rows: list[tuple]) -> None:
@@ -794,7 +835,8 @@ def simulate(
 
     Args:
         out_dir: folder that receives one ``sub_000S`` folder per subject.
-        subjects: subject numbers (1-based); each gets its own anatomy, EEG leadfield and noise.
+        subjects: subject numbers (1-based); each gets its own anatomy, EEG leadfield and noise
+            (the movie is shared, as in CineBrain).
         scale: size preset: ``ci`` (2 runs x 150 s, 6 clips), ``small`` (10 runs x 180 s) or
             ``paper`` (20 runs x 1080 s = 360 min, 27,000 frames at TR 0.8 s).
         grayordinates: ``all`` (the 91,282 fsLR-32k grayordinates), ``every:N`` (every N-th
@@ -848,18 +890,24 @@ def simulate(
                     runs.append(_write_run(tmp_root, s, r, anat, brain_models, n_frames, seed, cfg, p))
                     bar.update()
                 sub_tmp = tmp_root / subject_dirname(s)
-                _save_npy(sub_tmp / "truth" / f"sub-{s:04d}_desc-sourcemaps.npy", anat.maps)
+                _save_npy(source_maps_path(tmp_root, s), anat.maps)
                 info = dict(
                     eeg2fmri_version=_package_version(), seed=seed, subject=s, scale=scale,
                     scale_settings=cfg, grayordinates=grayordinates, n_vertices=int(anat.maps.shape[1]),
                     n_frames_per_run=n_frames, features=list(FEATURES), params=asdict(p),
                     sources=[src.describe() for src in anat.sources], runs=runs,
                 )  # fmt: skip
-                atomic_save(sub_tmp / "simulation.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
-                final = out / subject_dirname(s)
+                text = json.dumps(info, indent=2) + "\n"
+                atomic_save(sub_tmp / "simulation.json", lambda tmp: Path(tmp).write_text(text))
+                final, old = out / subject_dirname(s), tmp_root / "replaced"
                 if final.exists():  # overwrite: move the old folder aside, then swap in the new one
-                    final.rename(tmp_root / "replaced")
-                sub_tmp.rename(final)
+                    final.rename(old)
+                try:
+                    sub_tmp.rename(final)
+                except BaseException:
+                    if old.exists():
+                        old.rename(final)
+                    raise
                 written.append(final)
             finally:
                 shutil.rmtree(tmp_root, ignore_errors=True)
