@@ -207,6 +207,7 @@ class E2fNet(FramewiseRegression):
         hop_s: STFT hop (s).
         fmax: highest STFT frequency kept (Hz).
         unet_channels: channels of the U-Net (original: 256).
+        base_channels: b, encoder convs b -> 2b -> 4b and decoder convs 4b -> 2b -> b (original: 32).
         r_weight: weight of (1 - spatial r) in the loss.
         mse_weight: weight of the MSE in the loss.
         warmup_steps: linear learning-rate warm-up steps before the cosine decay (0: no warm-up).
@@ -224,6 +225,7 @@ class E2fNet(FramewiseRegression):
         hop_s: float = 0.1,
         fmax: float = 75.0,
         unet_channels: int = 128,
+        base_channels: int = 32,
         r_weight: float = 0.5,
         mse_weight: float = 0.5,
         warmup_steps: int = 50,
@@ -234,7 +236,7 @@ class E2fNet(FramewiseRegression):
     ):
         super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer)
         self.save_hyperparameters(ignore=["optimizer"])
-        self.net = E2fNetGenerator(n_vertices, n_chans, n_times, sfreq, segment_s, hop_s, fmax, unet_channels)
+        self.net = E2fNetGenerator(n_vertices, n_chans, n_times, sfreq, segment_s, hop_s, fmax, unet_channels, base_channels)
 
     def loss_fn(self, pred: Tensor, target: Tensor) -> Tensor:
         return r_mse_loss(pred, target, self.hparams.r_weight, self.hparams.mse_weight)
@@ -284,7 +286,7 @@ class E2fGAN(E2fNet):
     Args:
         n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer: see EEGfMRIModule
             (lr / weight_decay / optimizer apply to both networks).
-        sfreq, segment_s, hop_s, fmax, unet_channels, r_weight, mse_weight, warmup_steps,
+        sfreq, segment_s, hop_s, fmax, unet_channels, base_channels, r_weight, mse_weight, warmup_steps,
             cosine_schedule: see E2fNet.
         disc_grid: side of the discriminator's input image (multiple of 16).
         lambda_rec: weight of the reconstruction loss in the generator loss (original: 1).
@@ -302,6 +304,7 @@ class E2fGAN(E2fNet):
         hop_s: float = 0.1,
         fmax: float = 75.0,
         unet_channels: int = 128,
+        base_channels: int = 32,
         r_weight: float = 0.5,
         mse_weight: float = 0.5,
         warmup_steps: int = 50,
@@ -314,7 +317,7 @@ class E2fGAN(E2fNet):
         optimizer: OptimizerCallable | None = None,
     ):
         super().__init__(
-            n_vertices, n_chans, n_times, n_frames, sfreq, segment_s, hop_s, fmax, unet_channels, r_weight,
+            n_vertices, n_chans, n_times, n_frames, sfreq, segment_s, hop_s, fmax, unet_channels, base_channels, r_weight,
             mse_weight, warmup_steps, cosine_schedule, lr, weight_decay, optimizer,
         )  # fmt: skip
         self.save_hyperparameters(ignore=["optimizer"])

@@ -496,7 +496,7 @@ def _existing_key(path: Path) -> str | None:
 
 
 def prepare_subjects(
-    subject_dir: list[str],
+    subject_dir: str | list[str],
     out_dir: str = "data/prepared",
     shift_s: float = 4.0,
     l_freq: float = 0.1,

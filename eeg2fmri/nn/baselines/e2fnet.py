@@ -3,10 +3,10 @@
 Public code: kgr20/E2fNet (``models.py``, ``losses.py``, ``train_E2fNet.py``, ``train_E2fGAN.py``).
 Structure kept: EEG spectrogram laid out as an image with the spectrogram's time bins as input
 channels, electrodes x frequency as height x width -> a Conv2d encoder whose (1 x 5) kernels
-stride along frequency only (x 1/4), then 3 x 3 convolutions -> a two-level 2-D U-Net (the
+stride along frequency only (x 1/4), then 3 x 3 convolutions (32 -> 64 -> 128 -> 256 channels) -> a two-level 2-D U-Net (the
 original is diffusers' ``UNet2DModel`` with two ``DownBlock2D``/``UpBlock2D``, one ResNet block
 per level, a ResNet-attention-ResNet middle, called at timestep 0) -> a Conv2d decoder
-(128 -> 64 -> 32 -> output maps). The discriminator of E2fGAN is five strided convolutions
+(256 -> 128 -> 64 -> 32 -> output maps). The discriminator of E2fGAN is five strided convolutions
 (4 x 4 kernels, LeakyReLU 0.2, BatchNorm from the second) ending in one logit.
 
 Adapted here:
@@ -144,6 +144,7 @@ class E2fNetGenerator(nn.Module):
         hop_s: STFT hop (s); the segments are the image's input channels.
         fmax: highest STFT frequency kept (Hz).
         unet_channels: channels of the encoder's last conv and of the U-Net (original: 256).
+        base_channels: b, widths of the encoder (b, 2b, 4b) and decoder (4b, 2b, b) convs (original: 32).
     """
 
     def __init__(
@@ -156,29 +157,31 @@ class E2fNetGenerator(nn.Module):
         hop_s: float = 0.1,
         fmax: float = 75.0,
         unet_channels: int = 128,
+        base_channels: int = 32,
     ):
         super().__init__()
+        b = base_channels
         self.spectrogram = Spectrogram(sfreq, n_times, segment_s, hop_s, fmax=fmax)
         F_, S = self.spectrogram.n_freqs, self.spectrogram.n_segments
         self.standardize = Standardize((S, n_chans, F_))
         # ---- encoder: (1 x 5) kernels striding along frequency, then 3 x 3
         self.encoder = nn.Sequential(
-            conv_bn_relu(S, 32, (1, 5), stride=(1, 2), padding=(0, 2)),
-            conv_bn_relu(32, 64, (1, 5), stride=(1, 2), padding=(0, 2)),
-            conv_bn_relu(64, 128, 3, padding=1),
-            nn.Conv2d(128, unet_channels, 3, padding=1),
+            conv_bn_relu(S, b, (1, 5), stride=(1, 2), padding=(0, 2)),
+            conv_bn_relu(b, 2 * b, (1, 5), stride=(1, 2), padding=(0, 2)),
+            conv_bn_relu(2 * b, 4 * b, 3, padding=1),
+            nn.Conv2d(4 * b, unet_channels, 3, padding=1),
         )
         w = F_
         for _ in range(2):
             w = (w + 4 - 5) // 2 + 1
         self.map_size = (n_chans + n_chans % 2, w + w % 2)  # even sides for the U-Net
         self.unet = UNet2d(unet_channels)
-        # ---- decoder: 128 -> 64 -> 32 -> one map, then the linear head
+        # ---- decoder: 4b -> 2b -> b -> one map, then the linear head
         self.decoder = nn.Sequential(
-            conv_bn_relu(unet_channels, 128, 3, padding=1),
-            conv_bn_relu(128, 64, 3, padding=1),
-            conv_bn_relu(64, 32, 3, padding=1),
-            nn.Conv2d(32, 1, 3, padding=1),
+            conv_bn_relu(unet_channels, 4 * b, 3, padding=1),
+            conv_bn_relu(4 * b, 2 * b, 3, padding=1),
+            conv_bn_relu(2 * b, b, 3, padding=1),
+            nn.Conv2d(b, 1, 3, padding=1),
         )
         self.head = nn.Linear(self.map_size[0] * self.map_size[1], n_vertices)
 

@@ -75,8 +75,8 @@ def spectrogram(x: Tensor, sfreq: float, nperseg: int, step: int) -> Tensor:
 
 def welch(x: Tensor, sfreq: float, nperseg: int, step: int | None = None) -> Tensor:
     """Welch PSD: (..., W) -> (..., F), as ``scipy.signal.welch(x, sfreq, 'hann', nperseg,
-    nperseg - step)`` (default 50 % overlap)."""
-    return segment_psd(x, sfreq, nperseg, step or nperseg // 2).mean(dim=-2)
+    nperseg - step)`` (default: SciPy's overlap of nperseg // 2 samples)."""
+    return segment_psd(x, sfreq, nperseg, step or nperseg - nperseg // 2).mean(dim=-2)
 
 
 def band_matrix(freqs: Tensor, bands: dict[str, tuple[float, float]]) -> Tensor:

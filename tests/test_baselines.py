@@ -1,0 +1,311 @@
+"""The baselines: shapes, per-frame independence, training, closed forms against numpy, EEG features
+against SciPy, configs composed after a subject config, and fit -> test through the real CLI."""
+
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+import yaml
+from lightning.pytorch import Trainer, seed_everything
+
+from eeg2fmri import baselines as B
+from eeg2fmri.cli import main
+from eeg2fmri.data.prepare import prepare
+from eeg2fmri.module import EEG2fMRIDiffusion
+from eeg2fmri.nn.baselines import features as feat
+from eeg2fmri.nn.baselines.cnn_tag import TopographicalAttention
+from tests.conftest import make_raw_subject
+
+ROOT = Path(__file__).resolve().parents[1]
+C, W, V = 8, 800, 20  # tiny montage (one TR at 1000 Hz), tiny region
+TINY = {
+    "CNNTC": dict(channels=8, n_blocks=3, latent_dim=16, decoder_channels=8, grid=4),
+    "CNNTAG": dict(channels=4, n_blocks=2, latent_dim=16),
+    "E2fNet": dict(unet_channels=8, base_channels=4),
+    "E2fGAN": dict(unet_channels=8, base_channels=4),
+    "MeanFrame": {},
+    "Ridge": dict(alpha=10.0),
+}
+NETWORKS = ["CNNTC", "CNNTAG", "E2fNet", "E2fGAN"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions run 10-100x slower with 2 OpenMP threads on a busy 2-core runner."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make(name: str, n_frames: int = 3, **kw):
+    torch.manual_seed(0)
+    return getattr(B, name)(n_vertices=V, n_chans=C, n_times=W, n_frames=n_frames, **{**TINY[name], **kw})
+
+
+def make_batch(b: int = 2, k: int = 3, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "eeg": (0.3 * torch.randn(b, k, C, W, generator=g)).clamp(-1, 1),
+        "fmri": torch.randn(b, k, V, generator=g),
+        "frame_index": torch.arange(b * k).reshape(b, k),
+        "clip": torch.zeros(b, dtype=torch.long),
+    }
+
+
+def fit(model, batches: list[dict], epochs: int = 1) -> Trainer:
+    trainer = Trainer(
+        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    return trainer
+
+
+# ----------------------------------------------------------------------------- shapes, independence
+
+
+@pytest.mark.parametrize("K", [3, 10])
+@pytest.mark.parametrize("name", list(TINY))
+def test_output_shapes(name, K):
+    model = make(name, n_frames=K).eval()
+    batch = make_batch(3, K)
+    out = model.predict_frames(batch, num_inference_steps=7, eta=0.5)  # sampling settings are ignored
+    assert out.shape == (3, K, V) and out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_each_frame_depends_on_its_own_eeg_only(name):
+    model = make(name, n_frames=4).eval()
+    if name == "Ridge":  # give the (unsolved) regression weights so that it depends on the EEG
+        g = torch.Generator().manual_seed(1)
+        model.weight.copy_(torch.randn(model.weight.shape, generator=g))
+    batch = make_batch(2, 4)
+    out = model.predict_frames(batch)
+    changed = {**batch, "eeg": batch["eeg"].clone()}
+    changed["eeg"][0, 2] = (0.5 * torch.randn(C, W)).clamp(-1, 1)
+    diff = (model.predict_frames(changed) - out).abs().amax(-1)  # (B, K)
+    others = torch.ones_like(diff, dtype=torch.bool)
+    others[0, 2] = False
+    assert diff[others].max() <= 1e-5
+    if name == "MeanFrame":  # the floor ignores the EEG altogether
+        assert diff[0, 2] == 0
+    else:
+        assert diff[0, 2] > 1e-5
+
+
+def test_wrong_montage_is_named():
+    with pytest.raises(ValueError, match=r"4 channels x 800 samples; CNNTC was built for 8 x 800"):
+        make("CNNTC")(torch.zeros(1, 3, 4, W))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_a_few_steps_reduce_the_training_loss(name):
+    seed_everything(0)
+    kw = dict(lr=3e-3)
+    if name.startswith("E2f"):
+        kw.update(warmup_steps=0, cosine_schedule=False)
+    model = make(name, **kw)
+    batch = make_batch(4, 3)
+    model.train()
+    with torch.no_grad():
+        before = model.loss_fn(model(batch["eeg"]), batch["fmri"]).item()
+    fit(model, [batch] * 15)
+    with torch.no_grad():
+        after = model.loss_fn(model(batch["eeg"]), batch["fmri"]).item()
+    assert after < 0.9 * before, (before, after)
+
+
+def test_e2fgan_steps_both_networks():
+    model = make("E2fGAN", warmup_steps=2)
+    g0 = model.net.head.weight.detach().clone()
+    d0 = model.discriminator.project.weight.detach().clone()
+    trainer = fit(model, [make_batch(2, 3, seed=s) for s in range(3)])
+    assert trainer.global_step == 6  # two optimizer steps per batch
+    assert not torch.equal(model.net.head.weight, g0) and not torch.equal(model.discriminator.project.weight, d0)
+    assert model.discriminator(torch.randn(5, V)).shape == (5,)
+
+
+def test_r_mse_loss_matches_numpy():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(2, 3, V, generator=g, dtype=torch.float64), torch.randn(2, 3, V, generator=g, dtype=torch.float64)
+    p, t = pred.reshape(-1, V).numpy(), target.reshape(-1, V).numpy()
+    r = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(p, t)])
+    ref = 0.3 * (1 - r) + 0.7 * np.mean((p - t) ** 2)
+    np.testing.assert_allclose(B.r_mse_loss(pred, target, 0.3, 0.7).item(), ref, rtol=1e-5)
+
+
+def test_topographical_attention_mixes_electrodes_convexly():
+    att = TopographicalAttention(C, 6)
+    x = torch.randn(2, C, 6)
+    out, scores = att(x)
+    assert torch.allclose(scores.sum(-1), torch.ones(2, C))
+    assert torch.allclose(out, torch.einsum("nij,njd->nid", scores, x), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- closed forms
+
+
+def test_mean_frame_is_the_numpy_mean_of_the_training_frames():
+    batches = [make_batch(3, 3, seed=s) for s in range(4)]
+    for b in batches:
+        b["fmri"] += 0.5  # a mean worth finding
+    model = make("MeanFrame")
+    trainer = fit(model, batches, epochs=2)  # statistics restart every epoch: still one mean
+    frames = np.concatenate([b["fmri"].reshape(-1, V).numpy() for b in batches]).astype(np.float64)
+    np.testing.assert_allclose(model.mean_frame.numpy(), frames.mean(0), rtol=1e-6, atol=1e-7)
+    assert trainer.global_step == 8  # each accumulated batch counts as a step (checkpoints need it)
+    out = model.predict_frames(make_batch(2, 5))
+    assert torch.equal(out, model.mean_frame.expand(2, 5, V))
+
+
+def test_ridge_equals_numpy_solve_on_the_same_features():
+    batches = [make_batch(4, 3, seed=s) for s in range(6)]  # 72 frames, 40 features
+    model = make("Ridge")
+    fit(model, batches)
+    X = np.concatenate([model.features(b["eeg"]).reshape(-1, 5 * C).numpy() for b in batches]).astype(np.float64)
+    Y = np.concatenate([b["fmri"].reshape(-1, V).numpy() for b in batches]).astype(np.float64)
+    mu, sd = X.mean(0), X.std(0)
+    Xs = (X - mu) / sd
+    W_ref = np.linalg.solve(Xs.T @ Xs + 10.0 * np.eye(Xs.shape[1]), Xs.T @ (Y - Y.mean(0)))
+    np.testing.assert_allclose(model.weight.numpy(), W_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.bias.numpy(), Y.mean(0), atol=1e-6)
+    test = make_batch(2, 3, seed=99)
+    Xt = (model.features(test["eeg"]).reshape(-1, 5 * C).numpy() - mu) / sd
+    pred = model.predict_frames(test).reshape(-1, V).numpy()
+    np.testing.assert_allclose(pred, Xt @ W_ref + Y.mean(0), rtol=1e-4, atol=1e-4)
+
+
+def test_ridge_features_are_log_band_power_per_channel():
+    model = make("Ridge")
+    eeg = make_batch(1, 2)["eeg"]
+    f = model.features(eeg)  # (1, 2, 5 C)
+    ref = np.log(feat.band_power(eeg.double(), 1000.0, 400).numpy())  # (1, 2, C, 5)
+    np.testing.assert_allclose(f.numpy(), ref.reshape(1, 2, 5 * C), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- EEG features vs SciPy
+
+
+def _signal(seed=0, shape=(3, W)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(shape[-1]) / 1000.0
+    return rng.standard_normal(shape) + np.sin(2 * np.pi * 10.0 * t) + 0.5 * np.sin(2 * np.pi * 22.0 * t + 1.0)
+
+
+@pytest.mark.parametrize("nperseg,step", [(400, 100), (250, 125), (201, 50)])
+def test_spectrogram_matches_scipy(nperseg, step):
+    x = _signal()
+    _, _, ref = scipy.signal.spectrogram(x, 1000.0, window="hann", nperseg=nperseg, noverlap=nperseg - step, mode="psd")
+    ours = feat.spectrogram(torch.from_numpy(x), 1000.0, nperseg, step).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("nperseg", [400, 256, 201])
+def test_welch_and_band_power_match_scipy(nperseg):
+    x = _signal(1)
+    freqs, ref = scipy.signal.welch(x, 1000.0, window="hann", nperseg=nperseg)
+    np.testing.assert_allclose(feat.welch(torch.from_numpy(x), 1000.0, nperseg).numpy(), ref, rtol=1e-9, atol=1e-12)
+    bands = {"alpha": (8.0, 13.0), "beta": (13.0, 30.0)}
+    bp = feat.band_power(torch.from_numpy(x), 1000.0, nperseg, bands).numpy()
+    df = freqs[1] - freqs[0]
+    for i, (lo, hi) in enumerate(bands.values()):
+        sel = (freqs >= lo) & (freqs < hi)
+        np.testing.assert_allclose(bp[:, i], ref[:, sel].sum(1) * df, rtol=1e-9)
+    # the 10 Hz sine puts its power in alpha
+    assert (bp[:, 0] > bp[:, 1]).all()
+
+
+def test_feature_modules_select_bins_and_keep_float32():
+    x = torch.from_numpy(_signal(2, (2, 4, W))).float()
+    spec = feat.Spectrogram(1000.0, W, segment_s=0.4, hop_s=0.1, fmax=75.0)
+    assert (spec.n_freqs, spec.n_segments) == (30, 5) and float(spec.freqs[0]) == 2.5 and float(spec.freqs[-1]) == 75.0
+    out = spec(x)  # (2, 4, F, S)
+    assert out.shape == (2, 4, 30, 5) and out.dtype == torch.float32
+    _, _, ref = scipy.signal.spectrogram(x.double().numpy(), 1000.0, window="hann", nperseg=400, noverlap=300, mode="psd")
+    np.testing.assert_allclose(out.numpy(), np.log(ref[..., 1:31, :]), rtol=1e-4, atol=1e-4)
+    bp = feat.BandPower(1000.0, W)(x)  # (2, 4, 5)
+    assert bp.shape == (2, 4, 5) and torch.isfinite(bp).all()
+    with pytest.raises(ValueError, match="band 'delta'.*no frequency bin"):
+        feat.BandPower(1000.0, W, segment_s=0.1)
+    with pytest.raises(ValueError, match="segment_s = 1.0 s is 1000 samples"):
+        feat.Spectrogram(1000.0, W, segment_s=1.0)
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("baselines")
+    return prepare(make_raw_subject(root / "raw"), root / "prep", progress=False)
+
+
+CLASSES = {"cnn_tc": "CNNTC", "cnn_tag": "CNNTAG", "e2fnet": "E2fNet", "e2fgan": "E2fGAN", "mean": "MeanFrame", "ridge": "Ridge"}
+
+
+@pytest.mark.parametrize("config", sorted(CLASSES))
+def test_baseline_config_composes_after_a_subject_config(config, tiny_cache, capsys):
+    path = ROOT / "configs" / "baselines" / f"{config}.yaml"
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(ROOT / "configs/sub1.yaml"), "--config", str(path), "--data.data_path", str(tiny_cache), "--print_config"])  # fmt: skip
+    assert e.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    cls = getattr(B, CLASSES[config])
+    assert cfg["model"]["class_path"] == f"eeg2fmri.baselines.{cls.__name__}"
+    assert cfg["trainer"]["default_root_dir"] == f"runs/baselines/{config}"
+    # nothing of the subject config's diffusion model leaks in: every init arg is the baseline's own
+    # default unless its config sets it
+    own = yaml.safe_load(path.read_text())["model"].get("init_args", {})
+    args = cfg["model"].get("init_args", {})
+    for name, p in inspect.signature(cls).parameters.items():
+        if name in ("n_vertices", "n_chans", "n_times", "n_frames"):
+            continue
+        assert args.get(name) == own.get(name, p.default), name
+    shared = set(inspect.signature(EEG2fMRIDiffusion).parameters) & set(inspect.signature(cls).parameters)
+    assert shared - {"n_vertices", "n_chans", "n_times", "n_frames", "optimizer"} <= set(own)
+
+
+# ----------------------------------------------------------------------------- CLI round trip
+
+CLI_TINY = {
+    "CNNTC": ["--model.channels", "8", "--model.n_blocks", "3", "--model.latent_dim", "16", "--model.decoder_channels", "8", "--model.grid", "4"],
+    "CNNTAG": ["--model.channels", "4", "--model.n_blocks", "2", "--model.latent_dim", "16"],
+    "E2fNet": ["--model.unet_channels", "8", "--model.base_channels", "4"],
+    "E2fGAN": ["--model.unet_channels", "8", "--model.base_channels", "4"],
+    "MeanFrame": [],
+    "Ridge": [],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(CLI_TINY))
+def test_fit_then_test_through_the_cli(name, tiny_cache, tmp_path):
+    common = [
+        "--data.data_path", str(tiny_cache), "--data.n_frames", "3", "--data.batch_size", "8",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+    ]  # fmt: skip
+    main(["fit", *common, "--model", f"eeg2fmri.baselines.{name}", *CLI_TINY[name], "--trainer.max_epochs", "1",
+          "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"])  # fmt: skip
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert ckpt.exists(), sorted(tmp_path.rglob("*"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["hyper_parameters"]["n_frames"] == 3
+    if name == "MeanFrame":  # the closed-form solution, not the initial zeros, is in the checkpoint
+        assert state["state_dict"]["mean_frame"].abs().sum() > 0
+    if name == "Ridge":
+        assert state["state_dict"]["weight"].abs().sum() > 0 and state["state_dict"]["feature_std"].ne(1).any()
+    main(["test", *common, "--ckpt_path", str(ckpt)])
+    res = json.loads((ckpt.parent / "test_metrics.json").read_text())
+    assert res["method"] == name
+    m = res["metrics"]["model"]
+    keys = ["mse", "r", "cos", "identification_top1"] + ([] if name == "MeanFrame" else ["temporal_r_median"])
+    for region in ("whole", "V1", "V1+A1"):
+        for key in keys:
+            assert np.isfinite(m[f"{region}/{key}"]), (region, key)
