@@ -245,7 +245,8 @@ class E2fNet(FramewiseRegression):
         if self.optimizer_fn is not None:
             return self.optimizer_fn(params)
         hp = self.hparams
-        return torch.optim.AdamW(params, lr=hp.lr, betas=(0.9, 0.999), weight_decay=hp.weight_decay, fused=self.device.type == "cuda")
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(params, lr=hp.lr, betas=(0.9, 0.999), weight_decay=hp.weight_decay, fused=fused)
 
     def _schedule(self, opt: torch.optim.Optimizer) -> dict | None:
         hp = self.hparams
@@ -347,16 +348,17 @@ class E2fGAN(E2fNet):
         real = batch["fmri"].flatten(0, 1)  # (B*K, V)
         fake = self(batch["eeg"]).flatten(0, 1)  # (B*K, V)
         # 1. discriminator: real frames -> 1, generated frames -> 0
-        loss_d = 0.5 * (self._gan_loss(self.discriminator(real), True) + self._gan_loss(self.discriminator(fake.detach()), False))
+        d_real, d_fake = self.discriminator(real), self.discriminator(fake.detach())  # (B*K,), (B*K,)
+        loss_d = 0.5 * (self._gan_loss(d_real, True) + self._gan_loss(d_fake, False))
         self._clip_and_step(opt_d, loss_d)
         # 2. generator: fool the discriminator + reconstruct the frame
         rec = self.loss_fn(fake, real)
         adv = self._gan_loss(self.discriminator(fake), True)
         loss_g = adv + self.hparams.lambda_rec * rec
         self._clip_and_step(opt_g, loss_g)
-        scheds = self.lr_schedulers()
-        for s in scheds if isinstance(scheds, list) else [scheds] if scheds is not None else []:
-            s.step()
+        scheds = self.lr_schedulers() or []
+        for sched in scheds if isinstance(scheds, list) else [scheds]:
+            sched.step()
         self.log_dict({"train/loss": rec, "train/loss_g": loss_g, "train/loss_d": loss_d, "train/adv": adv}, batch_size=B)
         self.log("loss", loss_g, prog_bar=True, logger=False, batch_size=B)
         return loss_g.detach()
@@ -420,7 +422,7 @@ class ClosedForm(EEGfMRIModule):
     summed over processes before solving (DDP). Subclasses implement ``_accumulate`` / ``_solve``.
     """
 
-    def __init__(self, n_vertices, n_chans, n_times, n_frames):
+    def __init__(self, n_vertices: int, n_chans: int, n_times: int, n_frames: int):
         super().__init__(n_vertices, n_chans, n_times, n_frames)
         self.automatic_optimization = False
         self._stats: dict[str, Tensor] = {}
@@ -459,6 +461,7 @@ class ClosedForm(EEGfMRIModule):
         raise NotImplementedError
 
     def _count_step(self) -> None:
+        # what a LightningOptimizer.step() reports to the manual-optimisation loop (Lightning 2.x)
         progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         progress.increment_ready()
         progress.increment_completed()
@@ -504,10 +507,10 @@ class MeanFrame(ClosedForm):
     """The training-mean frame floor: predicts the mean z-scored training frame for every frame.
 
     In z-scored units (statistics from the training frames) the mean frame is ~0 by construction;
-    it is computed from the frames the model is trained on all the same (training windows, so
-    frames shared by overlapping windows count once per window), not assumed. Its spatial r is
-    0 per the metrics' convention (a constant prediction carries no pattern) only when the mean
-    is exactly flat; whatever spatial structure the training mean has is what this floor scores.
+    it is computed all the same, from the frames the model is trained on (the training windows:
+    a frame shared by overlapping windows counts once per window), not assumed. Whatever spatial
+    pattern that mean has is what this floor scores; its temporal r is undefined (a prediction
+    constant over time), which the metrics report as NaN.
 
     Args:
         n_vertices, n_chans, n_times, n_frames: see EEGfMRIModule.

@@ -255,7 +255,8 @@ CLASSES = {"cnn_tc": "CNNTC", "cnn_tag": "CNNTAG", "e2fnet": "E2fNet", "e2fgan":
 def test_baseline_config_composes_after_a_subject_config(config, tiny_cache, capsys):
     path = ROOT / "configs" / "baselines" / f"{config}.yaml"
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", str(ROOT / "configs/sub1.yaml"), "--config", str(path), "--data.data_path", str(tiny_cache), "--print_config"])  # fmt: skip
+        main(["fit", "--config", str(ROOT / "configs/sub1.yaml"), "--config", str(path),
+              "--data.data_path", str(tiny_cache), "--print_config"])  # fmt: skip
     assert e.value.code in (0, None)
     cfg = yaml.safe_load(capsys.readouterr().out)
     cls = getattr(B, CLASSES[config])
@@ -276,7 +277,8 @@ def test_baseline_config_composes_after_a_subject_config(config, tiny_cache, cap
 # ----------------------------------------------------------------------------- CLI round trip
 
 CLI_TINY = {
-    "CNNTC": ["--model.channels", "8", "--model.n_blocks", "3", "--model.latent_dim", "16", "--model.decoder_channels", "8", "--model.grid", "4"],
+    "CNNTC": ["--model.channels", "8", "--model.n_blocks", "3", "--model.latent_dim", "16", "--model.decoder_channels", "8",
+              "--model.grid", "4"],
     "CNNTAG": ["--model.channels", "4", "--model.n_blocks", "2", "--model.latent_dim", "16"],
     "E2fNet": ["--model.unet_channels", "8", "--model.base_channels", "4"],
     "E2fGAN": ["--model.unet_channels", "8", "--model.base_channels", "4"],
@@ -294,7 +296,7 @@ def test_fit_then_test_through_the_cli(name, tiny_cache, tmp_path):
     main(["fit", *common, "--model", f"eeg2fmri.baselines.{name}", *CLI_TINY[name], "--trainer.max_epochs", "1",
           "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"])  # fmt: skip
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    assert ckpt.exists(), sorted(tmp_path.rglob("*"))
+    assert ckpt.exists() and (tmp_path / "checkpoints" / "best.ckpt").exists(), sorted(tmp_path.rglob("*"))
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["n_frames"] == 3
     if name == "MeanFrame":  # the closed-form solution, not the initial zeros, is in the checkpoint

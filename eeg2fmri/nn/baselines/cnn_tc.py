@@ -70,11 +70,13 @@ class CNNTCNet(nn.Module):
     ):
         super().__init__()
         n_up = grid.bit_length() - 2  # 2 -> grid in n_up doublings
-        if grid < 4 or grid & (grid - 1) or decoder_channels >> (n_up - 1) < 1:
+        if grid < 4 or grid & (grid - 1) or decoder_channels >> n_up < 1:
             raise ValueError(f"grid={grid} must be a power of two >= 4, with decoder_channels >= 2^(log2(grid) - 2)")
         self.n_chans, self.n_times, self.decoder_channels = n_chans, n_times, decoder_channels
         # ---- encoder: temporal convolutions -> latent
-        self.encoder = nn.Sequential(*[TemporalBlock(n_chans if i == 0 else channels, channels, kernel_size) for i in range(n_blocks)])
+        self.encoder = nn.Sequential(
+            *[TemporalBlock(n_chans if i == 0 else channels, channels, kernel_size) for i in range(n_blocks)]
+        )
         t = n_times
         for _ in range(n_blocks):
             t = (t + 2 * (kernel_size // 2) - kernel_size) // 2 + 1
