@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from eeg2fmri.callbacks import EMA, CiftiWriter, Evaluator, FiniteLossGuard
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
+from eeg2fmri.figures import SurfaceFigures
 from eeg2fmri.module import EEGfMRIModule
 
 DATA_FACTS = ("n_vertices", "n_chans", "n_times")
@@ -31,6 +32,7 @@ class EEG2fMRICLI(LightningCLI):
         parser.add_lightning_class_args(EMA, "ema")
         parser.add_lightning_class_args(FiniteLossGuard, "loss_guard")
         parser.add_lightning_class_args(CiftiWriter, "writer")
+        parser.add_lightning_class_args(SurfaceFigures, "surface")
         # data facts stated once, in the data; the model receives them
         parser.link_arguments("data.n_frames", "model.init_args.n_frames")
         for fact in DATA_FACTS:
@@ -91,6 +93,14 @@ def cmd_prepare(argv: list[str]) -> None:
     print(f"prepare: {len(written)} cache(s) ready: {', '.join(map(str, written))}")
 
 
+def cmd_bench(argv: list[str]) -> None:
+    from eeg2fmri.bench import bench, format_table
+
+    parser = _function_parser("bench", bench)
+    cfg = parser.parse_args(argv)
+    print(format_table(bench(**_kwargs(cfg))))
+
+
 def _function_parser(name: str, fn: Callable) -> ArgumentParser:
     doc = (fn.__doc__ or "").strip().split("\n\n")[0]
     parser = ArgumentParser(prog=f"eeg2fmri {name}", description=doc, default_env=False)
@@ -108,6 +118,7 @@ def _kwargs(cfg) -> dict:
 EXTRA: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "simulate": (cmd_simulate, "write simulated subjects in the CineBrain layout (EEG + CIFTI + behaviour)"),
     "prepare": (cmd_prepare, "raw subject folder -> HDF5 cache (filter, align with the 4 s shift, split, normalise)"),
+    "bench": (cmd_bench, "time the training step and DDIM sampler against a bare-PyTorch reference (--scale ci|paper)"),
 }
 
 TRAINER_COMMANDS = {

@@ -303,3 +303,25 @@ def test_interrecon_errors():
     # the plain sampler and the projection accept any mask, empty or full
     out = ddim_sample(eps_fn, (2, 4, 3), AC, 2, y=y, observed_mask=full)
     assert torch.equal(out[full], y[full])
+
+
+def test_eps_from_v_is_a_skip_parameterisation_of_the_eps_loss():
+    """eps_hat = sqrt(1-a) x_t + sqrt(a) v_hat: the eps-loss equals a |v - v_hat|^2, and the
+    implied x0 at high noise is -v_hat (bounded), not an amplified eps error."""
+    from eeg2fmri.diffusion import eps_from_v, predict_x0
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps, v_hat = (torch.randn(4, 3, 5, generator=g, dtype=torch.float64) for _ in range(3))
+    a = torch.tensor([0.9, 0.5, 0.1, 1e-4], dtype=torch.float64)
+    ab = a.view(-1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    v = ab.sqrt() * eps - (1 - ab).sqrt() * x0
+    eps_hat = eps_from_v(x_t, v_hat, a.float()).double()
+    lhs = ((eps - eps_hat) ** 2).mean(dim=(1, 2))
+    rhs = a * ((v - v_hat) ** 2).mean(dim=(1, 2))
+    torch.testing.assert_close(lhs, rhs, rtol=1e-5, atol=1e-6)
+    # the exact v gives the exact eps
+    torch.testing.assert_close(eps_from_v(x_t, v, a.float()).double(), eps, rtol=1e-5, atol=1e-5)
+    # zero network output at high noise: x0 estimate near 0 (the data mean), not x_t / sqrt(a)
+    x0_hat = predict_x0(x_t[3:], eps_from_v(x_t[3:], torch.zeros_like(v_hat[3:]), a[3:].float()), a[3:].float())
+    assert x0_hat.abs().max() < 0.05
