@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import platform
 import resource
@@ -51,6 +50,7 @@ from lightning.pytorch.callbacks import Callback
 
 from eeg2fmri import diffusion as D
 from eeg2fmri.callbacks import EMA, FiniteLossGuard
+from eeg2fmri.data.cinebrain import CHANNELS_64
 from eeg2fmri.data.datamodule import EEGfMRIDataModule, gather
 from eeg2fmri.data.prepare import SPLITS
 from eeg2fmri.module import EEG2fMRIDiffusion
@@ -77,7 +77,7 @@ SCALES: dict[str, dict] = {
     # one CineBrain subject: 27,000 frames in 270 clips of 100 (70/10/20 % of clips: 540 test
     # windows of 10), all 91,282 grayordinates, the paper's model (EEG2fMRIDiffusion's defaults)
     "paper": dict(
-        every=1, n_clips=270, clip_frames=100, n_frames=10, batch_size=32, steps=100, warmup=20,
+        every=1, n_clips=270, clip_frames=100, n_frames=10, batch_size=32, steps=50, warmup=10,
         model=dict(),
     ),
 }  # fmt: skip
@@ -119,7 +119,7 @@ def dit_forward_flops(B: int, K: int, hp: dict, freq_dim: int = 256) -> int:
     linear += 2 * N * H * (H + 2 * H + H)  # cross-attention q, kv (on the K EEG tokens), proj
     linear += 2 * N * H * M * 2  # MLP
     linear += 2 * B * H * 9 * H  # adaLN modulation, once per window
-    attention = 2 * (2 * B * K * K * H)  # QK^T and AV, self and cross (K keys each)
+    attention = 2 * 2 * (2 * B * K * K * H)  # QK^T and AV (2 products), self and cross (K keys each)
     embed = 2 * N * d * H + 2 * N * E * H + 2 * B * (freq_dim * H + H * H)  # x, cond, timestep
     final = 2 * B * H * 2 * H + 2 * N * H * d
     return depth * (linear + attention) + embed + final
@@ -147,7 +147,7 @@ def step_flops(V: int, B: int, K: int, hp: dict, n_chans: int = N_CHANS, n_times
 def sampler_flops(n_windows: int, K: int, V: int, hp: dict, steps: int = SAMPLER_STEPS) -> int:
     """FLOPs of DDIM sampling: EEG encoder once, the DiT at every step, the AE decoder once."""
     return (
-        sum(eeg_encoder_flops(n_windows * K, hp, N_CHANS, N_TIMES))
+        sum(eeg_encoder_flops(n_windows * K, hp, hp.get("n_chans", N_CHANS), hp.get("n_times", N_TIMES)))
         + steps * dit_forward_flops(n_windows, K, hp)
         + 2 * n_windows * K * hp["latent_dim"] * V
     )
@@ -168,6 +168,11 @@ def ema_bytes(n_params: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # Device: synchronisation, clocks, memory, ceilings
 # ---------------------------------------------------------------------------------------------
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (as Lightning's bf16-mixed), nothing on the CPU (32-true)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def _sync(device: torch.device) -> None:
@@ -256,7 +261,7 @@ def measure_ceilings(device: torch.device) -> dict:
 
     t_mm = _median_time_s(matmul, device, 20 if cuda else 5)
     del sets, out
-    numel = (1 << 29) if cuda else (1 << 25)  # 1 GiB or 64 MiB of 16-bit values
+    numel = (1 << 29) if cuda else (1 << 27)  # 1 GiB or 256 MiB of 16-bit values (beyond any cache)
     src = torch.randn(numel, device=device, generator=g).to(torch.float16)
     dst = torch.empty_like(src)
     t_copy = _median_time_s(lambda: dst.copy_(src), device, 20 if cuda else 5)
@@ -315,7 +320,8 @@ def write_synthetic_cache(path: str | Path, every: int, n_clips: int, clip_frame
         fmri = h5.create_dataset("fmri", (T, V), np.float16)
         eeg = h5.create_dataset("eeg", (T, N_CHANS, N_TIMES), np.float16)
         fmri_block = rng.standard_normal((block, V), dtype=np.float32).astype(np.float16)
-        eeg_block = np.clip(rng.standard_normal((block, N_CHANS, N_TIMES), dtype=np.float32) * 0.25, -1, 1).astype(np.float16)
+        eeg_block = rng.standard_normal((block, N_CHANS, N_TIMES), dtype=np.float32) * 0.25
+        eeg_block = np.clip(eeg_block, -1, 1).astype(np.float16)
         for s in range(0, T, block):
             e = min(T, s + block)
             fmri[s:e] = fmri_block[: e - s]
@@ -334,8 +340,6 @@ def write_synthetic_cache(path: str | Path, every: int, n_clips: int, clip_frame
         h5["run_files"] = np.array([f"synthetic_run-{r}" for r in range(1, n_runs + 1)], dtype=h5py.string_dtype())
         h5["run_numbers"] = np.arange(1, n_runs + 1, dtype=np.int32)
         h5["run_n_volumes"] = np.full(n_runs, 2 * clip_frames + 30, np.int32)
-        from eeg2fmri.data.cinebrain import CHANNELS_64
-
         h5.attrs.update(
             tr=0.8, sfreq=1000.0, shift_s=4.0, n_times=N_TIMES, ch_names=json.dumps(list(CHANNELS_64)),
             flat_channels="[]", n_vertices=V, layout="fsLR-32k 91k" if V == 91_282 else "fsLR-32k 91k subset",
@@ -416,8 +420,9 @@ def bench_reference(
     torch.manual_seed(0)
     # built in the order EEG2fMRIDiffusion builds them: the same initial weights
     ae = LinearAutoencoder(V, hp["latent_dim"]).to(device)
-    enc = EEGEncoder(N_CHANS, N_TIMES, hp["eeg_embed_dim"], hp["eeg_blocks"], hp["eeg_channels"]).to(device)
-    dit = DiT(hp["latent_dim"], hp["eeg_embed_dim"], K, hp["hidden_size"], hp["depth"], hp["num_heads"], hp["mlp_ratio"]).to(device)
+    enc = EEGEncoder(hp["n_chans"], hp["n_times"], hp["eeg_embed_dim"], hp["eeg_blocks"], hp["eeg_channels"]).to(device)
+    dit = DiT(hp["latent_dim"], hp["eeg_embed_dim"], K, hp["hidden_size"], hp["depth"], hp["num_heads"], hp["mlp_ratio"])
+    dit = dit.to(device)
     betas = D.linear_beta_schedule(hp["num_train_timesteps"], hp["beta_start"], hp["beta_end"])
     ac = D.alphas_cumprod(betas).float().to(device)
     params = [p for m in (ae, enc, dit) for p in m.parameters()]
@@ -426,7 +431,6 @@ def bench_reference(
     _compile_modules(ae, enc, dit, compile)
     store = {k: v.to(device) for k, v in store.items()}  # resident, 16 bit as in the cache
     starts = torch.as_tensor(train_starts, device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     marks = _Marks(device)
     _reset_peak(device)
     t0 = None
@@ -439,7 +443,7 @@ def bench_reference(
         marks.mark()
         pick = torch.randint(len(starts), (B,), device=device)  # (B,) random windows, drawn on the device
         batch = gather(store, starts[pick], K)
-        with autocast:
+        with _autocast(device):
             loss = reference_losses(ae, enc, dit, ac, batch, hp)
         loss.backward()
         opt.step()
@@ -519,7 +523,7 @@ def bench_lightning(
     timer, ema = StepTimer(warmup, steps), EMA()
     callbacks = [ema, FiniteLossGuard()] + ([_Compile(compile)] if compile != "none" else []) + [timer]
     trainer = pl.Trainer(
-        accelerator="gpu" if cuda else "cpu", devices=[device.index or 0] if cuda else 1,
+        accelerator="gpu" if cuda else "cpu", devices=[device.index] if cuda else 1,
         precision="bf16-mixed" if cuda else "32-true",  # as the CLI's trainer defaults
         max_steps=warmup + steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -532,8 +536,6 @@ def bench_lightning(
 def bench_ema(ema: EMA, model: EEG2fMRIDiffusion, device: torch.device) -> float:
     """Milliseconds of one EMA update of the whole module (part of every Lightning step)."""
     avg = ema._average_model
-    if avg is None:
-        return float("nan")
     return _median_time_s(lambda: avg.update_parameters(model), device, 10) * 1e3
 
 
@@ -542,21 +544,21 @@ def bench_ema(ema: EMA, model: EEG2fMRIDiffusion, device: torch.device) -> float
 # ---------------------------------------------------------------------------------------------
 
 
-def bench_sampler(model: EEG2fMRIDiffusion, dm: EEGfMRIDataModule, device: torch.device, compile: CompileMode) -> dict:
-    """DDIM-50 over every test window with ``model.sample``; frames per second."""
+def gather_test_eeg(dm: EEGfMRIDataModule, device: torch.device) -> torch.Tensor:
+    """(n, K, C, W) EEG of every test window, gathered where the data lives, on ``device``."""
+    starts = torch.as_tensor(dm.windows["test"], device=dm.store["eeg"].device)  # (n,)
+    return gather(dm.store, starts, dm.n_frames)["eeg"].to(device)  # (n, K, C, W)
+
+
+def bench_sampler(model: EEG2fMRIDiffusion, eeg: torch.Tensor, device: torch.device, compile: CompileMode) -> dict:
+    """DDIM-50 over the windows of ``eeg`` (n, K, C, W) with ``model.sample``; frames per second."""
     model.to(device).eval()
-    K = dm.n_frames
-    store = {k: v.to(device) for k, v in dm.store.items() if k in ("eeg", "fmri", "frame_clip")}
-    starts = torch.as_tensor(dm.windows["test"], device=device)  # (n,)
-    eeg = gather(store, starts, K)["eeg"]  # (n, K, C, W)
-    del store
-    cuda = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    K = eeg.shape[1]
 
     def run():
         if compile == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
-        with autocast:
+        with _autocast(device):
             for s in range(0, len(eeg), SAMPLER_MAX_WINDOWS):
                 model.sample(eeg[s : s + SAMPLER_MAX_WINDOWS], num_inference_steps=SAMPLER_STEPS)
 
@@ -576,11 +578,16 @@ def bench_sampler(model: EEG2fMRIDiffusion, dm: EEGfMRIDataModule, device: torch
 
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return _indexed(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
-    return dev
+    return _indexed(dev)
+
+
+def _indexed(dev: torch.device) -> torch.device:
+    """cuda -> cuda:N (the current device), so that set_device and the Trainer get an index."""
+    return torch.device("cuda", torch.cuda.current_device()) if dev.type == "cuda" and dev.index is None else dev
 
 
 def bench(
@@ -601,14 +608,14 @@ def bench(
         scale: ci (CPU-sized, under 2 minutes on 2 cores: 4,565 grayordinates, tiny model) or paper
             (one GPU: 91,282 grayordinates, K = 10, batch 32, the paper's model).
         steps: timed training steps, for the reference and for the Lightning fit each (default 20 at
-            ci, 100 at paper).
+            ci, 50 at paper).
         warmup: untimed training steps before them (compilation, first data copy; default 5 at ci,
-            20 at paper).
+            10 at paper).
         compile: torch.compile of the networks: none, default, or reduce-overhead (CUDA graphs on
             the DiT, the default mode on the autoencoder and EEG encoder).
-        data_path: a prepared cache (eeg2fmri prepare) to use instead of a synthetic one of the
-            scale's size, written to a temporary folder and deleted afterwards. Its grayordinates
-            and frames replace the scale's; the model stays the scale's.
+        data_path: a prepared cache (eeg2fmri prepare) to load; its grayordinates and frames
+            replace the scale's (the model stays the scale's). Default: a synthetic cache of the
+            scale's size, written to a temporary folder and deleted afterwards.
         out: JSON file of the results (folders created).
         device: auto (CUDA if available), cpu, cuda or cuda:N.
 
@@ -618,17 +625,23 @@ def bench(
         ``bytes_per_step``, ``flop_floor_ms``, ``byte_floor_ms``, ``floor_ms``, by part);
         ``cache`` (``bytes``, ``seconds``, ``load_gbps``); ``reference`` and ``lightning``
         (``ms_per_step``, ``ms_per_step_mean``, ``tflops``, ``gbps``, ``peak_memory_bytes``; the
-        Lightning row also ``ratio_to_reference`` and ``ema_update_ms``); ``sampler``
+        Lightning row also ``ratio_to_reference``, ``ema_update_ms``, ``ema_device``); ``sampler``
         (``frames_per_s``, ``seconds``, ``frames``, ``tflops``, ``peak_memory_bytes``); ``seconds``
         (the whole run).
     """
     t_start = time.perf_counter()
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r}: expected one of {sorted(SCALES)}")
+    if compile not in ("none", "default", "reduce-overhead"):
+        raise ValueError(f"compile={compile!r}: expected none, default or reduce-overhead")
     cfg = SCALES[scale]
     steps = cfg["steps"] if steps is None else steps
     warmup = cfg["warmup"] if warmup is None else warmup
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps={steps} must be >= 1 and warmup={warmup} >= 0")
     dev = _resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # events and the reference run on this device's current stream
     K, B = cfg["n_frames"], cfg["batch_size"]
     results: dict = {
         "scale": scale, "device": str(dev), "device_name": _device_name(dev), "compile": compile,
@@ -683,6 +696,10 @@ def bench(
         log.info("bench: reference step (bare PyTorch), %d + %d steps", warmup, steps)
         ref = bench_reference(hp, V, dm.store, dm.windows["train"], K, B, steps, warmup, dev, compile)
         results["reference"] = rates(ref)
+        if compile != "none":
+            # the compiled graphs (and CUDA-graph pools) of the reference's modules stay cached;
+            # the Lightning run compiles its own, so neither its time nor its memory borrows them
+            torch.compiler.reset()
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -692,14 +709,16 @@ def bench(
         light["ratio_to_reference"] = light["ms_per_step"] / ref["ms_per_step"]
         model.to(dev)  # Lightning's teardown moved it to the CPU
         light["ema_update_ms"] = bench_ema(ema, model, dev)
+        light["ema_device"] = str(next(ema._average_model.parameters()).device)  # where the average lives
         results["lightning"] = light
+        eeg = gather_test_eeg(dm, dev)
         del ema
-        dm.store = {k: v.cpu() for k, v in dm.store.items()}
+        dm.store = None  # the resident data is not the sampler's: out of its peak memory
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
-        log.info("bench: sampler, DDIM-%d over %d test windows", SAMPLER_STEPS, len(dm.windows["test"]))
-        samp = bench_sampler(model, dm, dev, compile)
+        log.info("bench: sampler, DDIM-%d over %d test windows", SAMPLER_STEPS, len(eeg))
+        samp = bench_sampler(model, eeg, dev, compile)
         samp["flops"] = sampler_flops(samp["windows"], K, V, hp)
         samp["tflops"] = samp["flops"] / samp["seconds"] / 1e12
         samp["flop_floor_ms"] = samp["flops"] / (ceilings["matmul_tflops"] * 1e12) * 1e3
@@ -747,7 +766,7 @@ def format_table(r: dict) -> str:
         )
     s = r["sampler"]
     lines += [
-        f"  {'  of which EMA update':<30} {r['lightning']['ema_update_ms']:>9.2f}",
+        f"  {'  EMA update alone (' + r['lightning']['ema_device'] + ')':<30} {r['lightning']['ema_update_ms']:>9.2f}",
         "",
         f"  sampler DDIM-{s['num_inference_steps']}: {s['windows']} windows ({s['frames']} frames) in {s['seconds']:.3f} s = "
         f"{s['frames_per_s']:,.0f} frames/s, {s['tflops']:.3f} TFLOP/s "

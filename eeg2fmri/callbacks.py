@@ -60,6 +60,9 @@ class Evaluator(Callback):
         interrecon: run InterRecon at validation (models that support it).
         identification: compute identification accuracy at test time.
         results_dir: where test metrics are written (default: the checkpoint's folder).
+        save_predictions: also write the test predictions (``test_predictions.npz``: ``pred``
+            (N, K, V) float32 and ``frame_index`` (N, K) cache rows) beside the metrics, so any number
+            can be recomputed (single process only).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class Evaluator(Callback):
         interrecon: bool = True,
         identification: bool = True,
         results_dir: str | None = None,
+        save_predictions: bool = False,
     ):
         super().__init__()
         self.sampling = dict(num_inference_steps=num_inference_steps, eta=eta, guidance_scale=guidance_scale, seed=seed)
@@ -83,6 +87,7 @@ class Evaluator(Callback):
         self.every_n_epochs, self.max_val_batches = every_n_epochs, max_val_batches
         self.regions, self.interrecon, self.identification = list(regions), interrecon, identification
         self.results_dir = results_dir
+        self.save_predictions = save_predictions
         self.results: dict | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -139,12 +144,16 @@ class Evaluator(Callback):
     # ------------------------------------------------------------------ test
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self.test = {"model": self._metrics(pl_module, self.identification)}
+        self._saved: list[tuple[Tensor, Tensor]] = []
         if getattr(trainer.datamodule, "has_truth", False):
             self.test["ceiling"] = self._metrics(pl_module, self.identification)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         x = batch["fmri"]  # (B, K, V)
-        self.test["model"].update(pl_module.predict_frames(batch, **pl_module.sampling), x)
+        pred = pl_module.predict_frames(batch, **pl_module.sampling)  # (B, K, V)
+        self.test["model"].update(pred, x)
+        if self.save_predictions:
+            self._saved.append((pred.float().cpu(), batch["frame_index"].cpu()))
         if "ceiling" in self.test:
             # the best any method can do: the noise-free BOLD, scaled like the data
             self.test["ceiling"].update(batch["fmri_clean"], x)
@@ -168,6 +177,11 @@ class Evaluator(Callback):
         if trainer.is_global_zero:
             out = self._results_dir(trainer)
             write_results(self.results, out)
+            if self.save_predictions and trainer.world_size == 1:
+                pred, rows = (torch.cat(t).numpy() for t in zip(*self._saved))
+                atomic_save(out / "test_predictions.npz", lambda tmp: np.savez(tmp, pred=pred, frame_index=rows))
+            elif self.save_predictions:
+                log.warning("save_predictions is single-process only; not written under %d processes", trainer.world_size)
             print(format_table(self.results))
             print(f"test metrics written to {out / 'test_metrics.json'} and {out / 'test_metrics.csv'}")
 

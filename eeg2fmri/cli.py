@@ -115,9 +115,17 @@ def _kwargs(cfg) -> dict:
     return d
 
 
+def cmd_reproduce(argv: list[str]) -> None:
+    from eeg2fmri.reproduce import reproduce
+
+    cfg = _function_parser("reproduce", reproduce).parse_args(argv)
+    print(f"reproduce: {reproduce(**_kwargs(cfg))}")
+
+
 EXTRA: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "simulate": (cmd_simulate, "write simulated subjects in the CineBrain layout (EEG + CIFTI + behaviour)"),
     "prepare": (cmd_prepare, "raw subject folder -> HDF5 cache (filter, align with the 4 s shift, split, normalise)"),
+    "reproduce": (cmd_reproduce, "the paper's tables and figures: table1, table2 (+ Figure 3), ablation (Table S4)"),
     "bench": (cmd_bench, "time the training step and DDIM sampler against a bare-PyTorch reference (--scale ci|paper)"),
 }
 

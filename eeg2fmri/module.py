@@ -14,6 +14,7 @@ import logging
 from typing import Literal
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
@@ -139,6 +140,9 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         recon_weight: weight of the autoencoder reconstruction loss.
         cond_drop_prob: probability of replacing a window's EEG by the null token in training
             (classifier-free guidance; 0 disables it).
+        init_pca: start the autoencoder at the PCA of up to ``pca_frames`` training frames
+            (LinearAutoencoder.init_from_data) instead of a random projection.
+        pca_frames: training frames used for the PCA start.
         parameterization: what the DiT outputs. ``eps``: ε directly (the paper). ``v``: v, from
             which ε = sqrt(1 − ᾱ)·x_n + sqrt(ᾱ)·v (a skip connection; same ε-loss). With ``eps`` a
             briefly trained DiT's ε-error at high noise is amplified 1/sqrt(ᾱ) ≈ 100× into x̂₀
@@ -166,6 +170,8 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         recon_weight: float = 1.0,
         cond_drop_prob: float = 0.1,
         parameterization: Literal["eps", "v"] = "v",
+        init_pca: bool = True,
+        pca_frames: int = 4096,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         optimizer: OptimizerCallable | None = None,
@@ -177,6 +183,18 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         self.dit = DiT(latent_dim, eeg_embed_dim, n_frames, hidden_size, depth, num_heads, mlp_ratio)
         betas = D.linear_beta_schedule(num_train_timesteps, beta_start, beta_end)
         self.register_buffer("alphas_cumprod", D.alphas_cumprod(betas).float(), persistent=False)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and self.hparams.init_pca and dm is not None and getattr(dm, "store", None) is not None:
+            # same seeded frames on every rank, so DDP replicas start identical (a resumed run then
+            # loads its checkpoint over this start)
+            train = np.flatnonzero(dm.split == 0)
+            g = np.random.default_rng(0)
+            rows = np.sort(g.choice(train, size=min(len(train), self.hparams.pca_frames), replace=False))
+            x = dm.store["fmri"][torch.as_tensor(rows, device=dm.store["fmri"].device)]  # (N, V)
+            self.autoencoder.init_from_data(x.to(self.device))
 
     # ------------------------------------------------------------------ training
     def _losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:

@@ -63,6 +63,38 @@ class LinearAutoencoder(nn.Module):
         nn.init.zeros_(self.encoder.bias)
         nn.init.zeros_(self.decoder.bias)
 
+    @torch.no_grad()
+    def init_from_data(self, x: Tensor, seed: int = 0) -> None:
+        """Start at the best linear autoencoder of ``x`` (N, V): PCA.
+
+        E's rows are the top principal axes u_i of the frames (centred by E's bias), so the latents
+        are the leading spatial modes; BatchNorm's running statistics start at their mean 0 and
+        variance s_i^2, and D = [u_i s_i] maps the normalised latents back (D's bias is the mean
+        frame), so decode(encode(x)) is the rank-d PCA reconstruction from the first step. A random
+        start wastes most of a short training run finding these modes, and the diffusion prior then
+        learns on latents that carry little of the frames' temporal structure (seen on the
+        simulator). Axes beyond min(N - 1, d) keep their random encoder rows and start with zero
+        decoder columns. ``seed`` fixes the randomised SVD.
+        """
+        x = x.float()  # (N, V)
+        n, d = x.shape[0], self.latent_dim
+        mean = x.mean(0)  # (V,)
+        q = min(d, n - 1, x.shape[1])
+        if q < 1:
+            return
+        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+            torch.manual_seed(seed)
+            _, s, v = torch.svd_lowrank(x - mean, q=q, niter=4)  # v: (V, q) principal axes
+        scale = s / math.sqrt(max(n - 1, 1))  # (q,) std of each mode
+        self.encoder.weight[:q] = v.T.to(self.encoder.weight.dtype)
+        self.encoder.bias.zero_()
+        self.encoder.bias.copy_(-(self.encoder.weight @ mean))  # centre every latent
+        self.norm.running_mean.zero_()
+        self.norm.running_var[:q] = scale**2
+        self.decoder.weight[:, :q] = (v * scale).to(self.decoder.weight.dtype)  # (V, q)
+        self.decoder.weight[:, q:] = 0.0
+        self.decoder.bias.copy_(mean)
+
     def encode(self, x: Tensor) -> Tensor:
         """x (..., V) -> normalised latents z (..., d), float32 (batch statistics in training mode)."""
         h = self.encoder(x)  # (..., d)

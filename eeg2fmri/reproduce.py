@@ -1,0 +1,414 @@
+"""The paper's tables and figures, regenerated: ``make reproduce-table1`` / ``-table2`` / ``-ablation``.
+
+Every result is a *cell* (subject, K, method) trained and tested through the real CLI
+(``eeg2fmri fit`` then ``eeg2fmri test``) on the same prepared windows; a cell's folder keeps its
+checkpoint, ``test_metrics.json`` and ``test_predictions.npz``, and a finished cell is reused (the
+arguments it was run with are stored beside it: changed arguments rerun it). Tables are written as
+markdown and CSV under ``results/<scale>/``.
+
+Scales (``SCALE=``): ``ci`` (simulated CI-sized subjects on every 20th grayordinate, CPU-sized
+models, a few epochs: minutes on 2 cores), ``small`` (the simulator's small scale, every 4th
+grayordinate, longer training), ``paper`` (the paper's data size and the configs' own settings:
+91,282 grayordinates, 200 epochs; a GPU job). Without real data, subjects are simulated; point
+``--raw`` at a folder of CineBrain subjects to use real ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from eeg2fmri.data.cifti import atomic_save
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REGIONS = ("whole", "V1", "V1+A1")
+
+# table name -> (slug, config under configs/, or None for the paper's model)
+METHODS: dict[str, tuple[str, str | None]] = {
+    "Mean frame": ("mean", "baselines/mean.yaml"),
+    "Ridge": ("ridge", "baselines/ridge.yaml"),
+    "CNN-TC": ("cnn_tc", "baselines/cnn_tc.yaml"),
+    "CNN-TAG": ("cnn_tag", "baselines/cnn_tag.yaml"),
+    "E2fNet": ("e2fnet", "baselines/e2fnet.yaml"),
+    "E2fGAN": ("e2fgan", "baselines/e2fgan.yaml"),
+    "Ours": ("diffusion", None),
+}
+SLUGS = {slug: name for name, (slug, _) in METHODS.items()}
+
+
+@dataclass
+class Scale:
+    simulate: str  # the simulator's scale
+    grayordinates: str  # the simulator's grayordinates
+    ks: tuple[int, ...]  # window lengths of Table 1
+    epochs: dict[str, int] = field(default_factory=dict)  # per method slug (missing: the config's)
+    model: dict[str, dict] = field(default_factory=dict)  # per method slug: --model.* overrides
+    extra: list[str] = field(default_factory=list)  # other CLI arguments for every cell
+
+
+_CPU_DIFFUSION = dict(latent_dim=128, eeg_embed_dim=64, eeg_channels=32, hidden_size=128, depth=2, num_heads=4, lr=1e-3)
+_CPU_NETS = {
+    "cnn_tc": dict(channels=16, latent_dim=64, decoder_channels=16),
+    "cnn_tag": dict(channels=8, latent_dim=64),
+    "e2fnet": dict(unet_channels=32, base_channels=8),
+    "e2fgan": dict(unet_channels=32, base_channels=8),
+    "ridge": dict(alpha=1e4),
+}
+SCALES: dict[str, Scale] = {
+    "ci": Scale(
+        simulate="ci", grayordinates="every:20", ks=(3, 10, 30),
+        epochs={"diffusion": 15, "cnn_tc": 3, "cnn_tag": 3, "e2fnet": 3, "e2fgan": 3, "mean": 1, "ridge": 1},
+        model={"diffusion": _CPU_DIFFUSION, **_CPU_NETS},
+        extra=["--data.batch_size", "16", "--ema.decay", "0.99", "--evaluator.num_inference_steps", "20",
+               "--evaluator.every_n_epochs", "1000", "--trainer.num_sanity_val_steps", "0"],
+    ),  # fmt: skip
+    "small": Scale(
+        simulate="small", grayordinates="every:4", ks=(3, 10, 30),
+        epochs={"diffusion": 60, "cnn_tc": 20, "cnn_tag": 20, "e2fnet": 20, "e2fgan": 20, "mean": 1, "ridge": 1},
+        model={"diffusion": {**_CPU_DIFFUSION, "latent_dim": 256, "hidden_size": 256}, **_CPU_NETS},
+        extra=["--data.batch_size", "32", "--ema.decay", "0.999", "--evaluator.num_inference_steps", "50",
+               "--evaluator.every_n_epochs", "20", "--trainer.num_sanity_val_steps", "0"],
+    ),  # fmt: skip
+    "paper": Scale(simulate="paper", grayordinates="all", ks=(3, 10, 30)),
+}
+
+
+def _say(msg: str) -> None:
+    print(f"[reproduce {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and cells
+# ---------------------------------------------------------------------------------------------
+
+
+def ensure_subject(subject: int, scale: Scale, raw: Path, prepared: Path) -> Path:
+    """The prepared cache of a subject: real data under ``raw`` if present, else simulated."""
+    from eeg2fmri.data.cinebrain import subject_dirname
+    from eeg2fmri.data.prepare import prepare
+    from eeg2fmri.data.simulate import simulate
+
+    folder = raw / subject_dirname(subject)
+    if not folder.exists():
+        _say(f"simulating subject {subject} ({scale.simulate}, grayordinates {scale.grayordinates}) into {raw}")
+        simulate(out_dir=str(raw), subjects=[subject], scale=scale.simulate, grayordinates=scale.grayordinates, progress=False)
+    return prepare(folder, prepared, progress=False)
+
+
+def _model_args(overrides: dict) -> list[str]:
+    return [a for k, v in overrides.items() for a in (f"--model.init_args.{k}", str(v))]
+
+
+def run_cell(
+    subject: int, k: int, slug: str, scale: Scale, cache: Path, out: Path, extra: list[str] = (), force: bool = False
+) -> dict:
+    """Train and test one (subject, K, method) cell through the CLI; reuse it when already done."""
+    from eeg2fmri.cli import main
+
+    config = METHODS[SLUGS[slug]][1]
+    args = ["--config", str(CONFIGS / f"sub{subject}.yaml")]
+    if config:
+        args += ["--config", str(CONFIGS / config)]
+    args += ["--data.data_path", str(cache), "--data.n_frames", str(k), "--trainer.default_root_dir", str(out),
+             "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *scale.extra]  # fmt: skip
+    if slug in scale.epochs:
+        args += ["--trainer.max_epochs", str(scale.epochs[slug])]
+    args += _model_args(scale.model.get(slug, {})) + list(extra)
+    done, stamp = out / "test_metrics.json", out / "cell_args.json"
+    if not force and done.exists() and stamp.exists() and json.loads(stamp.read_text()) == args:
+        return json.loads(done.read_text())
+    t0 = time.perf_counter()
+    main(["fit", *args])
+    ckpt = out / "checkpoints" / "last.ckpt"
+    main(["test", *args, "--ckpt_path", str(ckpt), "--evaluator.results_dir", str(out), "--evaluator.save_predictions", "true"])
+    atomic_save(stamp, lambda tmp: Path(tmp).write_text(json.dumps(args)))
+    _say(f"  done in {time.perf_counter() - t0:.0f} s")
+    return json.loads(done.read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 1
+# ---------------------------------------------------------------------------------------------
+
+
+def table1(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", prepared: str = "data/prepared",  # noqa: B006
+           results: str = "results", methods: list[str] | None = None, ks: list[int] | None = None,
+           force: bool = False) -> Path:  # fmt: skip
+    """Table 1 (+ S1-S3 and the temporal / identification / ceiling table): every method x K x region."""
+    sc = SCALES[scale]
+    raw_p, prep_p, out = Path(raw), Path(prepared) / scale, Path(results) / scale
+    slugs = methods or [s for s, _ in METHODS.values()]
+    unknown = [s for s in slugs if s not in SLUGS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected some of {sorted(SLUGS)}")
+    ks_ = tuple(ks or sc.ks)
+    cells = [(s, k, m) for s in subjects for k in ks_ for m in slugs]
+    res: dict[tuple[int, int, str], dict] = {}
+    for i, (s, k, m) in enumerate(cells, 1):
+        cache = ensure_subject(s, sc, raw_p / scale, prep_p)
+        _say(f"[{i}/{len(cells)}] subject {s}, K={k}, {SLUGS[m]}")
+        res[(s, k, m)] = run_cell(s, k, m, sc, cache, out / "cells" / f"sub{s}" / f"K{k}" / m, force=force)
+    write_table1(res, out, subjects, ks_, slugs)
+    _say(f"Table 1 written to {out / 'table1.md'} and {out / 'table1.csv'}")
+    return out / "table1.md"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], float)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std())
+
+
+def table1_rows(res: dict, subjects, ks, slugs) -> list[dict]:
+    """Long-format rows: one per (K, method, region, metric), mean and std over subjects."""
+    rows = []
+    keys = ("mse", "r", "cos", "temporal_r_median", "identification_top1", "identification_top5", "identification_mean_rank")
+    for k in ks:
+        for source_method in [*slugs, "ceiling"]:
+            for region in REGIONS:
+                for key in keys:
+                    if source_method == "ceiling":
+                        vals = [res[(s, k, slugs[0])]["metrics"].get("ceiling", {}).get(f"{region}/{key}") for s in subjects]
+                        name = "Noise ceiling"
+                    else:
+                        vals = [res[(s, k, source_method)]["metrics"]["model"].get(f"{region}/{key}") for s in subjects]
+                        name = SLUGS[source_method]
+                    mean, std = _mean_std(vals)
+                    rows.append({"K": k, "method": name, "region": region, "metric": key, "mean": mean,
+                                 "std_over_subjects": std, "n_subjects": len(subjects),
+                                 "per_subject": vals})  # fmt: skip
+    return rows
+
+
+def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
+    rows = table1_rows(res, subjects, ks, slugs)
+    have_ceiling = any("ceiling" in r["metrics"] for r in res.values())
+    look = {(r["K"], r["method"], r["region"], r["metric"]): r for r in rows}
+    names = [SLUGS[m] for m in slugs] + (["Noise ceiling"] if have_ceiling else [])
+    md = io.StringIO()
+    md.write(f"# Table 1 — mean over {len(subjects)} subject(s): MSE / r / cos per region\n\n")
+    md.write("Spatial metrics per test frame (paper, Table 1); ± is the std over subjects when there are several.\n\n")
+    md.write("| K | method | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " |\n")
+    md.write("|---|---|" + "---|" * (3 * len(REGIONS)) + "\n")
+    for k in ks:
+        for name in names:
+            cells = [_fmt(look[(k, name, region, m)], len(subjects)) for region in REGIONS for m in ("mse", "r", "cos")]
+            md.write(f"| {k} | {name} | " + " | ".join(cells) + " |\n")
+    md.write("\n# Table 1b — temporal and functional metrics\n\n")
+    md.write("Temporal r: per grayordinate over the test frames, median over the region. Identification: rank of the\n"
+             "true test window among all test windows by correlation with the prediction (whole brain).\n\n")  # fmt: skip
+    md.write("| K | method | " + " | ".join(f"{r} temporal r" for r in REGIONS) + " | top-1 | top-5 | mean rank |\n")
+    md.write("|---|---|" + "---|" * (len(REGIONS) + 3) + "\n")
+    for k in ks:
+        for name in names:
+            cells = [_fmt(look[(k, name, region, "temporal_r_median")], len(subjects)) for region in REGIONS]
+            cells += [_fmt(look[(k, name, "whole", m)], len(subjects)) for m in ("identification_top1", "identification_top5", "identification_mean_rank")]
+            md.write(f"| {k} | {name} | " + " | ".join(cells) + " |\n")
+    for s in subjects:  # Tables S1-S3: per subject, mean ± std over test windows
+        md.write(f"\n# Subject {s} — mean ± std over test windows (Tables S1–S3)\n\n")
+        md.write("| K | method | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " |\n")
+        md.write("|---|---|" + "---|" * (3 * len(REGIONS)) + "\n")
+        for k in ks:
+            for m in slugs:
+                met = res[(s, k, m)]["metrics"]["model"]
+                cells = [f"{met[f'{region}/{x}']:.3f} ± {met[f'{region}/{x}_std']:.3f}" for region in REGIONS for x in ("mse", "r", "cos")]
+                md.write(f"| {k} | {SLUGS[m]} | " + " | ".join(cells) + " |\n")
+    atomic_save(out / "table1.md", lambda tmp: Path(tmp).write_text(md.getvalue()))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["K", "method", "region", "metric", "mean", "std_over_subjects", "n_subjects", "per_subject"])
+    w.writeheader()
+    for r in rows:
+        if r["method"] == "Noise ceiling" and not have_ceiling:
+            continue
+        w.writerow({**r, "per_subject": json.dumps(r["per_subject"])})
+    atomic_save(out / "table1.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def _fmt(row: dict, n_subjects: int) -> str:
+    if not math.isfinite(row["mean"]):
+        return "–"
+    return f"{row['mean']:.3f}" + (f" ± {row['std_over_subjects']:.3f}" if n_subjects > 1 else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Table S4: latent dimension
+# ---------------------------------------------------------------------------------------------
+
+
+def ablation(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", prepared: str = "data/prepared",  # noqa: B006
+             results: str = "results", latents: list[int] = [512, 1024, 2048], k: int = 10, force: bool = False) -> Path:  # noqa: B006
+    """Table S4: the diffusion model with latent dimension 512 / 1024 / 2048 (K = 10)."""
+    sc = SCALES[scale]
+    out = Path(results) / scale
+    lines = ["# Table S4 — latent dimension d (K = %d), mean over %d subject(s)\n" % (k, len(subjects)),
+             "| d | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " |",
+             "|---|" + "---|" * (3 * len(REGIONS))]  # fmt: skip
+    rows = []
+    for d in latents:
+        per = []
+        for s in subjects:
+            cache = ensure_subject(s, sc, Path(raw) / scale, Path(prepared) / scale)
+            _say(f"subject {s}, K={k}, latent {d}")
+            res = run_cell(s, k, "diffusion", sc, cache, out / "cells" / f"sub{s}" / f"K{k}" / f"diffusion_latent{d}",
+                           extra=["--model.init_args.latent_dim", str(d)], force=force)  # fmt: skip
+            per.append(res["metrics"]["model"])
+        vals = {f"{r}/{m}": _mean_std([p[f"{r}/{m}"] for p in per])[0] for r in REGIONS for m in ("mse", "r", "cos")}
+        rows.append({"latent_dim": d, **vals})
+        lines.append(f"| {d} | " + " | ".join(f"{vals[f'{r}/{m}']:.3f}" for r in REGIONS for m in ("mse", "r", "cos")) + " |")
+    atomic_save(out / "table_s4.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    _write_csv(out / "table_s4.csv", rows)
+    _say(f"Table S4 written to {out / 'table_s4.md'}")
+    return out / "table_s4.md"
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_save(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 2 and Figure 3: InterRecon
+# ---------------------------------------------------------------------------------------------
+
+
+def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", prepared: str = "data/prepared",  # noqa: B006
+           results: str = "results", k: int = 10, force: bool = False) -> Path:  # fmt: skip
+    """Table 2 (InterRecon between the first and last frame of each test window: linear and cubic
+    interpolation, the model without and with the null-space step, same checkpoint) and the gap
+    sweep of Figure 3 (frames 1..g missing, g = 1..K-2)."""
+    import torch
+
+    from eeg2fmri.callbacks import anchor_mask
+    from eeg2fmri.data.datamodule import EEGfMRIDataModule
+    from eeg2fmri.data.regions import region_columns
+    from eeg2fmri.interpolate import cubic_fill, linear_fill
+    from eeg2fmri.metrics import RegionMetrics
+    from eeg2fmri.module import EEG2fMRIDiffusion
+
+    sc = SCALES[scale]
+    out = Path(results) / scale
+    evaluator_steps = int(sc.extra[sc.extra.index("--evaluator.num_inference_steps") + 1]) if "--evaluator.num_inference_steps" in sc.extra else 50
+    methods = ("Linear", "Cubic spline", "Without null space", "With null space")
+    table: dict[str, list[dict]] = {m: [] for m in methods}
+    sweep: dict[str, dict[int, list[float]]] = {m: {} for m in methods}
+    for s in subjects:
+        cache = ensure_subject(s, sc, Path(raw) / scale, Path(prepared) / scale)
+        cell = out / "cells" / f"sub{s}" / f"K{k}" / "diffusion"
+        _say(f"subject {s}: the K={k} diffusion model")
+        run_cell(s, k, "diffusion", sc, cache, cell, force=force)
+        model = EEG2fMRIDiffusion.load_from_checkpoint(cell / "checkpoints" / "last.ckpt", map_location="cpu").eval()
+        dm = EEGfMRIDataModule(str(cache), n_frames=k, batch_size=16)
+        dm.setup("test")
+        cols = {r: torch.as_tensor(region_columns(r, dm.indices)) for r in REGIONS}
+
+        def fill(name, batch, mask):
+            x = batch["fmri"]
+            if name == "Linear":
+                return linear_fill(x, mask)
+            if name == "Cubic spline":
+                return cubic_fill(x, mask)
+            return model.sample(batch["eeg"], num_inference_steps=evaluator_steps, observed=x, observed_mask=mask,
+                                null_space=name == "With null space")  # fmt: skip
+
+        gaps = list(range(1, k - 1))
+        _say(f"subject {s}: InterRecon on {len(dm.windows['test'])} test windows, gaps {gaps[0]}..{gaps[-1]}")
+        for name in methods:
+            main_metrics = RegionMetrics(cols, dm.n_vertices, identification=False)
+            gap_metrics = {g: RegionMetrics({"whole": None}, dm.n_vertices, identification=False) for g in gaps}
+            with torch.no_grad():
+                for batch in dm.test_dataloader():
+                    x = batch["fmri"]
+                    mask = anchor_mask(x.shape[0], k)
+                    main_metrics.update(fill(name, batch, mask), x, frame_mask=~mask)
+                    for g in gaps:
+                        m = torch.ones(x.shape[0], k, dtype=torch.bool)
+                        m[:, 1 : g + 1] = False
+                        gap_metrics[g].update(fill(name, batch, m), x, frame_mask=~m)
+            table[name].append(main_metrics.compute())
+            for g in gaps:
+                sweep[name].setdefault(g, []).append(gap_metrics[g].compute()["whole/r"])
+    rows = []
+    lines = [f"# Table 2 — InterRecon (K = {k}, first and last frame observed), mean over {len(subjects)} subject(s)\n",
+             "Metrics on the filled (middle) frames only.\n",
+             "| method | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " | whole temporal r |",
+             "|---|" + "---|" * (3 * len(REGIONS) + 1)]  # fmt: skip
+    for name in methods:
+        keys = [f"{r}/{m}" for r in REGIONS for m in ("mse", "r", "cos")] + ["whole/temporal_r_median"]
+        vals = {key: _mean_std([t[key] for t in table[name]])[0] for key in keys}
+        rows.append({"method": name, **vals})
+        lines.append(f"| {name} | " + " | ".join(f"{vals[key]:.3f}" for key in keys) + " |")
+    atomic_save(out / "table2.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    _write_csv(out / "table2.csv", rows)
+    sweep_rows = [{"gap": g, **{name: _mean_std(sweep[name][g])[0] for name in methods}} for g in range(1, k - 1)]
+    _write_csv(out / "fig3_gap_sweep.csv", sweep_rows)
+    _plot_sweep(sweep_rows, methods, out / "fig3_gap_sweep.png")
+    _say(f"Table 2 written to {out / 'table2.md'}; Figure 3 to {out / 'fig3_gap_sweep.png'}")
+    return out / "table2.md"
+
+
+def _plot_sweep(rows: list[dict], methods, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.5), dpi=120)
+    ax = fig.add_subplot()
+    gaps = [r["gap"] for r in rows]
+    for name in methods:
+        ax.plot(gaps, [r[name] for r in rows], marker="o", label=name)
+    ax.set_xlabel("missing frames between anchors (TR = 0.8 s)")
+    ax.set_ylabel("spatial r on filled frames (whole brain)")
+    ax.set_title("InterRecon vs. interpolation (Figure 3)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def reproduce(
+    target: Literal["table1", "table2", "ablation"],
+    scale: Literal["ci", "small", "paper"] = "ci",
+    subjects: list[int] = [1],  # noqa: B006
+    raw: str = "data/raw",
+    prepared: str = "data/prepared",
+    results: str = "results",
+    methods: list[str] | None = None,
+    ks: list[int] | None = None,
+    force: bool = False,
+) -> Path:
+    """Regenerate a table of the paper (cells already finished are reused).
+
+    Args:
+        target: table1 (every method x K x region, with S1-S3 and the temporal/identification table),
+            table2 (InterRecon and the gap sweep of Figure 3) or ablation (latent size, Table S4).
+        scale: ci (minutes on a CPU), small (an hour or so on a CPU), paper (the paper's data and
+            settings; a GPU job).
+        subjects: subject numbers (real data under RAW/<scale>/sub_000N is used when present, else simulated).
+        raw: folder of raw subject folders (a <scale> subfolder is used).
+        prepared: folder of prepared caches (a <scale> subfolder is used).
+        results: output folder (a <scale> subfolder is used).
+        methods: table1 only: method slugs (mean, ridge, cnn_tc, cnn_tag, e2fnet, e2fgan, diffusion).
+        ks: table1 only: window lengths K in frames (default 3, 10, 30).
+        force: recompute finished cells.
+    """
+    common = dict(scale=scale, subjects=subjects, raw=raw, prepared=prepared, results=results, force=force)
+    if target == "table1":
+        return table1(methods=methods, ks=ks, **common)
+    if target == "table2":
+        return table2(**common)
+    return ablation(**common)
