@@ -135,9 +135,10 @@ class Evaluator(Callback):
             return
         for prefix, metrics in self.val.items():
             values = metrics.compute()
+            # values are already reduced across ranks by the metrics: log them once
             pl_module.log_dict(
                 {f"{prefix}/{k}": v for k, v in values.items() if k.split("/")[-1] in SPATIAL_KEYS + ("temporal_r_median",)},
-                sync_dist=False,
+                rank_zero_only=True,
             )
         del self.val
 
@@ -160,7 +161,7 @@ class Evaluator(Callback):
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         results = {name: m.compute() for name, m in self.test.items()}
-        pl_module.log_dict({f"test/{k}": v for k, v in results["model"].items()}, sync_dist=False)
+        pl_module.log_dict({f"test/{k}": v for k, v in results["model"].items()}, rank_zero_only=True)
         del self.test
         dm = trainer.datamodule
         self.results = {
@@ -345,7 +346,7 @@ class FiniteLossGuard(Callback):
             self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
             self._bad_rows = torch.zeros_like(rows)
         first = (~torch.isfinite(loss.detach())) & (self._bad_step < 0)
-        self._bad_step = torch.where(first, torch.as_tensor(self._step, device=loss.device), self._bad_step)
+        self._bad_step = torch.where(first, torch.full((), self._step, dtype=torch.long, device=loss.device), self._bad_step)
         if self._bad_rows.shape == rows.shape:
             self._bad_rows = torch.where(first, rows, self._bad_rows)
         if (self._step + 1) % self.check_every_n_steps == 0:
@@ -390,6 +391,14 @@ class EMA(WeightAveraging):
             return avg + (cur - avg) * (1.0 - d)
 
         super().__init__(use_buffers=True, avg_fn=ema)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # WeightAveraging builds the average on pl_module.device, but setup runs before the model
+        # moves to the accelerator: without this the average would live on the CPU and every step
+        # would copy all weights to the host
+        if self._device is None:
+            self._device = trainer.strategy.root_device
+        super().setup(trainer, pl_module, stage)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         if self._average_model is None:  # test / predict: the checkpoint's weights are the average

@@ -84,6 +84,14 @@ class EEGfMRIModule(pl.LightningModule):
                 f"{dm.n_vertices}, different vertices: region {dm.hparams.region!r} of another layout?)"
             )
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the data's preprocessing with the weights, so a checkpoint alone can process new
+        recordings (``eeg2fmri fill``): filter and shift options, EEG scaling, channel names,
+        training fMRI statistics of the modelled grayordinates."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "preprocessing"):
+            checkpoint["eeg2fmri_data"] = dm.preprocessing()
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("state_dict", {}).get("grayordinates")
         hp = checkpoint.get("hyper_parameters", {})

@@ -25,6 +25,7 @@ import h5py
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from eeg2fmri.data.prepare import SPLITS
@@ -218,9 +219,15 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         ds = _Windows(self.windows[split], None if index_only else self.store, self.n_frames)
         bs = self.hparams.batch_size if split == "train" else (self.hparams.eval_batch_size or self.hparams.batch_size)
         workers = 0 if index_only else self.hparams.num_workers
+        sampler = None
+        trainer = getattr(self, "trainer", None)
+        if split != "train" and trainer is not None and trainer.world_size > 1:
+            # evaluation windows split across ranks without the padding (repeated windows) of
+            # Lightning's default DistributedSampler, so metrics do not depend on the rank count
+            sampler = UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
         return DataLoader(
-            ds, batch_size=bs, shuffle=shuffle, num_workers=workers, drop_last=split == "train" and len(ds) > bs,
-            persistent_workers=workers > 0,
+            ds, batch_size=bs, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=workers,
+            drop_last=split == "train" and len(ds) > bs, persistent_workers=workers > 0,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
@@ -244,6 +251,19 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         return batch
 
     # ---------------------------------------------------------------- facts for the model and writers
+    def preprocessing(self) -> dict:
+        """What a checkpoint needs to preprocess new data like this cache (plain types + arrays)."""
+        with open_cache(self.data_path) as h5:
+            return {
+                "options": json.loads(h5.attrs.get("options", "{}")),
+                "tr": self.tr, "sfreq": self.sfreq, "n_times": self.n_times, "ch_names": self.ch_names,
+                "eeg_center": torch.as_tensor(h5["eeg_center"][:]), "eeg_scale": torch.as_tensor(h5["eeg_scale"][:]),
+                "fmri_mean": torch.as_tensor(h5["fmri_mean"][:][self.columns]),
+                "fmri_std": torch.as_tensor(h5["fmri_std"][:][self.columns]),
+                "grayordinates": torch.as_tensor(self.indices), "region": self.hparams.region,
+                "subject": str(h5.attrs.get("subject", "")),
+            }  # fmt: skip
+
     def describe(self) -> dict:
         return {
             "data_path": str(self.data_path), "n_frames": self.n_frames, "n_vertices": self.n_vertices,

@@ -327,16 +327,32 @@ def _filter_sos(sfreq: float, o: PrepareOptions) -> np.ndarray:
 def _filtered_windows(plan: RunPlan, sos: np.ndarray) -> np.ndarray:
     """Band-passed EEG windows of the kept frames of a run: (T_run, C, n_times) float32."""
     eeg = read_eeg(plan.run.eeg)
-    pad = int(10 * plan.sfreq)  # filter a span a little wider than needed, to keep edges clean
-    lo = max(0, int(plan.window_starts.min()) - pad)
-    hi = min(eeg.data.shape[1], int(plan.window_starts.max()) + plan.n_times + pad)
-    out = np.empty((len(plan.frames), len(plan.ch_order), plan.n_times), np.float32)
-    offs = plan.window_starts - lo
-    gather = offs[:, None] + np.arange(plan.n_times)  # (T_run, n_times)
-    for c, pos in enumerate(plan.ch_order):
-        x = np.asarray(eeg.data[pos, lo:hi], np.float64)  # (S,)
+    return eeg_windows(eeg.data, plan.window_starts, plan.n_times, sos, plan.ch_order, plan.sfreq)
+
+
+def eeg_windows(
+    data: np.ndarray, starts: np.ndarray, n_times: int, sos: np.ndarray, ch_order: np.ndarray, sfreq: float
+) -> np.ndarray:
+    """Band-passed windows ``data[ch_order, s : s + n_times]`` for every start ``s``: (T, C, n_times)
+    float32. Each channel is filtered (zero phase) over the span the windows need plus 10 s on each
+    side (clean edges), after removing its mean over that span. Samples outside the recording
+    (a start before 0, or past its end) come back NaN, for the caller to refuse or pad."""
+    starts = np.asarray(starts, np.int64)
+    n_samples = data.shape[1]
+    pad = int(10 * sfreq)  # filter a span a little wider than needed, to keep edges clean
+    lo = min(max(0, int(starts.min()) - pad), n_samples)
+    hi = max(min(n_samples, int(starts.max()) + n_times + pad), lo)
+    out = np.empty((len(starts), len(ch_order), n_times), np.float32)
+    gather = (starts - lo)[:, None] + np.arange(n_times)  # (T, n_times) into the span
+    outside = (gather < 0) | (gather >= hi - lo)  # (T, n_times)
+    gather = np.clip(gather, 0, max(hi - lo - 1, 0))
+    for c, pos in enumerate(ch_order):
+        x = np.asarray(data[pos, lo:hi], np.float64)  # (S,)
+        if len(x) == 0:
+            out[:, c] = np.nan
+            continue
         x = signal.sosfiltfilt(sos, x - x.mean())
-        out[:, c] = x[gather]
+        out[:, c] = np.where(outside, np.nan, x[gather])
     return out
 
 
