@@ -11,12 +11,14 @@ import csv
 import io
 import json
 import logging
+import os
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, WeightAveraging
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 
 from eeg2fmri.data.cifti import atomic_save, write_dtseries
@@ -404,3 +406,25 @@ class EMA(WeightAveraging):
         if self._average_model is None:  # test / predict: the checkpoint's weights are the average
             return
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints written atomically
+# ---------------------------------------------------------------------------------------------
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint writer, but through a temporary file renamed over the target:
+    a run killed while writing leaves the previous checkpoint intact, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options}")
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+
+        atomic_save(path, write)

@@ -18,7 +18,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from eeg2fmri.callbacks import EMA, CiftiWriter, Evaluator, FiniteLossGuard
+from eeg2fmri.callbacks import EMA, AtomicCheckpointIO, CiftiWriter, Evaluator, FiniteLossGuard
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.figures import SurfaceFigures
 from eeg2fmri.module import EEGfMRIModule
@@ -51,8 +51,12 @@ def trainer_defaults() -> dict:
         "max_epochs": 200,
         "log_every_n_steps": 50,
         "default_root_dir": "runs",
+        "plugins": [AtomicCheckpointIO()],
         "callbacks": [
-            ModelCheckpoint(save_last=True, monitor="val/loss", mode="min", save_top_k=1, filename="best"),
+            # best.ckpt by validation loss; last.ckpt rewritten after every epoch (resume point:
+            # ModelCheckpoint's own save_last only follows saves of the monitored checkpoint)
+            ModelCheckpoint(monitor="val/loss", mode="min", save_top_k=1, filename="best"),
+            ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False),
         ],
     }
 
@@ -118,14 +122,36 @@ def _kwargs(cfg) -> dict:
 def cmd_reproduce(argv: list[str]) -> None:
     from eeg2fmri.reproduce import reproduce
 
+    if argv and not argv[0].startswith("-"):  # `eeg2fmri reproduce fill ...` (the Makefile's form)
+        argv = ["--target", *argv]
     cfg = _function_parser("reproduce", reproduce).parse_args(argv)
     print(f"reproduce: {reproduce(**_kwargs(cfg))}")
+
+
+def cmd_fill(argv: list[str]) -> None:
+    from eeg2fmri.fill import fill
+
+    args: list[str] = []
+    for i, a in enumerate(argv):  # a bare `--overwrite` / `--censor_keep_is_one` means true
+        bare = a in ("--overwrite", "--censor_keep_is_one") and (i + 1 == len(argv) or argv[i + 1].startswith("--"))
+        args += [a, "true"] if bare else [a]
+    cfg = _function_parser("fill", fill).parse_args(args)
+    fill(**_kwargs(cfg))
+
+
+def cmd_evaluate(argv: list[str]) -> None:
+    from eeg2fmri.evaluate import evaluate
+
+    cfg = _function_parser("evaluate", evaluate).parse_args(argv)
+    evaluate(**_kwargs(cfg))
 
 
 EXTRA: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "simulate": (cmd_simulate, "write simulated subjects in the CineBrain layout (EEG + CIFTI + behaviour)"),
     "prepare": (cmd_prepare, "raw subject folder -> HDF5 cache (filter, align with the 4 s shift, split, normalise)"),
-    "reproduce": (cmd_reproduce, "the paper's tables and figures: table1, table2 (+ Figure 3), ablation (Table S4)"),
+    "reproduce": (cmd_reproduce, "the paper's tables and figures: table1, table2 (+ Figure 3), ablation (Table S4), fill"),
+    "fill": (cmd_fill, "fill censored / lost frames of a CIFTI run from its EEG (InterRecon; or linear, cubic)"),
+    "evaluate": (cmd_evaluate, "score any predicted CIFTI run against a reference with every metric, per region"),
     "bench": (cmd_bench, "time the training step and DDIM sampler against a bare-PyTorch reference (--scale ci|paper)"),
 }
 

@@ -11,6 +11,7 @@ hyperparameters. The evaluation, InterRecon and CIFTI writing live in callbacks.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -148,6 +149,10 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         recon_weight: weight of the autoencoder reconstruction loss.
         cond_drop_prob: probability of replacing a window's EEG by the null token in training
             (classifier-free guidance; 0 disables it).
+        loss_weighting: ``eps``: the paper's ‖ε − ε_θ‖², uniform over n. ``v``: the same error
+            divided by ᾱ_n, i.e. ‖v − v_θ‖² (with ``parameterization="v"``), which weights the
+            high-noise steps, where the ε-loss barely depends on the window's content, so the EEG
+            conditioning is learned in fewer steps.
         init_pca: start the autoencoder at the PCA of up to ``pca_frames`` training frames
             (LinearAutoencoder.init_from_data) instead of a random projection.
         pca_frames: training frames used for the PCA start.
@@ -178,6 +183,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         recon_weight: float = 1.0,
         cond_drop_prob: float = 0.1,
         parameterization: Literal["eps", "v"] = "v",
+        loss_weighting: Literal["eps", "v"] = "eps",
         init_pca: bool = True,
         pca_frames: int = 4096,
         lr: float = 1e-4,
@@ -215,14 +221,23 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         h = self.eeg_encoder(eeg)  # (B, K, E)
         drop = None
         if self.training and self.hparams.cond_drop_prob > 0:
-            drop = torch.rand(B, device=x.device) < self.hparams.cond_drop_prob  # (B,)
+            drop = torch.rand(B, device=x.device, generator=generator) < self.hparams.cond_drop_prob  # (B,)
         eps = self._eps(z_t, t, h, drop)  # (B, K, d)
         diff = D.diffusion_loss(eps, noise)
+        if self.hparams.loss_weighting == "v":
+            # |v - v_hat|^2 = |eps - eps_hat|^2 / alpha_bar_t: the same objective re-weighted
+            # towards high noise, where the coarse content of a window (what EEG can tell) is decided
+            a = self.alphas_cumprod[t].view(B, 1, 1)  # (B, 1, 1)
+            diff = (((eps - noise) ** 2) / a).mean()
         recon = F.mse_loss(x_hat.float(), x.float())
         return {"loss": diff + self.hparams.recon_weight * recon, "diffusion": diff, "recon": recon}
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        losses = self._losses(batch)
+        # the step's randomness (timesteps, noise, condition dropout) is drawn from (seed, step)
+        # alone, so a run resumed from a checkpoint continues exactly as an uninterrupted one would
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        g = torch.Generator(device=self.device).manual_seed(seed * 1_000_003 + self.global_step)
+        losses = self._losses(batch, generator=g)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=batch["fmri"].shape[0])
         self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=batch["fmri"].shape[0])
         return losses["loss"]

@@ -1,4 +1,5 @@
-"""The paper's tables and figures, regenerated: ``make reproduce-table1`` / ``-table2`` / ``-ablation``.
+"""The paper's tables and figures, regenerated: ``make reproduce-table1`` / ``-table2`` / ``-ablation``,
+and the censored-frame filling study ``make reproduce-fill`` (:func:`fill_study`).
 
 Every result is a *cell* (subject, K, method) trained and tested through the real CLI
 (``eeg2fmri fit`` then ``eeg2fmri test``) on the same prepared windows; a cell's folder keeps its
@@ -376,12 +377,213 @@ def _plot_sweep(rows: list[dict], methods, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Censored-frame filling (motion scrubbing): InterRecon vs linear vs cubic spline
+# ---------------------------------------------------------------------------------------------
+
+FILL_METHODS = {"interrecon": "InterRecon", "linear": "Linear", "cubic": "Cubic spline"}
+
+
+def censor_bursts(segments: list[np.ndarray], n_frames: int, rate: float, rng: np.random.Generator,
+                  max_burst: int = 5) -> np.ndarray:  # fmt: skip
+    """Censor ``rate`` of the frames of ``segments`` (arrays of consecutive frame indices, e.g. the
+    test clips of a run) in bursts of 1..``max_burst`` frames, as head motion does: (n_frames,) bool.
+    Bursts lie inside one segment and are separated by at least one uncensored frame (so each stays
+    1..max_burst frames long); the last burst is shortened to hit round(rate x frames) exactly."""
+    pool = sum(len(s) for s in segments)
+    target = max(1, round(rate * pool))
+    mask = np.zeros(n_frames, bool)
+    lengths = np.array([len(s) for s in segments], float)
+    done, tries = 0, 0
+    while done < target:
+        tries += 1
+        if tries > 100_000:
+            raise ValueError(f"cannot censor {target} of {pool} frames in bursts of 1-{max_burst} separated by uncensored frames")
+        n = min(int(rng.integers(1, max_burst + 1)), target - done)
+        seg = segments[rng.choice(len(segments), p=lengths / lengths.sum())]
+        if len(seg) < n:
+            continue
+        a = int(rng.integers(0, len(seg) - n + 1))
+        lo, hi = int(seg[a]), int(seg[a]) + n  # frames lo..hi-1
+        if mask[max(0, lo - 1) : hi + 1].any():
+            continue
+        mask[lo:hi] = True
+        done += n
+    return mask
+
+
+def _test_segments(cache: Path) -> dict[int, list[np.ndarray]]:
+    """Run number -> the test clips' volumes of that run, one array of consecutive volumes per clip."""
+    import h5py
+
+    from eeg2fmri.data.prepare import SPLITS
+
+    with h5py.File(cache, "r") as h5:
+        frame_run, frame_volume = h5["frame_run"][:], h5["frame_volume"][:]
+        frame_clip, clip_split = h5["frame_clip"][:], h5["clip_split"][:]
+    test = clip_split[frame_clip] == SPLITS["test"]
+    out: dict[int, list[np.ndarray]] = {}
+    for clip in np.unique(frame_clip[test]):
+        rows = np.flatnonzero(frame_clip == clip)
+        vols = frame_volume[rows]
+        for part in np.split(vols, np.flatnonzero(np.diff(vols) != 1) + 1):  # consecutive volumes
+            out.setdefault(int(frame_run[rows[0]]), []).append(part.astype(np.int64))
+    return dict(sorted(out.items()))
+
+
+def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", prepared: str = "data/prepared",  # noqa: B006
+               results: str = "results", rates: list[float] = [0.05, 0.1, 0.2], force: bool = False,  # noqa: B006
+               k: int = 10) -> Path:  # fmt: skip
+    """Censored-frame filling on simulated (or real) subjects: in every run holding test clips,
+    censor ``rates`` of the test-clip frames in bursts of 1-5 frames (seeded), fill them with
+    ``eeg2fmri fill`` (InterRecon with the K = 10 diffusion cell, linear, cubic spline; files under
+    ``results/<scale>/fill/``) and score the censored frames only, against the recorded BOLD and,
+    where the simulator kept it, the noise-free BOLD -> ``fill.md``, ``fill.csv``, ``fill.png``."""
+    import h5py
+
+    from eeg2fmri.data.cifti import read_dtseries
+    from eeg2fmri.data.cinebrain import discover_runs, subject_dirname
+    from eeg2fmri.evaluate import score
+    from eeg2fmri.fill import fill_run, write_censor
+
+    sc = SCALES[scale]
+    out = Path(results) / scale
+    steps = int(sc.extra[sc.extra.index("--evaluator.num_inference_steps") + 1]) if "--evaluator.num_inference_steps" in sc.extra else 50
+    res: dict[tuple, dict] = {}  # (subject, rate, method, reference) -> metrics
+    n_scored: dict[tuple, int] = {}  # (subject, rate) -> censored frames scored
+    for s in subjects:
+        cache = ensure_subject(s, sc, Path(raw) / scale, Path(prepared) / scale)
+        cell = out / "cells" / f"sub{s}" / f"K{k}" / "diffusion"
+        _say(f"subject {s}: the K={k} diffusion model")
+        run_cell(s, k, "diffusion", sc, cache, cell, force=force)
+        ckpt = cell / "checkpoints" / "last.ckpt"
+        with h5py.File(cache, "r") as h5:
+            indices, mean, std = h5["indices"][:], h5["fmri_mean"][:].astype(np.float64), h5["fmri_std"][:].astype(np.float64)
+        runs = {r.run: r for r in discover_runs(Path(raw) / scale / subject_dirname(s))}
+        segments = _test_segments(cache)
+        for rate in rates:
+            folder = out / "fill" / f"sub{s}" / f"censor{round(rate * 100):02d}"
+            rows: dict[str, list[np.ndarray]] = {m: [] for m in [*FILL_METHODS, "real", "noise-free"]}
+            for r, segs in segments.items():
+                run = runs[r]
+                n_vol = _n_frames(run.fmri)
+                rng = np.random.default_rng([s, r, round(rate * 1000)])
+                censored = censor_bursts(segs, n_vol, rate, rng)
+                censor = write_censor(folder / f"run-{r}_censor.tsv", censored)
+                _say(f"subject {s}, run {r}: {int(censored.sum())} of {sum(map(len, segs))} test frames censored ({rate:.0%})")
+                cols = None
+                for method in FILL_METHODS:
+                    path = folder / f"run-{r}_{method}.dtseries.nii"
+                    if force or not _fill_done(path, censored, ckpt if method == "interrecon" else None):
+                        fill_run(ckpt, run.fmri, run.eeg, censor, path, method=method, num_inference_steps=steps,
+                                 overwrite=True, progress=False)  # fmt: skip
+                    filled = read_dtseries(path)
+                    cols = np.searchsorted(filled.indices, indices)  # the cache's columns in the file
+                    rows[method].append(filled.data[censored][:, cols])
+                rows["real"].append(read_dtseries(run.fmri).data[censored][:, cols])
+                if run.truth is not None:
+                    rows["noise-free"].append(read_dtseries(run.truth).data[censored][:, cols])
+            z = {m: (np.concatenate(v) - mean) / std for m, v in rows.items() if v}  # training z-units, (N, V)
+            n_scored[(s, rate)] = len(z["real"])
+            for method in FILL_METHODS:
+                for ref in ("real", "noise-free"):
+                    if ref in z:
+                        res[(s, rate, method, ref)] = score(z[method], z[ref], indices, REGIONS, identification=False)
+            if "noise-free" in z:  # the ceiling: the noise-free BOLD itself scored against the recording
+                res[(s, rate, "ceiling", "real")] = score(z["noise-free"], z["real"], indices, REGIONS, identification=False)
+    rows_out = _fill_rows(res, subjects, rates, n_scored)
+    _write_fill_table(rows_out, out, subjects, k)
+    _write_csv(out / "fill.csv", rows_out)
+    _plot_fill(rows_out, out / "fill.png")
+    _say(f"fill study written to {out / 'fill.md'}, {out / 'fill.csv'} and {out / 'fill.png'}")
+    return out / "fill.md"
+
+
+def _n_frames(path: Path) -> int:
+    from eeg2fmri.data.cifti import load_header
+
+    return int(load_header(path)[0].shape[0])
+
+
+def _fill_done(path: Path, censored: np.ndarray, ckpt: Path | None) -> bool:
+    """A fill written earlier for the same censored frames (and, for InterRecon, a checkpoint no
+    newer than it) is reused."""
+    import nibabel as nib
+
+    if not path.exists() or (ckpt is not None and ckpt.stat().st_mtime > path.stat().st_mtime):
+        return False
+    try:
+        note = json.loads(nib.load(path).header.matrix.metadata["eeg2fmri_fill"])
+    except Exception:
+        return False
+    return note.get("censored_frames") == np.flatnonzero(censored).tolist()
+
+
+_FILL_KEYS = [f"{r}/{m}" for r in REGIONS for m in ("mse", "r", "cos")] + [f"{r}/temporal_r_median" for r in REGIONS]
+
+
+def _fill_rows(res: dict, subjects, rates, n_scored) -> list[dict]:
+    rows = []
+    for rate in rates:
+        for method, name in [*FILL_METHODS.items(), ("ceiling", "Noise ceiling")]:
+            for ref in ("real", "noise-free"):
+                per = [res.get((s, rate, method, ref)) for s in subjects]
+                if any(p is None for p in per):
+                    continue
+                row = {"censor_rate": rate, "method": name, "reference": ref,
+                       "n_frames": int(sum(n_scored[(s, rate)] for s in subjects))}  # fmt: skip
+                for key in _FILL_KEYS:
+                    mean_, std_ = _mean_std([p[key] for p in per])
+                    row[key], row[f"{key}_std_over_subjects"] = mean_, std_
+                rows.append(row)
+    return rows
+
+
+def _write_fill_table(rows: list[dict], out: Path, subjects, k: int) -> None:
+    lines = [f"# Censored-frame filling — InterRecon (K = {k}) vs linear vs cubic spline, mean over {len(subjects)} subject(s)\n",
+             "Frames censored inside the test clips in bursts of 1–5 frames (seeded); each method fills them through\n"
+             "`eeg2fmri fill`; metrics on the censored frames only, in the training z-units. *real*: against the recorded\n"
+             "BOLD; *noise-free*: against the simulator's noise-free BOLD. The noise ceiling is the noise-free BOLD scored\n"
+             "against the recording: what a perfect estimate of the signal reaches against the real data.\n",
+             "| censored | method | reference | frames | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS)
+             + " | whole temporal r |",
+             "|---|---|---|---|" + "---|" * (3 * len(REGIONS) + 1)]  # fmt: skip
+    for row in rows:
+        cells = [f"{row[f'{r}/{m}']:.3f}" for r in REGIONS for m in ("mse", "r", "cos")] + [f"{row['whole/temporal_r_median']:.3f}"]
+        lines.append(f"| {row['censor_rate']:.0%} | {row['method']} | {row['reference']} | {row['n_frames']} | " + " | ".join(cells) + " |")
+    atomic_save(out / "fill.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+
+
+def _plot_fill(rows: list[dict], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.6), dpi=120)
+    for i, (key, label) in enumerate((("whole/r", "spatial r (whole brain)"), ("whole/mse", "MSE (whole brain, z-units)"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for j, name in enumerate([*FILL_METHODS.values(), "Noise ceiling"]):
+            for ref, style in (("real", "-"), ("noise-free", "--")):
+                sel = [r for r in rows if r["method"] == name and r["reference"] == ref]
+                if not sel:
+                    continue
+                color = "0.5" if name == "Noise ceiling" else f"C{j}"
+                ax.plot([100 * r["censor_rate"] for r in sel], [r[key] for r in sel], style, marker="o", color=color,
+                        label=f"{name} vs {ref}")  # fmt: skip
+        ax.set_xticks(sorted({100 * r["censor_rate"] for r in rows}))
+        ax.set_xlabel("frames censored (% of test frames, bursts of 1-5 TRs)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=7)
+    fig.suptitle("Filling censored frames: InterRecon vs interpolation")
+    fig.tight_layout()
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------
 
 
 def reproduce(
-    target: Literal["table1", "table2", "ablation"],
+    target: Literal["table1", "table2", "ablation", "fill"],
     scale: Literal["ci", "small", "paper"] = "ci",
     subjects: list[int] = [1],  # noqa: B006
     raw: str = "data/raw",
@@ -395,7 +597,8 @@ def reproduce(
 
     Args:
         target: table1 (every method x K x region, with S1-S3 and the temporal/identification table),
-            table2 (InterRecon and the gap sweep of Figure 3) or ablation (latent size, Table S4).
+            table2 (InterRecon and the gap sweep of Figure 3), ablation (latent size, Table S4) or fill
+            (censored-frame filling: InterRecon vs linear vs cubic spline at 5 / 10 / 20 % censored).
         scale: ci (minutes on a CPU), small (an hour or so on a CPU), paper (the paper's data and
             settings; a GPU job).
         subjects: subject numbers (real data under RAW/<scale>/sub_000N is used when present, else simulated).
@@ -411,4 +614,6 @@ def reproduce(
         return table1(methods=methods, ks=ks, **common)
     if target == "table2":
         return table2(**common)
+    if target == "fill":
+        return fill_study(**common)
     return ablation(**common)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import h5py
@@ -26,7 +27,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from eeg2fmri.data.prepare import SPLITS
 from eeg2fmri.data.regions import region_columns
@@ -80,6 +81,26 @@ def window_starts(frame_clip: np.ndarray, frame_volume: np.ndarray, split: np.nd
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
+class EpochShuffle(Sampler[int]):
+    """A random order of the windows per epoch, drawn from (seed, epoch) alone: a run resumed from
+    an epoch's checkpoint sees the same order as an uninterrupted run (Lightning calls set_epoch)."""
+
+    def __init__(self, n: int, seed: int | None = None):
+        self.n = n
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class _Windows(Dataset):
     """Map-style dataset of window starts; gathers tensors on CPU unless ``index_only``."""
 
@@ -126,6 +147,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         gpu_resident: bool = True,
         eval_batch_size: int | None = None,
+        gpu_memory_fraction: float = 0.5,
     ):
         """
         Args:
@@ -138,6 +160,8 @@ class EEGfMRIDataModule(pl.LightningDataModule):
             num_workers: DataLoader worker processes (CPU path only).
             gpu_resident: on CUDA, keep the whole subject on the GPU in 16 bit and gather there.
             eval_batch_size: windows per validation/test/predict batch (default batch_size).
+            gpu_memory_fraction: the resident data may take at most this fraction of the GPU's free
+                memory; beyond it batches are gathered in host memory and streamed (a warning says so).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -221,7 +245,9 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         workers = 0 if index_only else self.hparams.num_workers
         sampler = None
         trainer = getattr(self, "trainer", None)
-        if split != "train" and trainer is not None and trainer.world_size > 1:
+        if shuffle and (trainer is None or trainer.world_size == 1):
+            sampler = EpochShuffle(len(ds))  # (under DDP Lightning's DistributedSampler shuffles per epoch)
+        elif split != "train" and trainer is not None and trainer.world_size > 1:
             # evaluation windows split across ranks without the padding (repeated windows) of
             # Lightning's default DistributedSampler, so metrics do not depend on the rank count
             sampler = UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
@@ -244,11 +270,30 @@ class EEGfMRIDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if isinstance(batch, torch.Tensor):  # index-only batch: gather on the device
-            if not self._on_device or self.store["fmri"].device != batch.device:
-                self.store = {k: v.to(batch.device, non_blocking=True) for k, v in self.store.items()}
-                self._on_device = True
+            if not self._on_device:
+                self._move_store(batch.device)
+            if self.store["fmri"].device != batch.device:  # streaming fallback: gather here, then copy
+                out = gather(self.store, batch.to(self.store["fmri"].device), self.n_frames)
+                return {k: v.to(batch.device, non_blocking=True) for k, v in out.items()}
             return gather(self.store, batch, self.n_frames)
         return batch
+
+    def _move_store(self, device: torch.device) -> None:
+        """Put the subject on the GPU if it fits (leaving room for the model), else keep it in host
+        memory and gather there, with a warning, instead of failing with an out-of-memory error."""
+        self._on_device = True
+        need = sum(v.numel() * v.element_size() for v in self.store.values())
+        if device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(device)
+            if need > self.hparams.gpu_memory_fraction * free:
+                log.warning(
+                    "%s needs %.2f GiB on %s but only %.2f GiB of %.2f GiB are free (gpu_memory_fraction=%.2f); "
+                    "keeping the data in host memory and streaming batches (slower)",
+                    self.data_path, need / 2**30, device, free / 2**30, total / 2**30, self.hparams.gpu_memory_fraction,
+                )  # fmt: skip
+                self.store = {k: v.pin_memory() for k, v in self.store.items()}
+                return
+        self.store = {k: v.to(device, non_blocking=True) for k, v in self.store.items()}
 
     # ---------------------------------------------------------------- facts for the model and writers
     def preprocessing(self) -> dict:

@@ -191,7 +191,6 @@ def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
     if np.any(np.diff(onsets) <= 0):
         raise RawDataError(f"{eeg.path}: volume onsets are not increasing")
 
-    shift = int(round(o.shift_s * eeg.sfreq))
     frames, starts, fclip, names = [], [], [], []
     for ci, clip in enumerate(run.clips):
         # the movie's last needed volume: its EEG window (shifted) ends at the clip's end
@@ -202,14 +201,11 @@ def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
                 f"{clip.name!r} plays until {clip.stop:g} s, so with the {o.shift_s:g} s shift frames up to "
                 f"{need_s:g} s ({math.ceil(need_s / tr)} frames) are needed. Is the run truncated?"
             )
-        lo = onsets[0] + int(round(clip.start * eeg.sfreq))
-        hi = onsets[0] + int(round(clip.stop * eeg.sfreq))
-        st = onsets - shift  # (n_volumes,) window start of each volume
-        keep = np.flatnonzero((st >= lo) & (st + n_times <= hi))
+        keep, st = clip_frames(onsets, clip.start, clip.stop, o.shift_s, eeg.sfreq, n_times)
         if len(keep) == 0:
             raise RawDataError(f"{run.beh}: clip {clip.name!r} ({clip.start:g}-{clip.stop:g} s) is shorter than one TR")
         frames.append(keep)
-        starts.append(st[keep])
+        starts.append(st)
         fclip.append(np.full(len(keep), ci))
         names.append(clip.name)
     starts_all = np.concatenate(starts)
@@ -225,6 +221,21 @@ def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
         ch_order=ch_order, flat=flat, frames=np.concatenate(frames), window_starts=starts_all,
         frame_clip=np.concatenate(fclip), clip_names=names,
     )  # fmt: skip
+
+
+def clip_frames(
+    onsets: np.ndarray, start_s: float, stop_s: float, shift_s: float, sfreq: float, n_times: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The alignment rule. Volume k (onset ``onsets[k]``, EEG samples) is paired with the EEG window
+    [onsets[k] - shift, onsets[k] - shift + n_times), shift = round(shift_s * sfreq); it belongs to
+    a clip [start_s, stop_s) (seconds from the first volume onset) when that window lies inside the
+    clip. Returns the kept volume indices and their window starts."""
+    shift = int(round(shift_s * sfreq))
+    lo = onsets[0] + int(round(start_s * sfreq))
+    hi = onsets[0] + int(round(stop_s * sfreq))
+    starts = onsets - shift  # (n_volumes,) window start of each volume
+    keep = np.flatnonzero((starts >= lo) & (starts + n_times <= hi))
+    return keep, starts[keep]
 
 
 def _cifti_shape(path: Path) -> tuple[int, int]:

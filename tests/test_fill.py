@@ -1,0 +1,360 @@
+"""eeg2fmri fill: censor formats, the InterRecon round trip on a tiny trained checkpoint (uncensored
+frames bit-identical, header kept, wb_command agrees), the interpolation references, every bad
+input (inputs never modified), and the reproduce-fill study at a tiny size."""
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from eeg2fmri.cli import main
+from eeg2fmri.data.cifti import CiftiError, write_dtseries
+from eeg2fmri.data.cinebrain import RawDataError, eeg_stem, fmri_path
+from eeg2fmri.data.prepare import prepare
+from eeg2fmri.fill import FillError, fill_run, plan_windows, read_censor, write_censor
+from eeg2fmri.interpolate import cubic_fill, linear_fill
+from tests.conftest import TINY_INDICES, make_raw_subject, wb_command
+from tests.test_cli import TINY_MODEL
+
+T = 90  # frames per run of make_raw_subject
+K = 4  # the tiny model's window
+# bursts: the first two frames, three frames, six frames (the longest a K = 4 model anchors is
+# 2K - 2 = 6), and the last frame
+CENSORED = [0, 1, 10, 11, 12, 40, 41, 42, 43, 44, 45, 89]
+
+
+def _mask(frames, n=T) -> np.ndarray:
+    m = np.zeros(n, bool)
+    m[list(frames)] = True
+    return m
+
+
+def _hashes(*paths) -> dict:
+    out = {}
+    for p in paths:
+        for f in [p] if Path(p).is_file() else sorted(Path(p).rglob("*")):
+            if f.is_file():
+                out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A raw subject, and a diffusion checkpoint (K = 4) trained 1 epoch on it through the CLI."""
+    root = tmp_path_factory.mktemp("fill")
+    subject = make_raw_subject(root / "raw")
+    cache = prepare(subject, root / "prep", progress=False)
+    main(["fit", "--data.data_path", str(cache), "--data.n_frames", str(K), "--data.batch_size", "8",
+          "--trainer.default_root_dir", str(root / "run"), "--trainer.enable_progress_bar", "false",
+          "--trainer.logger", "false", "--evaluator.every_n_epochs", "1000", "--trainer.num_sanity_val_steps", "0",
+          *TINY_MODEL, "--trainer.max_epochs", "1"])  # fmt: skip
+    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    run = dict(
+        root=root, ckpt=ckpt, cache=cache, fmri=fmri_path(root / "raw", 1, 1),
+        eeg=Path(str(eeg_stem(root / "raw", 1, 1)) + ".npy"), raw=root / "raw",
+    )  # fmt: skip
+    censor = write_censor(root / "censor.tsv", _mask(CENSORED))
+    return {**run, "censor": censor}
+
+
+@pytest.fixture(scope="module")
+def filled(tiny):
+    before = _hashes(tiny["raw"], tiny["ckpt"], tiny["censor"])
+    out = fill_run(tiny["ckpt"], tiny["fmri"], tiny["eeg"], tiny["censor"], tiny["root"] / "out" / "filled.dtseries.nii",
+                   num_inference_steps=4, progress=False)  # fmt: skip
+    assert _hashes(tiny["raw"], tiny["ckpt"], tiny["censor"]) == before, "an input file was modified"
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The round trip
+# ------------------------------------------------------------------------------------------------
+
+
+def test_interrecon_round_trip(tiny, filled):
+    src, out = nib.load(tiny["fmri"]), nib.load(filled)
+    a, b = np.asarray(src.dataobj), np.asarray(out.dataobj)
+    cens = _mask(CENSORED)
+    assert b.dtype == a.dtype and b.shape == a.shape
+    assert a[~cens].tobytes() == b[~cens].tobytes()  # uncensored frames bit-identical
+    assert np.isfinite(b[cens]).all() and not np.array_equal(a[cens], b[cens])
+    # the filled frames are in the run's units (BOLD around 1000), not z-scores
+    assert abs(float(b[cens].mean()) - float(a[~cens].mean())) < 1.0
+    # the input's header: brain models, series axis, NIfTI intent
+    assert out.header.get_axis(1) == src.header.get_axis(1)
+    assert out.header.get_axis(0) == src.header.get_axis(0)
+    assert out.nifti_header.get_intent()[0] == src.nifti_header.get_intent()[0]
+    note = json.loads(out.header.matrix.metadata["eeg2fmri_fill"])
+    assert note["method"] == "interrecon" and note["censored_frames"] == CENSORED
+    assert note["n_frames_window"] == K and note["stride"] == 1 and note["num_inference_steps"] == 4
+    assert note["checkpoint"] == str(tiny["ckpt"]) and note["grayordinates_linear"] == 0 and "date" in note
+
+
+def test_wb_command_reads_the_filled_file(filled):
+    wb = wb_command()
+    info = subprocess.run([wb, "-file-information", str(filled)], capture_output=True, text=True, check=True).stdout
+    assert "Dense Data Series" in info and f"Number of Maps:                 {T}" in info
+    stats = subprocess.run([wb, "-cifti-stats", str(filled), "-reduce", "MEAN"], capture_output=True, text=True, check=True).stdout
+    wb_mean = np.array([float(v) for v in stats.split()])  # one line per frame (map)
+    data = np.asarray(nib.load(filled).dataobj, np.float64)
+    cens = _mask(CENSORED)
+    np.testing.assert_allclose(wb_mean[cens], data[cens].mean(1), rtol=0, atol=2e-3)  # wb prints 3 decimals
+    np.testing.assert_allclose(wb_mean, data.mean(1), rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("method", ["linear", "cubic"])
+def test_interpolation_methods_equal_interpolate(tiny, tmp_path, method):
+    out = fill_run(None, tiny["fmri"], None, tiny["censor"], tmp_path / f"{method}.dtseries.nii", method=method, progress=False)
+    a = np.asarray(nib.load(tiny["fmri"]).dataobj)
+    b = np.asarray(nib.load(out).dataobj)
+    cens = _mask(CENSORED)
+    fn = linear_fill if method == "linear" else cubic_fill
+    expect = fn(torch.from_numpy(a)[None], torch.from_numpy(~cens)[None])[0].numpy()
+    np.testing.assert_array_equal(b[cens], expect[cens])
+    assert a[~cens].tobytes() == b[~cens].tobytes()
+    assert json.loads(nib.load(out).header.matrix.metadata["eeg2fmri_fill"])["method"] == method
+
+
+def test_lost_frames_and_uncovered_grayordinates(tiny, tmp_path):
+    """A file with NaN (lost) censored frames and more grayordinates than the model covers: the model's
+    columns get InterRecon, the others linear interpolation, and the note says so."""
+    extra = np.union1d(TINY_INDICES, TINY_INDICES[:-1] + 1)  # a superset of the model's layout
+    rng = np.random.default_rng(1)
+    data = (1000 + rng.standard_normal((T, len(extra)))).astype(np.float32)
+    cens = _mask([5, 6, 30])
+    data[cens] = np.nan
+    path = write_dtseries(tmp_path / "run.dtseries.nii", data, 0.8, indices=extra)
+    out = fill_run(tiny["ckpt"], path, tiny["eeg"], cens, tmp_path / "out.dtseries.nii", num_inference_steps=2,
+                   stride=2, progress=False)  # fmt: skip
+    b = np.asarray(nib.load(out).dataobj)
+    assert np.isfinite(b).all()
+    modelled = np.isin(extra, TINY_INDICES)
+    lin = linear_fill(torch.from_numpy(np.nan_to_num(data))[None], torch.from_numpy(~cens)[None])[0].numpy()
+    np.testing.assert_array_equal(b[cens][:, ~modelled], lin[cens][:, ~modelled])
+    assert not np.allclose(b[cens][:, modelled], lin[cens][:, modelled])
+    note = json.loads(nib.load(out).header.matrix.metadata["eeg2fmri_fill"])
+    assert note["grayordinates_linear"] == int((~modelled).sum()) and "linear interpolation" in note["linear_note"]
+
+
+def test_cli_fill_with_bare_overwrite_flag(tiny, tmp_path, capsys):
+    out = tmp_path / "cli.dtseries.nii"
+    args = ["fill", "--fmri", str(tiny["fmri"]), "--censor", str(tiny["censor"]), "--out", str(out), "--method", "linear"]
+    main(args)
+    assert f"fill: {len(CENSORED)} censored frames of {T} filled with linear" in capsys.readouterr().out
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        main(args)
+    main([*args, "--overwrite"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["fill", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--censor_keep_is_one" in help_text and "frames" in help_text and "TR" in help_text
+
+
+def test_eeg_windows_reproduce_the_training_cache(tiny):
+    """fill processes a run's EEG from the checkpoint alone exactly as prepare did for training."""
+    import h5py
+
+    from eeg2fmri.fill import run_eeg_windows
+
+    prep = torch.load(tiny["ckpt"], map_location="cpu", weights_only=False)["eeg2fmri_data"]
+    with h5py.File(tiny["cache"]) as h5:
+        rows = np.flatnonzero(h5["frame_run"][:] == 1)
+        volumes, cached = h5["frame_volume"][rows], h5["eeg"][rows].astype(np.float32)
+    got = run_eeg_windows(tiny["eeg"], prep, T, volumes)  # (F, C, W)
+    assert got.shape == cached.shape
+    np.testing.assert_allclose(got, cached, rtol=0, atol=1e-3)  # the cache is float16
+
+
+# ------------------------------------------------------------------------------------------------
+# Windows
+# ------------------------------------------------------------------------------------------------
+
+
+def test_plan_windows_cover_every_censored_frame_or_fail():
+    for stride in (1, 2, 3, 7):
+        cens = _mask(CENSORED)
+        starts = plan_windows(cens, K, stride)
+        frames = starts[:, None] + np.arange(K)
+        assert all(cens[f].any() and (~cens[f]).any() for f in frames)  # every window fills and is anchored
+        assert set(np.flatnonzero(cens)) <= set(frames.ravel().tolist())
+    plan_windows(_mask(range(20, 20 + 2 * K - 2)), K)  # 2K - 2 consecutive censored frames: anchored
+    with pytest.raises(FillError, match=r"frame\(s\) 23 cannot be anchored.*K = 4"):
+        plan_windows(_mask(range(20, 20 + 2 * K - 1)), K)  # 2K - 1: the middle frame has no anchor
+    with pytest.raises(FillError, match=r"frame\(s\) 0 cannot"):
+        plan_windows(_mask(range(0, K)), K)  # at the run's start only later anchors exist
+    with pytest.raises(FillError, match="too short"):
+        plan_windows(_mask([1], n=3), K)
+
+
+# ------------------------------------------------------------------------------------------------
+# Censor files
+# ------------------------------------------------------------------------------------------------
+
+FMRIPREP = "framewise_displacement\ttrans_x\tmotion_outlier00\tmotion_outlier01\n" + "".join(
+    f"{'n/a' if i == 0 else '0.1'}\t0.0\t{int(i == 3)}\t{int(i == 7)}\n" for i in range(10)
+)
+
+
+@pytest.mark.parametrize(
+    "name, text, keep_is_one",
+    [
+        ("confounds.tsv", FMRIPREP, False),  # fMRIPrep: union of the one-hot motion_outlier columns
+        ("outliers.csv", "outlier,fd\n" + "".join(f"{int(i in (3, 7))},0.2\n" for i in range(10)), False),
+        ("censor.tsv", "censored\n" + "".join(f"{int(i in (3, 7))}\n" for i in range(10)), False),
+        ("mask.1D", "".join(f"{int(i in (3, 7))}\n" for i in range(10)), False),  # headerless 0/1
+        ("afni.1D", "".join(f"{int(i not in (3, 7))}\n" for i in range(10)), True),  # AFNI: 1 = keep
+        ("frames.txt", "3\n7\n", False),  # 0-based indices, one per line
+        ("frames_row.txt", "7, 3, 3\n", False),  # or on one line
+    ],
+)
+def test_censor_formats(tmp_path, name, text, keep_is_one):
+    path = tmp_path / name
+    path.write_text(text)
+    np.testing.assert_array_equal(read_censor(path, 10, keep_is_one=keep_is_one), _mask([3, 7], n=10))
+
+
+@pytest.mark.parametrize(
+    "text, keep_is_one, match",
+    [
+        ("censored\n0\n1\n", False, r"bad\.tsv: 2 rows \(after the header\); expected one per frame of the fMRI run \(10 frames\)"),
+        ("0\n1\n0\n", False, r"bad\.tsv: 3 rows of 0/1; expected one per frame of the fMRI run \(10 frames\)"),
+        ("framewise_displacement\n" + "0.1\n" * 10, False, r"found columns framewise_displacement; expected motion_outlier.*`framewise_displacement` holds motion values"),
+        ("3\n12\n", False, r"frame index 12; expected 0-based frame indices in 0\.\.9"),
+        ("censored\n" + "2\n" * 10, False, r"row 2, column censored: '2'; expected 0 or 1"),
+        ("censored\n" + "0\n" * 10, True, "censor_keep_is_one applies only to a headerless 0/1 column"),
+        ("1 0\n0 1\n", False, "expected one column"),
+    ],
+)
+def test_bad_censor_files(tmp_path, text, keep_is_one, match):
+    path = tmp_path / "bad.tsv"
+    path.write_text(text)
+    with pytest.raises(FillError, match=match):
+        read_censor(path, 10, keep_is_one=keep_is_one)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad inputs: a clear error, and the inputs untouched
+# ------------------------------------------------------------------------------------------------
+
+
+def _copy_eeg(tiny, tmp_path, n_samples=None, n_onsets=None) -> Path:
+    data = np.load(tiny["eeg"])
+    meta = json.loads(tiny["eeg"].with_suffix(".json").read_text())
+    if n_samples is not None:
+        data = data[:, :n_samples]
+    if n_onsets is not None:
+        meta["volume_onsets"] = meta["volume_onsets"][:n_onsets]
+    path = tmp_path / "short_eeg.npy"
+    np.save(path, data)
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    return path
+
+
+def test_bad_inputs_are_refused_and_inputs_unchanged(tiny, tmp_path, monkeypatch):
+    args = dict(ckpt_path=tiny["ckpt"], fmri=tiny["fmri"], eeg=tiny["eeg"], censor=tiny["censor"], num_inference_steps=2, progress=False)
+    out = tmp_path / "out.dtseries.nii"
+    short = _copy_eeg(tiny, tmp_path, n_samples=40_000)
+    few = tmp_path / "few"
+    few.mkdir()
+    few_triggers = _copy_eeg(tiny, few, n_onsets=50)
+    other = write_dtseries(tmp_path / "other.dtseries.nii", np.ones((T, 305), np.float32), 0.8, indices=np.arange(0, 91_282, 300))
+    wrong_len = write_censor(tmp_path / "wrong.tsv", np.zeros(T - 3, bool))
+    too_long = write_censor(tmp_path / "long.tsv", _mask(range(30, 30 + 2 * K - 1)))
+    all_cens = write_censor(tmp_path / "all.tsv", np.ones(T, bool))
+    inputs = [tiny["raw"], tiny["ckpt"], tiny["censor"], short, few_triggers, other, wrong_len, too_long, all_cens]
+    before = _hashes(*inputs)
+
+    with pytest.raises(FillError, match=rf"wrong\.tsv: {T - 3} rows .*\({T} frames\)"):
+        fill_run(**{**args, "censor": wrong_len}, out=out)
+    with pytest.raises(FillError, match=r"frame\(s\) 33 cannot be anchored.*K = 4 frames"):
+        fill_run(**{**args, "censor": too_long}, out=out)
+    with pytest.raises(FillError, match=f"all {T} frames .* are censored"):
+        fill_run(**{**args, "censor": all_cens}, out=out)
+    with pytest.raises(RawDataError, match=r"short_eeg\.npy: EEG has 40000 samples .* the EEG is shorter than the fMRI"):
+        fill_run(**{**args, "eeg": short}, out=out)
+    with pytest.raises(RawDataError, match=r"50 fMRI volume triggers but the fMRI run has 90 frames: the EEG is shorter"):
+        fill_run(**{**args, "eeg": few_triggers}, out=out)
+    with pytest.raises(CiftiError, match=r"other\.dtseries\.nii: has 305 grayordinates but the checkpoint .* models 457, of which \d+ are not in the file"):
+        fill_run(**{**args, "fmri": other, "censor": _mask(CENSORED)}, out=out)
+    with pytest.raises(FillError, match="is an input of this fill"):
+        fill_run(**args, out=tiny["fmri"], overwrite=True)
+    with pytest.raises(FillError, match="needs --ckpt_path"):
+        fill_run(**{**args, "ckpt_path": None}, out=out)
+    assert not out.exists()
+
+    # an existing output is refused unless overwrite
+    out.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match=r"out\.dtseries\.nii: exists; .*--overwrite"):
+        fill_run(**args, out=out, method="linear")
+    assert out.read_bytes() == b"keep me"
+    fill_run(**args, out=out, method="linear", overwrite=True)
+    assert nib.load(out).shape == (T, len(TINY_INDICES))
+
+    # an unwritable output folder is found before anything is read or computed
+    import eeg2fmri.fill as F
+
+    def boom(*a, **k):
+        raise AssertionError("computation started before the output folder was checked")
+
+    monkeypatch.setattr(F, "load_header", boom)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file")
+    with pytest.raises(PermissionError, match=r"not_a_folder/sub: output folder is not writable"):
+        fill_run(**args, out=blocker / "sub" / "filled.dtseries.nii")
+    monkeypatch.undo()
+
+    # uncensored frames must be finite
+    nan_run = np.asarray(nib.load(tiny["fmri"]).dataobj).copy()
+    nan_run[20, 5] = np.nan
+    nan_path = write_dtseries(tmp_path / "nan.dtseries.nii", nan_run, 0.8, indices=TINY_INDICES)
+    with pytest.raises(FillError, match=r"nan\.dtseries\.nii: uncensored frame\(s\) 20 hold NaN/Inf"):
+        fill_run(**{**args, "fmri": nan_path}, out=tmp_path / "x.dtseries.nii", method="linear")
+
+    assert _hashes(*inputs) == before, "an input file was modified by a failed fill"
+
+
+# ------------------------------------------------------------------------------------------------
+# make reproduce-fill, at a tiny size
+# ------------------------------------------------------------------------------------------------
+
+
+def test_fill_study_tiny(tmp_path, monkeypatch):
+    import csv
+
+    from eeg2fmri import reproduce as R
+
+    model = dict(latent_dim=16, eeg_embed_dim=16, eeg_channels=8, eeg_blocks=2, hidden_size=32, depth=1, num_heads=2)
+    tiny_scale = R.Scale(
+        simulate="ci", grayordinates="every:200", ks=(10,), epochs={"diffusion": 1}, model={"diffusion": model},
+        extra=["--data.batch_size", "16", "--evaluator.num_inference_steps", "2", "--evaluator.every_n_epochs", "1000",
+               "--trainer.num_sanity_val_steps", "0", "--evaluator.identification", "false"],
+    )  # fmt: skip
+    monkeypatch.setitem(R.SCALES, "tiny", tiny_scale)
+    kw = dict(raw=str(tmp_path / "raw"), prepared=str(tmp_path / "prep"), results=str(tmp_path / "res"))
+    md = R.fill_study("tiny", [1], rates=[0.05, 0.2], **kw)
+    out = tmp_path / "res" / "tiny"
+    rows = list(csv.DictReader(open(out / "fill.csv")))
+    # 2 rates x (3 methods x {real, noise-free} + the ceiling)
+    assert len(rows) == 2 * 7 and (out / "fill.png").stat().st_size > 10_000
+    assert {r["method"] for r in rows} == {"InterRecon", "Linear", "Cubic spline", "Noise ceiling"}
+    assert all(np.isfinite(float(r["whole/r"])) for r in rows)
+    assert "| 20% | InterRecon | real |" in md.read_text()
+    # censoring: only inside test clips, in bursts of 1-5 frames, at the asked rate, and what was filled
+    segs = R._test_segments(tmp_path / "prep" / "tiny" / "sub_0001.h5")
+    for rate in (0.05, 0.2):
+        for run, s in segs.items():
+            folder = out / "fill" / "sub1" / f"censor{round(rate * 100):02d}"
+            cens = read_censor(folder / f"run-{run}_censor.tsv", 187)
+            test = np.zeros(187, bool)
+            test[np.concatenate(s)] = True
+            assert not (cens & ~test).any() and cens.sum() == max(1, round(rate * test.sum()))
+            bursts = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], cens.astype(int), [0]]))))[::2]
+            assert bursts.max() <= 5
+            note = json.loads(nib.load(folder / f"run-{run}_interrecon.dtseries.nii").header.matrix.metadata["eeg2fmri_fill"])
+            assert note["censored_frames"] == np.flatnonzero(cens).tolist() and note["n_frames_window"] == 10
