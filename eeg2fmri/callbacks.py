@@ -56,6 +56,10 @@ class Evaluator(Callback):
         time_travel: InterRecon's time-travel steps (0: off).
         time_travel_repeat: repeats per time-travel step.
         seed: seed of the sampler's noise (results are reproducible).
+        num_samples: samples averaged per window (1: one sample, as the paper reports). The mean of
+            several samples estimates the posterior mean E[x | EEG]: a single sample carries the
+            posterior's spread as error, so when EEG explains a fraction R^2 of a grayordinate's
+            variance one sample's temporal r is about R^2, the mean's about R.
         every_n_epochs: validation sampling period in epochs.
         max_val_batches: validation batches sampled per evaluation (None: all).
         regions: regions to score: whole, V1, V1+A1 or mask files.
@@ -75,6 +79,7 @@ class Evaluator(Callback):
         time_travel: int = 0,
         time_travel_repeat: int = 1,
         seed: int = 0,
+        num_samples: int = 1,
         every_n_epochs: int = 1,
         max_val_batches: int | None = 2,
         regions: list[str] = ["whole", "V1", "V1+A1"],  # noqa: B006 (jsonargparse shows it)
@@ -85,6 +90,8 @@ class Evaluator(Callback):
     ):
         super().__init__()
         self.sampling = dict(num_inference_steps=num_inference_steps, eta=eta, guidance_scale=guidance_scale, seed=seed)
+        if num_samples > 1:
+            self.sampling["num_samples"] = num_samples
         self.time_travel = dict(time_travel=time_travel, time_travel_repeat=time_travel_repeat)
         self.every_n_epochs, self.max_val_batches = every_n_epochs, max_val_batches
         self.regions, self.interrecon, self.identification = list(regions), interrecon, identification
@@ -128,7 +135,8 @@ class Evaluator(Callback):
         self.val["val_sample"].update(pl_module.predict_frames(batch, **pl_module.sampling), x)
         if "val_interrecon" in self.val:
             mask = anchor_mask(x.shape[0], x.shape[1], x.device)  # (B, K)
-            filled = pl_module.sample(batch["eeg"], observed=x, observed_mask=mask, **pl_module.sampling, **self.time_travel)
+            one = {k: v for k, v in pl_module.sampling.items() if k != "num_samples"}
+            filled = pl_module.sample(batch["eeg"], observed=x, observed_mask=mask, **one, **self.time_travel)
             self.val["val_interrecon"].update(filled, x, frame_mask=~mask)
             self.val["val_linear"].update(linear_fill(x, mask), x, frame_mask=~mask)
 

@@ -316,5 +316,13 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         return x
 
     @torch.no_grad()
-    def predict_frames(self, batch: dict, **sampling) -> Tensor:
-        return self.sample(batch["eeg"], **sampling)
+    def predict_frames(self, batch: dict, num_samples: int = 1, **sampling) -> Tensor:
+        """One DDIM sample per window, or the mean of ``num_samples`` (seeds seed, seed + 1, ...)."""
+        if num_samples == 1:
+            return self.sample(batch["eeg"], **sampling)
+        seed = sampling.pop("seed", 0) or 0
+        total = None
+        for i in range(num_samples):
+            x = self.sample(batch["eeg"], seed=seed + i, **sampling)  # (B, K, V)
+            total = x if total is None else total + x
+        return total / num_samples
