@@ -26,10 +26,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install eeg2fmri with its test tools
 
-demo: install ## simulate a subject, prepare it, train, test and print the region table (CPU, minutes)
-	$(VENV)/bin/eeg2fmri simulate --out_dir $(RAW) --subjects [1] --scale ci
-	$(VENV)/bin/eeg2fmri prepare --subject_dir $(RAW)/sub_0001 --out_dir $(PREPARED)
-	$(VENV)/bin/eeg2fmri demo --data.data_path $(PREPARED)/sub_0001.h5
+DEMO_RAW := data/demo/raw
+DEMO_PREPARED := data/demo/prepared
+demo: install ## simulate a subject, prepare it, train, test and print the region table (CPU, ~10 min)
+	test -d $(DEMO_RAW)/sub_0001 || $(VENV)/bin/eeg2fmri simulate --out_dir $(DEMO_RAW) --subjects [1] --scale ci \
+	    --n_runs 3 --run_seconds 200 --signal_gain 3
+	$(VENV)/bin/eeg2fmri prepare --subject_dir $(DEMO_RAW)/sub_0001 --out_dir $(DEMO_PREPARED)
+	rm -rf runs/demo
+	$(VENV)/bin/eeg2fmri fit --config configs/demo.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
+	    --trainer.enable_progress_bar false
+	$(VENV)/bin/eeg2fmri test --config configs/demo.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
+	    --trainer.enable_progress_bar false --ckpt_path runs/demo/latest/checkpoints/last.ckpt
 
 test: install ## run the test suite (fast tests; a few minutes on 2 CPU cores)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -53,4 +60,4 @@ reproduce-fill: install ## censored-frame filling study: InterRecon vs linear vs
 	$(VENV)/bin/eeg2fmri reproduce fill --scale $(SCALE) --subjects [$(SUBJECTS)] --raw $(RAW) --prepared $(PREPARED) --results $(RESULTS)
 
 clean: ## remove generated data, runs and results (keeps .venv)
-	rm -rf data/raw data/prepared runs results lightning_logs
+	rm -rf data/raw data/prepared data/demo runs results lightning_logs

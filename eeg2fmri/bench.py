@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 from eeg2fmri import diffusion as D
-from eeg2fmri.callbacks import EMA, FiniteLossGuard
+from eeg2fmri.callbacks import EMA, Compile, FiniteLossGuard
 from eeg2fmri.data.cinebrain import CHANNELS_64
 from eeg2fmri.data.datamodule import EEGfMRIDataModule, gather
 from eeg2fmri.data.prepare import SPLITS
@@ -500,28 +500,13 @@ class StepTimer(Callback):
                 "steps": self.steps, "peak_memory_bytes": self.peak}  # fmt: skip
 
 
-class _Compile(Callback):
-    """Compile the module's networks at setup (after EMA copied the eager module), and mark each
-    step's start for CUDA-graph trees."""
-
-    def __init__(self, mode: CompileMode):
-        self.mode = mode
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        _compile_modules(pl_module.autoencoder, pl_module.eeg_encoder, pl_module.dit, self.mode)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.mode == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()
-
-
 def bench_lightning(
     model: EEG2fMRIDiffusion, dm: EEGfMRIDataModule, steps: int, warmup: int, device: torch.device,
     compile: CompileMode, root: Path,
 ) -> tuple[dict, EMA]:  # fmt: skip
     cuda = device.type == "cuda"
     timer, ema = StepTimer(warmup, steps), EMA()
-    callbacks = [ema, FiniteLossGuard()] + ([_Compile(compile)] if compile != "none" else []) + [timer]
+    callbacks = [ema, FiniteLossGuard()] + ([Compile(compile)] if compile != "none" else []) + [timer]
     trainer = pl.Trainer(
         accelerator="gpu" if cuda else "cpu", devices=[device.index] if cuda else 1,
         precision="bf16-mixed" if cuda else "32-true",  # as the CLI's trainer defaults

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -165,7 +166,7 @@ class Evaluator(Callback):
         self.test["model"].update(pred, x)
         if self.save_predictions:
             self._saved.append((pred.float().cpu(), batch["frame_index"].cpu()))
-        if "ceiling" in self.test:
+        if "ceiling" in self.test and "fmri_clean" in batch:
             # the best any method can do: the noise-free BOLD, scaled like the data
             self.test["ceiling"].update(batch["fmri_clean"], x)
 
@@ -436,3 +437,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
 
         atomic_save(path, write)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile switch
+# ---------------------------------------------------------------------------------------------
+
+
+class Compile(Callback):
+    """``torch.compile`` the model's networks at set-up (in place: checkpoint keys unchanged).
+
+    The DiT works on K tokens per window, so its many small kernels are launch-bound (DESIGN §6):
+    ``reduce-overhead`` captures it in CUDA graphs; the autoencoder and EEG encoder get the default
+    mode. Registered after the EMA callback, which copies the eager module first.
+
+    Args:
+        mode: none (eager), default, or reduce-overhead (CUDA graphs on the DiT; CUDA only).
+    """
+
+    def __init__(self, mode: Literal["none", "default", "reduce-overhead"] = "none"):
+        self.mode = mode
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.mode == "none":
+            return
+        for name in ("autoencoder", "eeg_encoder", "dit"):
+            net = getattr(pl_module, name, None)
+            if net is not None:
+                net.compile(mode=self.mode if name == "dit" else "default")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()

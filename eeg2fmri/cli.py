@@ -14,11 +14,11 @@ import sys
 from collections.abc import Callable
 
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, lazy_instance
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from eeg2fmri.callbacks import EMA, AtomicCheckpointIO, CiftiWriter, Evaluator, FiniteLossGuard
+from eeg2fmri.callbacks import EMA, AtomicCheckpointIO, CiftiWriter, Compile, Evaluator, FiniteLossGuard
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.figures import SurfaceFigures
 from eeg2fmri.module import EEGfMRIModule
@@ -30,6 +30,7 @@ class EEG2fMRICLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(Evaluator, "evaluator")
         parser.add_lightning_class_args(EMA, "ema")
+        parser.add_lightning_class_args(Compile, "compile")
         parser.add_lightning_class_args(FiniteLossGuard, "loss_guard")
         parser.add_lightning_class_args(CiftiWriter, "writer")
         parser.add_lightning_class_args(SurfaceFigures, "surface")
@@ -51,7 +52,7 @@ def trainer_defaults() -> dict:
         "max_epochs": 200,
         "log_every_n_steps": 50,
         "default_root_dir": "runs",
-        "plugins": [AtomicCheckpointIO()],
+        "plugins": [lazy_instance(AtomicCheckpointIO)],
         "callbacks": [
             # best.ckpt by validation loss; last.ckpt rewritten after every epoch (resume point:
             # ModelCheckpoint's own save_last only follows saves of the monitored checkpoint)

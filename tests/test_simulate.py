@@ -258,3 +258,23 @@ def test_eeg_has_line_noise_and_blinks(loaded):
     fp = eeg[CHANNELS_64.index("Fp1")] - np.median(eeg[CHANNELS_64.index("Fp1")])
     oz = eeg[CHANNELS_64.index("Oz")] - np.median(eeg[CHANNELS_64.index("Oz")])
     assert np.percentile(np.abs(fp), 99.9) > 1.5 * np.percentile(np.abs(oz), 99.9)
+
+
+def test_signal_gain_scales_the_source_signal(tmp_path):
+    """signal_gain multiplies the sources' BOLD signal change (and their EEG oscillations)."""
+    from eeg2fmri.data.cifti import read_dtseries
+    from eeg2fmri.data.cinebrain import truth_path
+    from eeg2fmri.data.simulate import simulate
+
+    spread = {}
+    for gain in (1.0, 3.0):
+        root = tmp_path / f"g{gain}"
+        simulate(out_dir=str(root), subjects=[1], scale="ci", grayordinates="every:50", n_runs=1, run_seconds=40,
+                 signal_gain=gain, progress=False)  # fmt: skip
+        truth = read_dtseries(truth_path(root, 1, 1)).data
+        spread[gain] = float(np.percentile(truth.std(axis=0), 99))  # at the sources (the global one is not scaled)
+        meta = json.loads((root / "sub_0001" / "simulation.json").read_text())
+        assert json.dumps(meta).count("psc_sensory") >= 1
+    assert spread[3.0] == pytest.approx(3 * spread[1.0], rel=0.05)
+    with pytest.raises(ValueError, match="signal_gain"):
+        simulate(out_dir=str(tmp_path / "bad"), signal_gain=0, progress=False)

@@ -183,7 +183,14 @@ class EEGfMRIDataModule(pl.LightningDataModule):
 
     # ---------------------------------------------------------------- loading
     def setup(self, stage: str | None = None) -> None:
+        # the noise-free BOLD (simulated data) serves the noise ceiling at test time only: training
+        # does not hold it (at paper scale it is another 4.9 GB in memory or on the GPU)
+        want_truth = self.has_truth and stage not in ("fit",)
         if self.store is not None:
+            if want_truth and "fmri_clean" not in self.store:
+                with open_cache(self.data_path) as h5:
+                    clean = torch.from_numpy(_read_columns(h5["fmri_clean"], self._column_sel(h5)))
+                self.store["fmri_clean"] = clean.to(self.store["fmri"].device)
             return
         with open_cache(self.data_path) as h5:
             whole = len(self.columns) == h5["fmri"].shape[1]
@@ -196,7 +203,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                 "eeg": torch.from_numpy(h5["eeg"][:]),
                 "frame_clip": torch.from_numpy(self.frame_clip),
             }
-            if self.has_truth:
+            if want_truth:
                 store["fmri_clean"] = torch.from_numpy(_read_columns(h5["fmri_clean"], None if whole else self.columns))
             self.fmri_mean = h5["fmri_mean"][:][self.columns] if "fmri_mean" in h5 else None
             self.fmri_std = h5["fmri_std"][:][self.columns] if "fmri_std" in h5 else None
@@ -229,6 +236,9 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                 f"(longest: {longest} consecutive frames); choose n_frames <= {longest}"
             )
         return starts
+
+    def _column_sel(self, h5) -> np.ndarray | None:
+        return None if len(self.columns) == h5["fmri"].shape[1] else self.columns
 
     # ---------------------------------------------------------------- loaders
     def _use_device_path(self) -> bool:
