@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from eeg2fmri.callbacks import EMA, AtomicCheckpointIO, CiftiWriter, Compile, Evaluator, FiniteLossGuard
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.figures import SurfaceFigures
-from eeg2fmri.module import EEGfMRIModule
+from eeg2fmri.module import EEGfMRIModule, check_checkpoint_file
 
 DATA_FACTS = ("n_vertices", "n_chans", "n_times")
 
@@ -184,4 +184,16 @@ def main(args: list[str] | None = None) -> None:
     if args[0] in EXTRA:
         EXTRA[args[0]][0](args[1:])
         return
+    ckpt = _ckpt_arg(args)
+    if ckpt not in (None, "last", "best", "hpc"):
+        check_checkpoint_file(ckpt)
     lightning_main(args if explicit else None)
+
+
+def _ckpt_arg(args: list[str]) -> str | None:
+    for i, a in enumerate(args):
+        if a == "--ckpt_path" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--ckpt_path="):
+            return a.split("=", 1)[1]
+    return None

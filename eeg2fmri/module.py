@@ -21,12 +21,39 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
+from eeg2fmri import __version__
 from eeg2fmri import diffusion as D
 from eeg2fmri.nn.autoencoder import LinearAutoencoder
 from eeg2fmri.nn.dit import DiT
 from eeg2fmri.nn.eeg_encoder import EEGEncoder
 
 log = logging.getLogger(__name__)
+
+
+CHECKPOINT_FORMAT = 1  # bump when a checkpoint of the previous format can no longer be loaded
+
+
+class CheckpointVersionError(ValueError):
+    """A checkpoint written by an incompatible version of eeg2fmri (or by another program)."""
+
+
+def check_checkpoint_file(path) -> None:
+    """A clear error for a checkpoint path that is missing or not a readable checkpoint, before
+    Lightning or torch meet it."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise CheckpointVersionError(
+            f"{path}: not a readable eeg2fmri checkpoint (truncated, corrupt, or another program's file): "
+            f"{str(e).splitlines()[0][:200]}"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointVersionError(f"{path}: holds no state_dict; expected a checkpoint written by `eeg2fmri fit`")
 
 
 class LayoutMismatchError(ValueError):
@@ -88,12 +115,21 @@ class EEGfMRIModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep the data's preprocessing with the weights, so a checkpoint alone can process new
         recordings (``eeg2fmri fill``): filter and shift options, EEG scaling, channel names,
-        training fMRI statistics of the modelled grayordinates."""
+        training fMRI statistics of the modelled grayordinates. And the format version."""
+        checkpoint["eeg2fmri_format"] = CHECKPOINT_FORMAT
+        checkpoint["eeg2fmri_version"] = __version__
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "preprocessing"):
             checkpoint["eeg2fmri_data"] = dm.preprocessing()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        fmt = checkpoint.get("eeg2fmri_format")
+        if fmt != CHECKPOINT_FORMAT:
+            raise CheckpointVersionError(
+                f"checkpoint format {fmt} (written by eeg2fmri {checkpoint.get('eeg2fmri_version', 'unknown')}); "
+                f"this eeg2fmri {__version__} reads format {CHECKPOINT_FORMAT}. Retrain, or load it with the "
+                "version that wrote it."
+            )
         saved = checkpoint.get("state_dict", {}).get("grayordinates")
         hp = checkpoint.get("hyper_parameters", {})
         theirs = {k: hp.get(k) for k in ("n_vertices", "n_chans", "n_times")}

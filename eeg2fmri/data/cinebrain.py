@@ -215,6 +215,8 @@ def _read_npy_eeg(path: Path) -> EEGRecording:
         )
     if not np.issubdtype(data.dtype, np.floating) and not np.issubdtype(data.dtype, np.integer):
         raise RawDataError(f"{path}: dtype {data.dtype}; expected a float or integer array")
+    if data.shape[1] == 0:
+        raise RawDataError(f"{path}: EEG has 0 samples; expected a recording that covers the run")
     onsets = meta.get("volume_onsets")
     return EEGRecording(
         data=data,

@@ -87,6 +87,7 @@ def prepare(
         log.info("%s is up to date (same inputs and options): reused", out)
         return out
 
+    _check_headers(runs)
     plans = [_plan_run(run, options) for run in runs]
     _check_consistent(plans)
     split_of_clip = _split_clips([c for p in plans for c in p.clip_names], options, subject_dir)
@@ -278,16 +279,27 @@ def _check_channels(eeg, o: PrepareOptions) -> tuple[np.ndarray, list[str]]:
     return order, flat
 
 
+def _check_headers(runs: list[Run]) -> None:
+    """One grayordinate layout and one TR for every run, checked from the headers first."""
+    first = None
+    for run in runs:
+        _, _, tr, indices = load_header(run.fmri)
+        if first is None:
+            first = (run, tr, indices)
+            continue
+        if not np.array_equal(indices, first[2]):
+            raise CiftiError(
+                f"{run.fmri}: {len(indices)} grayordinates, not the same as {first[0].fmri.name} "
+                f"({len(first[2])}); expected one layout for every run of a subject"
+            )
+        if not math.isclose(tr, first[1], rel_tol=1e-6):
+            raise CiftiError(f"{run.fmri}: TR {tr:g} s; expected {first[1]:g} s like {first[0].fmri.name}")
+
+
 def _check_consistent(plans: list[RunPlan]) -> None:
+    """One EEG sampling rate for every run (layout and TR: ``_check_headers``)."""
     first = plans[0]
     for p in plans[1:]:
-        if not np.array_equal(p.indices, first.indices):
-            raise CiftiError(
-                f"{p.run.fmri}: {len(p.indices)} grayordinates, not the same as {first.run.fmri.name} "
-                f"({len(first.indices)}); expected one layout for every run of a subject"
-            )
-        if not math.isclose(p.tr, first.tr, rel_tol=1e-6):
-            raise CiftiError(f"{p.run.fmri}: TR {p.tr} s; expected {first.tr} s like {first.run.fmri.name}")
         if p.sfreq != first.sfreq:
             raise RawDataError(f"{p.run.eeg}: {p.sfreq} Hz; expected {first.sfreq} Hz like {first.run.eeg.name}")
 

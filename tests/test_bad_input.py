@@ -1,0 +1,108 @@
+"""The bad-input suite: corrupt inputs generated programmatically, each answered with a clear error
+naming the file and what was expected (or a documented repair), never a traceback from deep inside
+torch or h5py. (Other cases live beside the code they test: test_prepare.py, test_cifti.py,
+test_datamodule.py, test_fill.py.)"""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from eeg2fmri.cli import main
+from eeg2fmri.data.cifti import CiftiError, write_dtseries
+from eeg2fmri.data.cinebrain import RawDataError, eeg_stem, fmri_path
+from eeg2fmri.data.datamodule import CacheError, EEGfMRIDataModule
+from eeg2fmri.data.prepare import prepare
+from eeg2fmri.module import CheckpointVersionError, EEG2fMRIDiffusion
+from tests.conftest import TINY_INDICES, make_raw_subject
+
+
+def _npy(subject, run):
+    stem = eeg_stem(subject.parent, 1, run)
+    return stem.with_name(stem.name + ".npy")
+
+
+def test_truncated_hdf5_cache(raw_subject, tmp_path):
+    cache = prepare(raw_subject, tmp_path / "prep", progress=False)
+    raw = cache.read_bytes()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(CacheError, match=r"cut.h5: not a readable HDF5 cache \(truncated or corrupt"):
+        EEGfMRIDataModule(str(cut))
+    # a truncated cache in prepare's output folder is rebuilt, not trusted
+    cache.write_bytes(raw[: len(raw) // 3])
+    rebuilt = prepare(raw_subject, tmp_path / "prep", progress=False)
+    with h5py.File(rebuilt) as h5:
+        assert h5["fmri"].shape[1] == len(TINY_INDICES)
+
+
+def test_wrong_eeg_dtype(raw_subject, tmp_path):
+    npy = _npy(raw_subject, 1)
+    np.save(npy, np.load(npy).astype(np.complex64))
+    with pytest.raises(RawDataError, match=r"run-1_eeg.npy: dtype complex64; expected a float or integer array"):
+        prepare(raw_subject, tmp_path / "prep", progress=False)
+
+
+def test_inf_in_eeg(raw_subject, tmp_path):
+    npy = _npy(raw_subject, 2)
+    x = np.load(npy)
+    x[60, 1234] = np.inf
+    np.save(npy, x)
+    with pytest.raises(RawDataError, match=r"channel \w+ has 1 NaN/Inf samples \(first at sample 1234"):
+        prepare(raw_subject, tmp_path / "prep", progress=False)
+
+
+def test_mismatched_tr_between_runs(raw_subject, tmp_path):
+    write_dtseries(fmri_path(raw_subject.parent, 1, 2), np.ones((100, len(TINY_INDICES)), np.float32), 0.72, indices=TINY_INDICES)
+    with pytest.raises(CiftiError, match=r"run-2.*TR 0.72 s; expected 0.8 s"):
+        prepare(raw_subject, tmp_path / "prep", progress=False)
+
+
+def test_zero_length_runs(raw_subject, tmp_path):
+    npy = _npy(raw_subject, 1)
+    np.save(npy, np.zeros((64, 0), np.float32))
+    with pytest.raises(RawDataError, match="run-1_eeg.npy"):
+        prepare(raw_subject, tmp_path / "prep", progress=False)
+    make_raw_subject(raw_subject.parent.parent / "raw")
+    write_dtseries(fmri_path(raw_subject.parent, 1, 1), np.ones((0, len(TINY_INDICES)), np.float32), 0.8, indices=TINY_INDICES)
+    with pytest.raises((RawDataError, CiftiError), match=r"run-1.*0 frames"):
+        prepare(raw_subject, tmp_path / "prep", progress=False)
+
+
+def test_config_with_a_wrong_type(raw_subject, tmp_path, capsys):
+    cache = prepare(raw_subject, tmp_path / "prep", progress=False)
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--data.data_path", str(cache), "--data.n_frames", "ten"])
+    assert e.value.code != 0
+    err = capsys.readouterr().err
+    assert "n_frames" in err and "ten" in err and "Traceback" not in err
+
+
+def test_checkpoint_from_another_version(raw_subject, tmp_path):
+    ckpt = tmp_path / "old.ckpt"
+    m = EEG2fMRIDiffusion(n_vertices=10, n_chans=4, n_times=16, n_frames=3, latent_dim=4, eeg_embed_dim=4,
+                          eeg_channels=4, eeg_blocks=1, hidden_size=8, depth=1, num_heads=2)  # fmt: skip
+    torch.save({"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams), "eeg2fmri_format": 0,
+                "eeg2fmri_version": "0.0.1", "pytorch-lightning_version": "2.6.0"}, ckpt)  # fmt: skip
+    with pytest.raises(CheckpointVersionError, match=r"checkpoint format 0 \(written by eeg2fmri 0.0.1\); this eeg2fmri .* reads format 1"):
+        EEG2fMRIDiffusion.load_from_checkpoint(ckpt, map_location="cpu")
+    # a file that is not a checkpoint at all, and a truncated one, through the CLI
+    cache = prepare(raw_subject, tmp_path / "prep", progress=False)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointVersionError, match=r"junk.ckpt: not a readable eeg2fmri checkpoint"):
+        main(["test", "--data.data_path", str(cache), "--ckpt_path", str(junk)])
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(ckpt.read_bytes()[:2000])
+    with pytest.raises(CheckpointVersionError, match=r"cut.ckpt: not a readable eeg2fmri checkpoint"):
+        main(["test", "--data.data_path", str(cache), "--ckpt_path", str(cut)])
+
+
+def test_nan_run_in_fmri_frames(raw_subject, tmp_path):
+    x = 1000 + np.random.default_rng(0).standard_normal((90, len(TINY_INDICES))).astype(np.float32)
+    x[50:53] = np.nan  # a NaN run across every grayordinate (e.g. a dropped volume)
+    write_dtseries(fmri_path(raw_subject.parent, 1, 2), x, 0.8, indices=TINY_INDICES)
+    with pytest.raises(CiftiError, match=r"run-2.*NaN/Inf at volume 50"):
+        prepare(raw_subject, tmp_path / "prep", progress=False)
