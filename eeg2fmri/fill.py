@@ -310,7 +310,7 @@ def run_eeg_windows(eeg_path: str | os.PathLike, prep: dict, n_volumes: int, fra
     scan) are set to 0, the scaled EEG's centre, with a warning; an EEG that ends before the last
     frame's window is an error (the EEG is shorter than the fMRI)."""
     from eeg2fmri.data.cinebrain import RawDataError, read_eeg
-    from eeg2fmri.data.prepare import _check_channels, _filter_sos, eeg_windows
+    from eeg2fmri.data.prepare import _check_channels, _filter_sos, eeg_windows, volume_onsets
 
     o = _options(prep)
     eeg = read_eeg(Path(eeg_path), o.volume_marker)
@@ -321,17 +321,7 @@ def run_eeg_windows(eeg_path: str | os.PathLike, prep: dict, n_volumes: int, fra
             "Resample the EEG to that rate first."
         )
     ch_order, flat = _check_channels(eeg, o)
-    onsets = eeg.volume_onsets
-    if onsets is None:
-        onsets = np.arange(n_volumes, dtype=np.int64) * n_times  # no triggers: volume k at k * TR
-    elif len(onsets) < n_volumes:
-        raise RawDataError(
-            f"{eeg.path}: {len(onsets)} fMRI volume triggers but the fMRI run has {n_volumes} frames: the EEG is "
-            "shorter than the fMRI (expected one trigger per volume)"
-        )
-    onsets = np.asarray(onsets[:n_volumes], np.int64)
-    if np.any(np.diff(onsets) <= 0):
-        raise RawDataError(f"{eeg.path}: volume onsets are not increasing")
+    onsets = volume_onsets(eeg, n_volumes, n_times)
     shift = int(round(o.shift_s * sfreq))
     n_samples = eeg.data.shape[1]
     need = int(onsets[-1]) - shift + n_times  # end of the last frame's window

@@ -179,18 +179,7 @@ def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
     n_times = int(round(n_times))
     ch_order, flat = _check_channels(eeg, o)
 
-    # volume onsets in EEG samples: triggers if recorded, else volume k starts at k * TR
-    onsets = eeg.volume_onsets
-    if onsets is None:
-        onsets = np.arange(n_volumes, dtype=np.int64) * n_times
-    elif len(onsets) < n_volumes:
-        raise RawDataError(
-            f"{eeg.path}: {len(onsets)} fMRI volume triggers but {run.fmri.name} has {n_volumes} volumes; "
-            "expected one trigger per volume"
-        )
-    onsets = np.asarray(onsets[:n_volumes], np.int64)
-    if np.any(np.diff(onsets) <= 0):
-        raise RawDataError(f"{eeg.path}: volume onsets are not increasing")
+    onsets = volume_onsets(eeg, n_volumes, n_times)
 
     frames, starts, fclip, names = [], [], [], []
     for ci, clip in enumerate(run.clips):
@@ -222,6 +211,22 @@ def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
         ch_order=ch_order, flat=flat, frames=np.concatenate(frames), window_starts=starts_all,
         frame_clip=np.concatenate(fclip), clip_names=names,
     )  # fmt: skip
+
+
+def volume_onsets(eeg, n_volumes: int, n_times: int) -> np.ndarray:
+    """EEG sample of every fMRI volume's onset: the recorded triggers, else volume k at k * TR."""
+    onsets = eeg.volume_onsets
+    if onsets is None:
+        return np.arange(n_volumes, dtype=np.int64) * n_times
+    if len(onsets) < n_volumes:
+        raise RawDataError(
+            f"{eeg.path}: {len(onsets)} fMRI volume triggers but the fMRI run has {n_volumes} frames: the EEG is "
+            "shorter than the fMRI (expected one trigger per volume)"
+        )
+    onsets = np.asarray(onsets[:n_volumes], np.int64)
+    if np.any(np.diff(onsets) <= 0):
+        raise RawDataError(f"{eeg.path}: volume onsets are not increasing")
+    return onsets
 
 
 def clip_frames(
