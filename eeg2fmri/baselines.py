@@ -488,6 +488,7 @@ class ClosedForm(EEGfMRIModule):
             self.solve()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         if self._dirty:
             self.solve()
         checkpoint["state_dict"].update(self.state_dict())
