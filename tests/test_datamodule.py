@@ -87,3 +87,21 @@ def test_missing_or_corrupt_cache(tmp_path):
         h5["fmri"] = np.zeros((3, 3))
     with pytest.raises(CacheError, match=r"lacks dataset\(s\) \['eeg'"):
         EEGfMRIDataModule(str(tmp_path / "other.h5"))
+
+
+def test_gpu_memory_guard_falls_back_to_host_memory(cache, monkeypatch, caplog):
+    """Too little free GPU memory: the subject stays in host memory, with a warning, instead of an
+    out-of-memory error (the decision is tested here on CPU by faking the device's free memory)."""
+    import logging
+
+    dm = EEGfMRIDataModule(str(cache), n_frames=3, gpu_memory_fraction=0.5)
+    dm.setup("fit")
+    need = sum(v.numel() * v.element_size() for v in dm.store.values())
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (need, 4 * need))  # need > 0.5 * free
+    with caplog.at_level(logging.WARNING):
+        dm._move_store(torch.device("cuda", 0))
+    assert "keeping the data in host memory and streaming batches" in caplog.text
+    assert all(v.device.type == "cpu" for v in dm.store.values())
+    # the streaming path then gathers on the host: the same batch as the plain path
+    starts = torch.as_tensor(dm.windows["val"][:2])
+    assert torch.equal(dm.on_after_batch_transfer(starts, 0)["fmri"], next(iter(dm.val_dataloader()))["fmri"][:2])

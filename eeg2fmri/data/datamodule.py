@@ -301,7 +301,8 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                     "keeping the data in host memory and streaming batches (slower)",
                     self.data_path, need / 2**30, device, free / 2**30, total / 2**30, self.hparams.gpu_memory_fraction,
                 )  # fmt: skip
-                self.store = {k: v.pin_memory() for k, v in self.store.items()}
+                if torch.cuda.is_available():  # pinned host memory: asynchronous copies to the GPU
+                    self.store = {k: v.pin_memory() for k, v in self.store.items()}
                 return
         self.store = {k: v.to(device, non_blocking=True) for k, v in self.store.items()}
 
