@@ -73,7 +73,7 @@ SCALES: dict[str, Scale] = {
     ),  # fmt: skip
     "small": Scale(
         simulate="small", grayordinates="every:4", ks=(3, 10, 30),
-        epochs={"diffusion": 60, "cnn_tc": 20, "cnn_tag": 20, "e2fnet": 20, "e2fgan": 20, "mean": 1, "ridge": 1},
+        epochs={"diffusion": 40, "cnn_tc": 10, "cnn_tag": 10, "e2fnet": 10, "e2fgan": 10, "mean": 1, "ridge": 1},
         model={"diffusion": {**_CPU_DIFFUSION, "latent_dim": 256, "hidden_size": 256}, **_CPU_NETS},
         extra=["--data.batch_size", "32", "--ema.decay", "0.999", "--evaluator.num_inference_steps", "50",
                "--evaluator.every_n_epochs", "20", "--trainer.num_sanity_val_steps", "0"],
