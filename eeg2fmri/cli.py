@@ -80,44 +80,35 @@ def lightning_main(args: list[str] | None) -> LightningCLI:
 # ---------------------------------------------------------------------------------------------
 
 
+def _run_function(name: str, fn: Callable, argv: list[str]):
+    """Parse ``argv`` against ``fn``'s signature and docstring (its --help), then call it."""
+    doc = (fn.__doc__ or "").strip().split("\n\n")[0]
+    parser = ArgumentParser(prog=f"eeg2fmri {name}", description=doc, default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options below")
+    parser.add_function_arguments(fn, as_group=False)
+    kwargs = parser.parse_args(argv).as_dict()
+    kwargs.pop("config", None)
+    return fn(**kwargs)
+
+
 def cmd_simulate(argv: list[str]) -> None:
     from eeg2fmri.data.simulate import simulate
 
-    parser = _function_parser("simulate", simulate)
-    cfg = parser.parse_args(argv)
-    written = simulate(**_kwargs(cfg))
+    written = _run_function("simulate", simulate, argv)
     print(f"simulate: wrote {len(written)} subject folder(s): {', '.join(map(str, written))}")
 
 
 def cmd_prepare(argv: list[str]) -> None:
     from eeg2fmri.data.prepare import prepare_subjects
 
-    parser = _function_parser("prepare", prepare_subjects)
-    cfg = parser.parse_args(argv)
-    written = prepare_subjects(**_kwargs(cfg))
+    written = _run_function("prepare", prepare_subjects, argv)
     print(f"prepare: {len(written)} cache(s) ready: {', '.join(map(str, written))}")
 
 
 def cmd_bench(argv: list[str]) -> None:
     from eeg2fmri.bench import bench, format_table
 
-    parser = _function_parser("bench", bench)
-    cfg = parser.parse_args(argv)
-    print(format_table(bench(**_kwargs(cfg))))
-
-
-def _function_parser(name: str, fn: Callable) -> ArgumentParser:
-    doc = (fn.__doc__ or "").strip().split("\n\n")[0]
-    parser = ArgumentParser(prog=f"eeg2fmri {name}", description=doc, default_env=False)
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options below")
-    parser.add_function_arguments(fn, as_group=False)
-    return parser
-
-
-def _kwargs(cfg) -> dict:
-    d = cfg.as_dict()
-    d.pop("config", None)
-    return d
+    print(format_table(_run_function("bench", bench, argv)))
 
 
 def cmd_reproduce(argv: list[str]) -> None:
@@ -125,8 +116,7 @@ def cmd_reproduce(argv: list[str]) -> None:
 
     if argv and not argv[0].startswith("-"):  # `eeg2fmri reproduce fill ...` (the Makefile's form)
         argv = ["--target", *argv]
-    cfg = _function_parser("reproduce", reproduce).parse_args(argv)
-    print(f"reproduce: {reproduce(**_kwargs(cfg))}")
+    print(f"reproduce: {_run_function('reproduce', reproduce, argv)}")
 
 
 def cmd_fill(argv: list[str]) -> None:
@@ -136,15 +126,13 @@ def cmd_fill(argv: list[str]) -> None:
     for i, a in enumerate(argv):  # a bare `--overwrite` / `--censor_keep_is_one` means true
         bare = a in ("--overwrite", "--censor_keep_is_one") and (i + 1 == len(argv) or argv[i + 1].startswith("--"))
         args += [a, "true"] if bare else [a]
-    cfg = _function_parser("fill", fill).parse_args(args)
-    fill(**_kwargs(cfg))
+    _run_function("fill", fill, args)
 
 
 def cmd_evaluate(argv: list[str]) -> None:
     from eeg2fmri.evaluate import evaluate
 
-    cfg = _function_parser("evaluate", evaluate).parse_args(argv)
-    evaluate(**_kwargs(cfg))
+    _run_function("evaluate", evaluate, argv)
 
 
 EXTRA: dict[str, tuple[Callable[[list[str]], None], str]] = {
