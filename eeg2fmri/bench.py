@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from torch import Tensor
 
 from eeg2fmri import diffusion as D
 from eeg2fmri.callbacks import EMA, Compile, FiniteLossGuard
@@ -518,10 +519,39 @@ def bench_lightning(
     return timer.result(), ema
 
 
-def bench_ema(ema: EMA, model: EEG2fMRIDiffusion, device: torch.device) -> float:
-    """Milliseconds of one EMA update of the whole module (part of every Lightning step)."""
-    avg = ema._average_model
-    return _median_time_s(lambda: avg.update_parameters(model), device, 10) * 1e3
+def bench_ema(ema: EMA, model: EEG2fMRIDiffusion, device: torch.device) -> tuple[float, float]:
+    """Milliseconds of one EMA update of the whole module (part of every Lightning step): the
+    callback's fused update, and AveragedModel.update_parameters (Lightning's own) for comparison."""
+    fused = _median_time_s(lambda: ema.update_average(model), device, 10) * 1e3
+    stock = _median_time_s(lambda: ema._average_model.update_parameters(model), device, 10) * 1e3
+    return fused, stock
+
+
+@torch.no_grad()
+def ae_precision(ae: LinearAutoencoder, x: Tensor) -> dict:
+    """How far the autoencoder's bf16 matmuls (autocast, as in training) move it from float32.
+
+    ``x`` (N, V) frames. Returns the relative errors ||bf16 - fp32|| / ||fp32|| of the latents and
+    of the reconstruction (float32 with TF32 off as the reference), and, for scale, the float32
+    reconstruction's own relative error ||x_hat - x|| / ||x||.
+    """
+    was_training, tf32 = ae.training, torch.backends.cuda.matmul.allow_tf32
+    ae.eval()  # running statistics, and no update of them
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        x = x.float()  # (N, V)
+        z32, x32 = ae(x)  # (N, d), (N, V)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            z16, x16 = ae(x)  # (N, d), (N, V)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        ae.train(was_training)
+
+    def rel(a: Tensor, b: Tensor) -> float:
+        return float(torch.linalg.vector_norm(a.float() - b.float()) / torch.linalg.vector_norm(b.float()))
+
+    return {"frames": x.shape[0], "latent_rel_err": rel(z16, z32), "recon_rel_err": rel(x16, x32),
+            "recon_vs_data_rel_err": rel(x32, x)}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -693,9 +723,14 @@ def bench(
         light = rates(light, ema_bytes(n_params))
         light["ratio_to_reference"] = light["ms_per_step"] / ref["ms_per_step"]
         model.to(dev)  # Lightning's teardown moved it to the CPU
-        light["ema_update_ms"] = bench_ema(ema, model, dev)
+        light["ema_update_ms"], light["ema_update_stock_ms"] = bench_ema(ema, model, dev)
         light["ema_device"] = str(next(ema._average_model.parameters()).device)  # where the average lives
         results["lightning"] = light
+        # bf16 autoencoder matmuls against float32, on B x K training frames of the data
+        rows = torch.as_tensor(dm.windows["train"][:B], device=dm.store["fmri"].device)
+        frames = gather(dm.store, rows, K)["fmri"].reshape(B * K, -1).to(dev)  # (B K, V)
+        results["ae_bf16"] = ae_precision(model.autoencoder, frames)
+        del frames
         eeg = gather_test_eeg(dm, dev)
         del ema
         dm.store = None  # the resident data is not the sampler's: out of its peak memory
@@ -751,11 +786,15 @@ def format_table(r: dict) -> str:
         )
     s = r["sampler"]
     lines += [
-        f"  {'  EMA update alone (' + r['lightning']['ema_device'] + ')':<30} {r['lightning']['ema_update_ms']:>9.2f}",
+        f"  {'  EMA update alone (' + r['lightning']['ema_device'] + ')':<30} {r['lightning']['ema_update_ms']:>9.2f}"
+        f"   (AveragedModel.update_parameters: {r['lightning'].get('ema_update_stock_ms', float('nan')):.2f})",
         "",
         f"  sampler DDIM-{s['num_inference_steps']}: {s['windows']} windows ({s['frames']} frames) in {s['seconds']:.3f} s = "
         f"{s['frames_per_s']:,.0f} frames/s, {s['tflops']:.3f} TFLOP/s "
         f"({100 * s['tflops'] / ce['matmul_tflops']:.1f}% peak), peak mem {_gib(s['peak_memory_bytes'])}",
+        f"  autoencoder bf16 vs fp32 on {r['ae_bf16']['frames']} frames: latents {r['ae_bf16']['latent_rel_err']:.2e}, "
+        f"reconstruction {r['ae_bf16']['recon_rel_err']:.2e} relative error (the fp32 reconstruction's own error "
+        f"against the data: {r['ae_bf16']['recon_vs_data_rel_err']:.3f})",
         f"  cache load: {r['cache']['bytes'] / 1e9:.3f} GB in {r['cache']['seconds']:.3f} s = {r['cache']['load_gbps']:.2f} GB/s "
         f"({'page cache dropped' if r['cache']['page_cache_dropped'] else 'page cache NOT dropped'}"
         f"{', synthetic' if r['cache']['synthetic'] else ''})",

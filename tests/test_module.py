@@ -147,3 +147,31 @@ def test_cubic_fill_matches_scipy():
     np.testing.assert_array_equal(out[0, 0], x[0, 1].numpy())  # before the first anchor: held
     np.testing.assert_array_equal(out[0, 9], x[0, 8].numpy())
     assert torch.equal(cubic_fill(x, mask)[mask], x[mask])
+
+
+def test_ema_fused_update_matches_averaged_model():
+    """EMA.update_average (one foreach lerp, host-side count) equals AveragedModel's own update with
+    the same warmed-up decay, over the first update (a copy) and several averaging ones."""
+    from torch.optim.swa_utils import AveragedModel
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.BatchNorm1d(7))  # float and integer buffers
+    ema = EMA(decay=0.6)
+    ema._average_model = AveragedModel(net, use_buffers=True)
+    ref = AveragedModel(net, use_buffers=True, avg_fn=ema._kwargs["avg_fn"])
+    for step in range(6):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        net(torch.randn(4, 5))  # moves the running statistics and the batch counter
+        ema.update_average(net)
+        ref.update_parameters(net)
+        mine = dict(ema._average_model.module.state_dict())
+        for k, v in ref.module.state_dict().items():
+            if v.is_floating_point():
+                torch.testing.assert_close(mine[k], v, rtol=1e-6, atol=1e-6, msg=f"step {step}, {k}")
+            else:  # counters follow the module (AveragedModel would average and truncate them)
+                assert torch.equal(mine[k], net.state_dict()[k])
+    assert int(ema._average_model.n_averaged) == int(ref.n_averaged) == 6
+    # the decay reached its cap (n = 5: (1 + 5) / (10 + 5) = 0.4 < 0.6, so not yet; n = 20: 0.6)
+    assert ema.decay_at(5) == pytest.approx(0.4) and ema.decay_at(20) == 0.6

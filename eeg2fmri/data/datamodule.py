@@ -264,6 +264,9 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         return DataLoader(
             ds, batch_size=bs, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=workers,
             drop_last=split == "train" and len(ds) > bs, persistent_workers=workers > 0,
+            # index-only batches in pinned memory: their copy to the GPU is asynchronous (from pageable
+            # memory it would wait for the stream, i.e. a host sync every step)
+            pin_memory=index_only,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
