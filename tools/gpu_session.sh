@@ -10,9 +10,8 @@ left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$PWD/.gpu-site" .whl/*.whl \
   || { echo "wheel install failed"; exit 1; }
 export PYTHONPATH="$PWD/.gpu-site:$PWD"
-py() { python3 "$@"; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
-  py -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__, torch.cuda.get_device_name())"
+  python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__, torch.cuda.get_device_name())"
   nproc; df -h /tmp | tail -1; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
@@ -26,13 +25,13 @@ step() {  # name timeout_s command...: run with a time limit, log to $OUT/name.l
 }
 
 # 1. one synthetic paper-size cache (27,000 frames x 91,282 + EEG, fp16) shared by both benchmarks
-step cache 90 py -c "
+step cache 90 python3 -c "
 import time; from eeg2fmri.bench import SCALES, write_synthetic_cache as w
 c = SCALES['paper']; t = time.time(); w('/tmp/paper.h5', c['every'], c['n_clips'], c['clip_frames']); print('written in', time.time() - t)"
 # 2. paper scale, eager
-step bench_none 170 py -m eeg2fmri bench --scale paper --compile none --data_path /tmp/paper.h5 --out "$OUT/bench_none.json"
+step bench_none 170 python3 -m eeg2fmri bench --scale paper --compile none --data_path /tmp/paper.h5 --out "$OUT/bench_none.json"
 # 3. paper scale, CUDA graphs on the DiT (reduce-overhead), default compile on the autoencoder and EEG encoder
-step bench_ro 300 py -m eeg2fmri bench --scale paper --compile reduce-overhead --data_path /tmp/paper.h5 --out "$OUT/bench_ro.json"
+step bench_ro 300 python3 -m eeg2fmri bench --scale paper --compile reduce-overhead --data_path /tmp/paper.h5 --out "$OUT/bench_ro.json"
 # 4. the CLI on the GPU: simulate, prepare, fit (bf16, validation with DDIM / InterRecon / figure), test
 step cli 150 bash -c "
 set -e
