@@ -708,9 +708,24 @@ def bench(
             row["floor_bytes"] = n_bytes + extra_bytes
             return row
 
+        out_path = Path(out)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+
+        def section(key: str, fn) -> dict | None:
+            """Run one measurement; a failure is recorded (and the JSON written) instead of losing
+            the sections already measured: a lent GPU's minutes are scarce."""
+            try:
+                results[key] = fn()
+            except Exception as e:  # noqa: BLE001 - reported in the results and re-raised at the end
+                log.exception("bench: %s failed", key)
+                results[key] = {"error": f"{type(e).__name__}: {e}"}
+                results.setdefault("errors", []).append(key)
+            out_path.write_text(json.dumps(results, indent=2, default=float))
+            return None if "error" in results[key] else results[key]
+
         log.info("bench: reference step (bare PyTorch), %d + %d steps", warmup, steps)
-        ref = bench_reference(hp, V, dm.store, dm.windows["train"], K, B, steps, warmup, dev, compile)
-        results["reference"] = rates(ref)
+        ref = section("reference", lambda: rates(
+            bench_reference(hp, V, dm.store, dm.windows["train"], K, B, steps, warmup, dev, compile)))  # fmt: skip
         if compile != "none":
             # the compiled graphs (and CUDA-graph pools) of the reference's modules stay cached;
             # the Lightning run compiles its own, so neither its time nor its memory borrows them
@@ -718,35 +733,43 @@ def bench(
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
-        log.info("bench: Lightning fit step, %d + %d steps", warmup, steps)
-        light, ema = bench_lightning(model, dm, steps, warmup, dev, compile, tmp)
-        light = rates(light, ema_bytes(n_params))
-        light["ratio_to_reference"] = light["ms_per_step"] / ref["ms_per_step"]
-        model.to(dev)  # Lightning's teardown moved it to the CPU
-        light["ema_update_ms"], light["ema_update_stock_ms"] = bench_ema(ema, model, dev)
-        light["ema_device"] = str(next(ema._average_model.parameters()).device)  # where the average lives
-        results["lightning"] = light
-        # bf16 autoencoder matmuls against float32, on B x K training frames of the data
-        rows = torch.as_tensor(dm.windows["train"][:B], device=dm.store["fmri"].device)
-        frames = gather(dm.store, rows, K)["fmri"].reshape(B * K, -1).to(dev)  # (B K, V)
-        results["ae_bf16"] = ae_precision(model.autoencoder, frames)
-        del frames
+        def lightning_step() -> dict:
+            log.info("bench: Lightning fit step, %d + %d steps", warmup, steps)
+            light, ema = bench_lightning(model, dm, steps, warmup, dev, compile, tmp)
+            light = rates(light, ema_bytes(n_params))
+            if ref is not None:
+                light["ratio_to_reference"] = light["ms_per_step"] / ref["ms_per_step"]
+            model.to(dev)  # Lightning's teardown moved it to the CPU
+            light["ema_update_ms"], light["ema_update_stock_ms"] = bench_ema(ema, model, dev)
+            light["ema_device"] = str(next(ema._average_model.parameters()).device)  # where the average lives
+            return light
+
+        section("lightning", lightning_step)
+        model.to(dev)
+
+        def ae_bf16() -> dict:
+            # bf16 autoencoder matmuls against float32, on B x K training frames of the data
+            rows = torch.as_tensor(dm.windows["train"][:B], device=dm.store["fmri"].device)
+            frames = gather(dm.store, rows, K)["fmri"].reshape(B * K, -1).to(dev)  # (B K, V)
+            return ae_precision(model.autoencoder, frames)
+
+        section("ae_bf16", ae_bf16)
         eeg = gather_test_eeg(dm, dev)
-        del ema
         dm.store = None  # the resident data is not the sampler's: out of its peak memory
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
-        log.info("bench: sampler, DDIM-%d over %d test windows", SAMPLER_STEPS, len(eeg))
-        samp = bench_sampler(model, eeg, dev, compile)
-        samp["flops"] = sampler_flops(samp["windows"], K, V, hp)
-        samp["tflops"] = samp["flops"] / samp["seconds"] / 1e12
-        samp["flop_floor_ms"] = samp["flops"] / (ceilings["matmul_tflops"] * 1e12) * 1e3
-        results["sampler"] = samp
+        def sampler() -> dict:
+            log.info("bench: sampler, DDIM-%d over %d test windows", SAMPLER_STEPS, len(eeg))
+            samp = bench_sampler(model, eeg, dev, compile)
+            samp["flops"] = sampler_flops(samp["windows"], K, V, hp)
+            samp["tflops"] = samp["flops"] / samp["seconds"] / 1e12
+            samp["flop_floor_ms"] = samp["flops"] / (ceilings["matmul_tflops"] * 1e12) * 1e3
+            return samp
+
+        section("sampler", sampler)
 
     results["seconds"] = time.perf_counter() - t_start
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=2, default=float))
     results["out"] = str(out_path)
     return results
@@ -777,24 +800,40 @@ def format_table(r: dict) -> str:
         f"  {'':<30} {'ms/step':>9} {'mean':>9} {'x ref':>6} {'TFLOP/s':>8} {'%peak':>6} {'GB/s':>8} {'%peak':>6} {'peak mem':>10}",
     ]
     for name, key in (("reference (bare PyTorch)", "reference"), ("Lightning fit step", "lightning")):
-        row = r[key]
-        ratio = row.get("ratio_to_reference", 1.0)
+        row = r.get(key, {"error": "not run"})
+        if "error" in row:
+            lines.append(f"  {name:<30} FAILED: {row['error'][:200]}")
+            continue
+        ratio = row.get("ratio_to_reference", float("nan") if key == "lightning" else 1.0)
         lines.append(
             f"  {name:<30} {row['ms_per_step']:>9.2f} {row['ms_per_step_mean']:>9.2f} {ratio:>6.2f} "
             f"{row['tflops']:>8.3f} {100 * row['tflops'] / ce['matmul_tflops']:>5.1f}% {row['gbps']:>8.1f} "
             f"{100 * row['gbps'] / ce['copy_gbps']:>5.1f}% {_gib(row['peak_memory_bytes']):>10}"
         )
-    s = r["sampler"]
+        if key == "lightning":
+            lines.append(
+                f"  {'  EMA update alone (' + row['ema_device'] + ')':<30} {row['ema_update_ms']:>9.2f}"
+                f"   (AveragedModel.update_parameters: {row.get('ema_update_stock_ms', float('nan')):.2f})"
+            )
+    lines.append("")
+    s, ae = r.get("sampler", {"error": "not run"}), r.get("ae_bf16", {"error": "not run"})
+    if "error" in s:
+        lines.append(f"  sampler FAILED: {s['error'][:200]}")
+    else:
+        lines.append(
+            f"  sampler DDIM-{s['num_inference_steps']}: {s['windows']} windows ({s['frames']} frames) in {s['seconds']:.3f} s = "
+            f"{s['frames_per_s']:,.0f} frames/s, {s['tflops']:.3f} TFLOP/s "
+            f"({100 * s['tflops'] / ce['matmul_tflops']:.1f}% peak), peak mem {_gib(s['peak_memory_bytes'])}"
+        )
+    if "error" in ae:
+        lines.append(f"  autoencoder bf16 check FAILED: {ae['error'][:200]}")
+    else:
+        lines.append(
+            f"  autoencoder bf16 vs fp32 on {ae['frames']} frames: latents {ae['latent_rel_err']:.2e}, reconstruction "
+            f"{ae['recon_rel_err']:.2e} relative error (the fp32 reconstruction's own error against the data: "
+            f"{ae['recon_vs_data_rel_err']:.3f})"
+        )
     lines += [
-        f"  {'  EMA update alone (' + r['lightning']['ema_device'] + ')':<30} {r['lightning']['ema_update_ms']:>9.2f}"
-        f"   (AveragedModel.update_parameters: {r['lightning'].get('ema_update_stock_ms', float('nan')):.2f})",
-        "",
-        f"  sampler DDIM-{s['num_inference_steps']}: {s['windows']} windows ({s['frames']} frames) in {s['seconds']:.3f} s = "
-        f"{s['frames_per_s']:,.0f} frames/s, {s['tflops']:.3f} TFLOP/s "
-        f"({100 * s['tflops'] / ce['matmul_tflops']:.1f}% peak), peak mem {_gib(s['peak_memory_bytes'])}",
-        f"  autoencoder bf16 vs fp32 on {r['ae_bf16']['frames']} frames: latents {r['ae_bf16']['latent_rel_err']:.2e}, "
-        f"reconstruction {r['ae_bf16']['recon_rel_err']:.2e} relative error (the fp32 reconstruction's own error "
-        f"against the data: {r['ae_bf16']['recon_vs_data_rel_err']:.3f})",
         f"  cache load: {r['cache']['bytes'] / 1e9:.3f} GB in {r['cache']['seconds']:.3f} s = {r['cache']['load_gbps']:.2f} GB/s "
         f"({'page cache dropped' if r['cache']['page_cache_dropped'] else 'page cache NOT dropped'}"
         f"{', synthetic' if r['cache']['synthetic'] else ''})",

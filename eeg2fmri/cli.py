@@ -108,7 +108,10 @@ def cmd_prepare(argv: list[str]) -> None:
 def cmd_bench(argv: list[str]) -> None:
     from eeg2fmri.bench import bench, format_table
 
-    print(format_table(_run_function("bench", bench, argv)))
+    results = _run_function("bench", bench, argv)
+    print(format_table(results))
+    if results.get("errors"):
+        sys.exit(f"eeg2fmri bench: {', '.join(results['errors'])} failed (see the log above and {results['out']})")
 
 
 def cmd_reproduce(argv: list[str]) -> None:

@@ -244,7 +244,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             g = np.random.default_rng(0)
             rows = np.sort(g.choice(train, size=min(len(train), self.hparams.pca_frames), replace=False))
             x = dm.store["fmri"][torch.as_tensor(rows, device=dm.store["fmri"].device)]  # (N, V)
-            self.autoencoder.init_from_data(x.to(self.device))
+            self.autoencoder.init_from_data(x.to(self.trainer.strategy.root_device))  # PCA on the accelerator
 
     # ------------------------------------------------------------------ training
     def _losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:

@@ -25,13 +25,13 @@ step() {  # name timeout_s command...: run with a time limit, log to $OUT/name.l
 }
 
 # 1. one synthetic paper-size cache (27,000 frames x 91,282 + EEG, fp16) shared by both benchmarks
-step cache 90 python3 -c "
+step cache 40 python3 -c "
 import time; from eeg2fmri.bench import SCALES, write_synthetic_cache as w
 c = SCALES['paper']; t = time.time(); w('/tmp/paper.h5', c['every'], c['n_clips'], c['clip_frames']); print('written in', time.time() - t)"
 # 2. paper scale, eager
-step bench_none 170 python3 -m eeg2fmri bench --scale paper --compile none --data_path /tmp/paper.h5 --out "$OUT/bench_none.json"
+step bench_none 120 python3 -m eeg2fmri bench --scale paper --compile none --data_path /tmp/paper.h5 --out "$OUT/bench_none.json"
 # 3. paper scale, CUDA graphs on the DiT (reduce-overhead), default compile on the autoencoder and EEG encoder
-step bench_ro 300 python3 -m eeg2fmri bench --scale paper --compile reduce-overhead --data_path /tmp/paper.h5 --out "$OUT/bench_ro.json"
+step bench_ro 210 python3 -m eeg2fmri bench --scale paper --compile reduce-overhead --data_path /tmp/paper.h5 --out "$OUT/bench_ro.json"
 # 4. the CLI on the GPU: simulate, prepare, fit (bf16, validation with DDIM / InterRecon / figure), test
 step cli 150 bash -c "
 set -e

@@ -86,12 +86,14 @@ class LinearAutoencoder(nn.Module):
             torch.manual_seed(seed)
             _, s, v = torch.svd_lowrank(x - mean, q=q, niter=4)  # v: (V, q) principal axes
         scale = s / math.sqrt(max(n - 1, 1))  # (q,) std of each mode
-        self.encoder.weight[:q] = v.T.to(self.encoder.weight.dtype)
-        self.encoder.bias.zero_()
-        self.encoder.bias.copy_(-(self.encoder.weight @ mean))  # centre every latent
+        # computed where x lives (the GPU during fit), copied to wherever the weights are (copy_
+        # crosses devices: Lightning's setup hook runs before the module moves to the accelerator)
+        self.encoder.weight[:q].copy_(v.T)
+        w = self.encoder.weight.to(x.device)  # (d, V) random rows beyond q
+        self.encoder.bias.copy_(-(w @ mean))  # centre every latent
         self.norm.running_mean.zero_()
-        self.norm.running_var[:q] = scale**2
-        self.decoder.weight[:, :q] = (v * scale).to(self.decoder.weight.dtype)  # (V, q)
+        self.norm.running_var[:q].copy_(scale**2)
+        self.decoder.weight[:, :q].copy_(v * scale)  # (V, q)
         self.decoder.weight[:, q:] = 0.0
         self.decoder.bias.copy_(mean)
 
