@@ -43,7 +43,21 @@ py -m eeg2fmri fit --config configs/demo.yaml --data.data_path /tmp/prep/sub_000
 py -m eeg2fmri test --config configs/demo.yaml --data.data_path /tmp/prep/sub_0001.h5 --trainer.enable_progress_bar false \
   --trainer.logger.init_args.save_dir /tmp/runs --ckpt_path /tmp/runs/demo/latest/checkpoints/last.ckpt
 mkdir -p $OUT/cli; cp /tmp/runs/demo/latest/checkpoints/*.csv /tmp/runs/demo/latest/checkpoints/*.json /tmp/runs/demo/latest/checkpoints/*.png $OUT/cli/ 2>/dev/null || true; nvidia-smi --query-gpu=memory.used --format=csv"
+# 5. the paper's config through the CLI on the paper-size cache: a few hundred bf16 steps with one
+#    validation (DDIM-50, InterRecon) at the end; Lightning's timer callback is not used, so the step
+#    time is the fit's wall time over the steps (start-up and validation included: an upper bound). Added after the
+#    2026-11-27 session (its device time was spent): not yet run on a device.
+step cli_sub1 240 bash -c "
+python3 - <<'PY'
+import subprocess, sys, time, torch
+t = time.time()
+subprocess.run([sys.executable, '-m', 'eeg2fmri', 'fit', '--config', 'configs/sub1.yaml', '--data.data_path', '/tmp/paper.h5',
+    '--trainer.max_steps', '300', '--trainer.val_check_interval', '300', '--trainer.limit_val_batches', '2',
+    '--evaluator.every_n_epochs', '1', '--trainer.enable_progress_bar', 'false', '--trainer.default_root_dir', '/tmp/sub1',
+    '--compile.mode', 'reduce-overhead'], check=True)
+print('fit of 300 steps + 1 validation: %.1f s wall' % (time.time() - t))
+PY"
 
 echo; cat "$OUT/steps.txt"
-for n in cache cli; do echo "--- $n (tail)"; tail -n 8 "$OUT/$n.log"; done
+for n in cache cli cli_sub1; do echo "--- $n (tail)"; tail -n 8 "$OUT/$n.log"; done
 for n in bench_none bench_ro; do echo "--- $n"; grep -A 30 "^eeg2fmri bench" "$OUT/$n.log" || tail -n 25 "$OUT/$n.log"; done
