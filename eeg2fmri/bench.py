@@ -51,6 +51,7 @@ from torch import Tensor
 
 from eeg2fmri import diffusion as D
 from eeg2fmri.callbacks import EMA, Compile, FiniteLossGuard
+from eeg2fmri.data.cifti import atomic_save
 from eeg2fmri.data.cinebrain import CHANNELS_64
 from eeg2fmri.data.datamodule import EEGfMRIDataModule, gather
 from eeg2fmri.data.prepare import SPLITS
@@ -591,6 +592,12 @@ def bench_sampler(model: EEG2fMRIDiffusion, eeg: torch.Tensor, device: torch.dev
 # ---------------------------------------------------------------------------------------------
 
 
+def _write_json(path: Path, results: dict) -> None:
+    """The results as JSON, through a temporary file: an interrupted write keeps the previous file."""
+    text = json.dumps(results, indent=2, default=float)
+    atomic_save(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return _indexed(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -716,11 +723,11 @@ def bench(
             the sections already measured: a lent GPU's minutes are scarce."""
             try:
                 results[key] = fn()
-            except Exception as e:  # noqa: BLE001 - reported in the results and re-raised at the end
+            except Exception as e:  # noqa: BLE001 - in the results; `eeg2fmri bench` then exits non-zero
                 log.exception("bench: %s failed", key)
                 results[key] = {"error": f"{type(e).__name__}: {e}"}
                 results.setdefault("errors", []).append(key)
-            out_path.write_text(json.dumps(results, indent=2, default=float))
+            _write_json(out_path, results)
             return None if "error" in results[key] else results[key]
 
         log.info("bench: reference step (bare PyTorch), %d + %d steps", warmup, steps)
@@ -770,7 +777,7 @@ def bench(
         section("sampler", sampler)
 
     results["seconds"] = time.perf_counter() - t_start
-    out_path.write_text(json.dumps(results, indent=2, default=float))
+    _write_json(out_path, results)
     results["out"] = str(out_path)
     return results
 
