@@ -175,3 +175,47 @@ def test_ema_fused_update_matches_averaged_model():
     assert int(ema._average_model.n_averaged) == int(ref.n_averaged) == 6
     # the decay reached its cap (n = 5: (1 + 5) / (10 + 5) = 0.4 < 0.6, so not yet; n = 20: 0.6)
     assert ema.decay_at(5) == pytest.approx(0.4) and ema.decay_at(20) == 0.6
+
+
+def test_training_losses_reach_the_logger_every_log_every_n_steps(tmp_path, raw_subject):
+    """The losses are handed to Lightning only on the steps it writes (each self.log costs host
+    time); the logger still gets train/loss, train/diffusion and train/recon at every such step."""
+    from lightning.pytorch.loggers import Logger
+
+    from eeg2fmri.data.prepare import prepare
+
+    class Capture(Logger):
+        name, version = "capture", 0
+        rows: list = []
+
+        @property
+        def experiment(self):
+            return None
+
+        def log_hyperparams(self, *args, **kwargs):
+            pass
+
+        def log_metrics(self, metrics, step=None):
+            self.rows.append((step, dict(metrics)))
+
+    cache = prepare(raw_subject, tmp_path / "prep", progress=False)
+    dm = EEGfMRIDataModule(str(cache), n_frames=4, batch_size=4)
+    model = EEG2fMRIDiffusion(n_vertices=dm.n_vertices, n_chans=dm.n_chans, n_times=dm.n_times, n_frames=4, **TINY)
+    from lightning.pytorch.callbacks import Callback
+
+    class Losses(Callback):  # the loss each step returned, by its 0-based step index
+        seen: dict = {}
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.seen[trainer.global_step - 1] = float(outputs["loss"])
+
+    logger, losses = Capture(), Losses()
+    trainer = Trainer(max_steps=7, log_every_n_steps=3, logger=logger, enable_checkpointing=False, callbacks=[losses],
+                      enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, dm)
+    steps = [s for s, m in logger.rows if "train/loss" in m]
+    assert steps == [2, 5]  # Lightning writes after steps 3 and 6 (0-based step index 2, 5)
+    for s, m in logger.rows:
+        if "train/loss" in m:  # that step's own loss, not a stale one from an earlier step
+            assert {"train/diffusion", "train/recon"} <= set(m)
+            assert m["train/loss"] == pytest.approx(losses.seen[s], rel=1e-6)
