@@ -599,7 +599,7 @@ def reproduce(
         target: table1 (every method x K x region, with S1-S3 and the temporal/identification table),
             table2 (InterRecon and the gap sweep of Figure 3), ablation (latent size, Table S4) or fill
             (censored-frame filling: InterRecon vs linear vs cubic spline at 5 / 10 / 20 % censored).
-        scale: ci (minutes on a CPU), small (an hour or so on a CPU), paper (the paper's data and
+        scale: ci (minutes on a CPU), small (about two hours on 2 CPU cores), paper (the paper's data and
             settings; a GPU job).
         subjects: subject numbers (real data under RAW/<scale>/sub_000N is used when present, else simulated).
         raw: folder of raw subject folders (a <scale> subfolder is used).
