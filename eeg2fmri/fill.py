@@ -261,18 +261,11 @@ def plan_windows(censored: np.ndarray, n_frames: int, stride: int = 1) -> np.nda
 
 def load_model(ckpt_path: str | os.PathLike, device: str = "cpu"):
     """(model in eval mode, preprocessing dict) of a diffusion checkpoint written by ``eeg2fmri fit``."""
-    import torch
-
-    from eeg2fmri.module import EEG2fMRIDiffusion
+    from eeg2fmri.module import EEG2fMRIDiffusion, check_checkpoint_file
 
     ckpt_path = Path(ckpt_path)
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"{ckpt_path}: checkpoint not found")
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:
-        raise FillError(f"{ckpt_path}: cannot be read as a PyTorch checkpoint ({e})") from e
-    prep = ckpt.get("eeg2fmri_data") if isinstance(ckpt, dict) else None
+    ckpt = check_checkpoint_file(ckpt_path)  # missing, unreadable or not a checkpoint: a clear error
+    prep = ckpt.get("eeg2fmri_data")
     if prep is None:
         raise FillError(
             f"{ckpt_path}: the checkpoint carries no preprocessing (`eeg2fmri_data`: EEG filter, shift, scaling, "

@@ -37,9 +37,9 @@ class CheckpointVersionError(ValueError):
     """A checkpoint written by an incompatible version of eeg2fmri (or by another program)."""
 
 
-def check_checkpoint_file(path) -> None:
+def check_checkpoint_file(path) -> dict:
     """A clear error for a checkpoint path that is missing or not a readable checkpoint, before
-    Lightning or torch meet it."""
+    Lightning or torch meet it; returns the checkpoint (memory-mapped) when it is one."""
     from pathlib import Path
 
     path = Path(path)
@@ -54,6 +54,7 @@ def check_checkpoint_file(path) -> None:
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointVersionError(f"{path}: holds no state_dict; expected a checkpoint written by `eeg2fmri fit`")
+    return ckpt
 
 
 class LayoutMismatchError(ValueError):
