@@ -51,7 +51,7 @@ from torch import Tensor
 
 from eeg2fmri import diffusion as D
 from eeg2fmri.callbacks import EMA, Compile, FiniteLossGuard
-from eeg2fmri.data.cifti import atomic_save
+from eeg2fmri.data.cifti import atomic_write_text
 from eeg2fmri.data.cinebrain import CHANNELS_64
 from eeg2fmri.data.datamodule import EEGfMRIDataModule, gather
 from eeg2fmri.data.prepare import SPLITS
@@ -594,8 +594,7 @@ def bench_sampler(model: EEG2fMRIDiffusion, eeg: torch.Tensor, device: torch.dev
 
 def _write_json(path: Path, results: dict) -> None:
     """The results as JSON, through a temporary file: an interrupted write keeps the previous file."""
-    text = json.dumps(results, indent=2, default=float)
-    atomic_save(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(path, json.dumps(results, indent=2, default=float))
 
 
 def _resolve_device(device: str) -> torch.device:

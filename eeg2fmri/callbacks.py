@@ -7,8 +7,6 @@ is sampled however the evaluation asks. The CLI adds :class:`Evaluator` to every
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import logging
@@ -23,7 +21,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, WeightAv
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 
-from eeg2fmri.data.cifti import atomic_save, write_dtseries
+from eeg2fmri.data.cifti import atomic_save, atomic_write_csv, atomic_write_text, write_dtseries
 from eeg2fmri.data.regions import region_columns
 from eeg2fmri.interpolate import linear_fill
 from eeg2fmri.metrics import RegionMetrics
@@ -237,12 +235,8 @@ def results_rows(results: dict) -> list[dict]:
 
 def write_results(results: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save(out_dir / "test_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=float)))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["method", "source", "region", *CSV_COLUMNS])
-    w.writeheader()
-    w.writerows(results_rows(results))
-    atomic_save(out_dir / "test_metrics.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    atomic_write_text(out_dir / "test_metrics.json", json.dumps(results, indent=2, default=float))
+    atomic_write_csv(out_dir / "test_metrics.csv", results_rows(results), ["method", "source", "region", *CSV_COLUMNS])
 
 
 def format_table(results: dict) -> str:

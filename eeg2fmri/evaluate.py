@@ -27,8 +27,6 @@ Conventions (each a documented choice):
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -37,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eeg2fmri.data.cifti import CiftiError, atomic_save, load_header, read_dtseries
+from eeg2fmri.data.cifti import CiftiError, atomic_write_csv, atomic_write_text, load_header, read_dtseries
 
 log = logging.getLogger(__name__)
 
@@ -223,11 +221,8 @@ def _out_paths(out: str | None) -> tuple[Path | None, Path | None]:
 def _write(results: dict, out_json: Path, out_csv: Path) -> None:
     from eeg2fmri.callbacks import CSV_COLUMNS, results_rows
 
-    atomic_save(out_json, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=float)))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["method", "source", "region", *CSV_COLUMNS, "temporal_n_valid"])
-    w.writeheader()
-    for row in results_rows(results):
+    atomic_write_text(out_json, json.dumps(results, indent=2, default=float))
+    rows = results_rows(results)
+    for row in rows:
         row["temporal_n_valid"] = results["metrics"]["model"].get(f"{row['region']}/temporal_n_valid", float("nan"))
-        w.writerow(row)
-    atomic_save(out_csv, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    atomic_write_csv(out_csv, rows, ["method", "source", "region", *CSV_COLUMNS, "temporal_n_valid"])

@@ -57,7 +57,7 @@ from typing import Literal
 
 import numpy as np
 
-from eeg2fmri.data.cifti import CiftiError, atomic_save, load_header
+from eeg2fmri.data.cifti import CiftiError, atomic_save, atomic_write_text, load_header
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def write_censor(path: str | os.PathLike, censored: np.ndarray) -> Path:
     """Write a censor mask as a TSV with one column ``censored`` (1 = censored), readable by
     :func:`read_censor` (and by pandas / XCP-D-style tools)."""
     text = "censored\n" + "".join(f"{int(c)}\n" for c in np.asarray(censored, bool))
-    return atomic_save(path, lambda tmp: Path(tmp).write_text(text))
+    return atomic_write_text(path, text)
 
 
 def _ranges(frames: np.ndarray) -> str:

@@ -16,7 +16,6 @@ grayordinate, longer training), ``paper`` (the paper's data size and the configs
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -27,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from eeg2fmri.data.cifti import atomic_save
+from eeg2fmri.data.cifti import atomic_save, atomic_write_csv, atomic_write_text
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REGIONS = ("whole", "V1", "V1+A1")
@@ -130,7 +129,7 @@ def run_cell(
     main(["fit", *args])
     ckpt = out / "checkpoints" / "last.ckpt"
     main(["test", *args, "--ckpt_path", str(ckpt), "--evaluator.results_dir", str(out), "--evaluator.save_predictions", "true"])
-    atomic_save(stamp, lambda tmp: Path(tmp).write_text(json.dumps(args)))
+    atomic_write_text(stamp, json.dumps(args))
     _say(f"  done in {time.perf_counter() - t0:.0f} s")
     return json.loads(done.read_text())
 
@@ -223,15 +222,10 @@ def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
                 met = res[(s, k, m)]["metrics"]["model"]
                 cells = [f"{met[f'{region}/{x}']:.3f} ± {met[f'{region}/{x}_std']:.3f}" for region in REGIONS for x in ("mse", "r", "cos")]
                 md.write(f"| {k} | {SLUGS[m]} | " + " | ".join(cells) + " |\n")
-    atomic_save(out / "table1.md", lambda tmp: Path(tmp).write_text(md.getvalue()))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["K", "method", "region", "metric", "mean", "std_over_subjects", "n_subjects", "per_subject"])
-    w.writeheader()
-    for r in rows:
-        if r["method"] == "Noise ceiling" and not have_ceiling:
-            continue
-        w.writerow({**r, "per_subject": json.dumps(r["per_subject"])})
-    atomic_save(out / "table1.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    atomic_write_text(out / "table1.md", md.getvalue())
+    kept = [{**r, "per_subject": json.dumps(r["per_subject"])} for r in rows if have_ceiling or r["method"] != "Noise ceiling"]
+    fields = ["K", "method", "region", "metric", "mean", "std_over_subjects", "n_subjects", "per_subject"]
+    atomic_write_csv(out / "table1.csv", kept, fields)
 
 
 def _fmt(row: dict, n_subjects: int) -> str:
@@ -265,18 +259,14 @@ def ablation(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw"
         vals = {f"{r}/{m}": _mean_std([p[f"{r}/{m}"] for p in per])[0] for r in REGIONS for m in ("mse", "r", "cos")}
         rows.append({"latent_dim": d, **vals})
         lines.append(f"| {d} | " + " | ".join(f"{vals[f'{r}/{m}']:.3f}" for r in REGIONS for m in ("mse", "r", "cos")) + " |")
-    atomic_save(out / "table_s4.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    atomic_write_text(out / "table_s4.md", "\n".join(lines) + "\n")
     _write_csv(out / "table_s4.csv", rows)
     _say(f"Table S4 written to {out / 'table_s4.md'}")
     return out / "table_s4.md"
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_save(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    atomic_write_csv(path, rows, list(rows[0]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,7 +340,7 @@ def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", 
         vals = {key: _mean_std([t[key] for t in table[name]])[0] for key in keys}
         rows.append({"method": name, **vals})
         lines.append(f"| {name} | " + " | ".join(f"{vals[key]:.3f}" for key in keys) + " |")
-    atomic_save(out / "table2.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    atomic_write_text(out / "table2.md", "\n".join(lines) + "\n")
     _write_csv(out / "table2.csv", rows)
     sweep_rows = [{"gap": g, **{name: _mean_std(sweep[name][g])[0] for name in methods}} for g in range(1, k - 1)]
     _write_csv(out / "fig3_gap_sweep.csv", sweep_rows)
@@ -550,7 +540,7 @@ def _write_fill_table(rows: list[dict], out: Path, subjects, k: int) -> None:
     for row in rows:
         cells = [f"{row[f'{r}/{m}']:.3f}" for r in REGIONS for m in ("mse", "r", "cos")] + [f"{row['whole/temporal_r_median']:.3f}"]
         lines.append(f"| {row['censor_rate']:.0%} | {row['method']} | {row['reference']} | {row['n_frames']} | " + " | ".join(cells) + " |")
-    atomic_save(out / "fill.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    atomic_write_text(out / "fill.md", "\n".join(lines) + "\n")
 
 
 def _plot_fill(rows: list[dict], path: Path) -> None:

@@ -9,6 +9,8 @@ mapped back to the whole brain.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -257,3 +259,17 @@ def atomic_save(path: str | os.PathLike, save) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """``text`` written to ``path`` through :func:`atomic_save`."""
+    return atomic_save(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_write_csv(path: str | os.PathLike, rows, fieldnames: list[str]) -> Path:
+    """Dict ``rows`` as a CSV with a header of ``fieldnames``, written through :func:`atomic_save`."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fieldnames)
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())

@@ -229,7 +229,7 @@ def _read_npy_eeg(path: Path) -> EEGRecording:
 
 def write_npy_eeg(stem: Path, data: np.ndarray, sfreq: float, ch_names, volume_onsets=None) -> Path:
     """Write EEG in the plain layout (.npy + JSON sidecar), each file atomically."""
-    from eeg2fmri.data.cifti import atomic_save
+    from eeg2fmri.data.cifti import atomic_save, atomic_write_text
 
     stem = Path(stem)
     npy = stem.with_name(stem.name + ".npy")
@@ -241,5 +241,5 @@ def write_npy_eeg(stem: Path, data: np.ndarray, sfreq: float, ch_names, volume_o
             np.save(f, np.asarray(data, np.float32))
 
     atomic_save(npy, save_npy)
-    atomic_save(npy.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    atomic_write_text(npy.with_suffix(".json"), json.dumps(meta))
     return npy

@@ -51,6 +51,7 @@ from scipy.special import gammaln
 from eeg2fmri.data.cifti import (
     N_GRAYORDINATES,
     atomic_save,
+    atomic_write_text,
     standard_brain_models,
     subset_brain_models,
     write_dtseries,
@@ -910,7 +911,7 @@ def simulate(
                     sources=[src.describe() for src in anat.sources], runs=runs,
                 )  # fmt: skip
                 text = json.dumps(info, indent=2) + "\n"
-                atomic_save(sub_tmp / "simulation.json", lambda tmp: Path(tmp).write_text(text))
+                atomic_write_text(sub_tmp / "simulation.json", text)
                 final, old = out / subject_dirname(s), tmp_root / "replaced"
                 if final.exists():  # overwrite: move the old folder aside, then swap in the new one
                     final.rename(old)
