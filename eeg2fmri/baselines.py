@@ -28,6 +28,7 @@ from eeg2fmri.nn.baselines.cnn_tag import CNNTAGNet
 from eeg2fmri.nn.baselines.cnn_tc import CNNTCNet
 from eeg2fmri.nn.baselines.e2fnet import E2fNetGenerator, FrameDiscriminator
 from eeg2fmri.nn.baselines.features import BandPower
+from eeg2fmri.ridge import ridge_per_target
 
 # ---------------------------------------------------------------------------------------------
 # Losses
@@ -76,6 +77,7 @@ class FramewiseRegression(EEGfMRIModule):
     net: torch.nn.Module
 
     def forward(self, eeg: Tensor) -> Tensor:
+        eeg = self.frame_eeg(eeg)  # (B, K, C, W): each frame's own window (context is not used)
         B, K, C, W = eeg.shape
         if (C, W) != (self.n_chans, self.n_times):
             raise ValueError(
@@ -131,6 +133,7 @@ class CNNTC(FramewiseRegression):
         n_chans: int = 64,
         n_times: int = 800,
         n_frames: int = 10,
+        eeg_context: tuple[int, int] = (0, 0),
         channels: int = 64,
         n_blocks: int = 5,
         kernel_size: int = 7,
@@ -141,7 +144,7 @@ class CNNTC(FramewiseRegression):
         weight_decay: float = 0.0,
         optimizer: OptimizerCallable | None = None,
     ):
-        super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer)
+        super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer, eeg_context=eeg_context)
         self.save_hyperparameters(ignore=["optimizer"])
         self.net = CNNTCNet(n_vertices, n_chans, n_times, channels, n_blocks, kernel_size, latent_dim, decoder_channels, grid)
 
@@ -173,6 +176,7 @@ class CNNTAG(FramewiseRegression):
         n_chans: int = 64,
         n_times: int = 800,
         n_frames: int = 10,
+        eeg_context: tuple[int, int] = (0, 0),
         sfreq: float = 1000.0,
         segment_s: float = 0.4,
         hop_s: float = 0.1,
@@ -184,7 +188,7 @@ class CNNTAG(FramewiseRegression):
         weight_decay: float = 0.0,
         optimizer: OptimizerCallable | None = None,
     ):
-        super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer)
+        super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer, eeg_context=eeg_context)
         self.save_hyperparameters(ignore=["optimizer"])
         self.net = CNNTAGNet(n_vertices, n_chans, n_times, sfreq, segment_s, hop_s, fmax, channels, n_blocks, latent_dim)
 
@@ -220,6 +224,7 @@ class E2fNet(FramewiseRegression):
         n_chans: int = 64,
         n_times: int = 800,
         n_frames: int = 10,
+        eeg_context: tuple[int, int] = (0, 0),
         sfreq: float = 1000.0,
         segment_s: float = 0.4,
         hop_s: float = 0.1,
@@ -234,7 +239,7 @@ class E2fNet(FramewiseRegression):
         weight_decay: float = 0.01,
         optimizer: OptimizerCallable | None = None,
     ):
-        super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer)
+        super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer, eeg_context=eeg_context)
         self.save_hyperparameters(ignore=["optimizer"])
         self.net = E2fNetGenerator(n_vertices, n_chans, n_times, sfreq, segment_s, hop_s, fmax, unet_channels, base_channels)
 
@@ -300,6 +305,7 @@ class E2fGAN(E2fNet):
         n_chans: int = 64,
         n_times: int = 800,
         n_frames: int = 10,
+        eeg_context: tuple[int, int] = (0, 0),
         sfreq: float = 1000.0,
         segment_s: float = 0.4,
         hop_s: float = 0.1,
@@ -318,8 +324,8 @@ class E2fGAN(E2fNet):
         optimizer: OptimizerCallable | None = None,
     ):
         super().__init__(
-            n_vertices, n_chans, n_times, n_frames, sfreq, segment_s, hop_s, fmax, unet_channels, base_channels, r_weight,
-            mse_weight, warmup_steps, cosine_schedule, lr, weight_decay, optimizer,
+            n_vertices, n_chans, n_times, n_frames, eeg_context, sfreq, segment_s, hop_s, fmax, unet_channels,
+            base_channels, r_weight, mse_weight, warmup_steps, cosine_schedule, lr, weight_decay, optimizer,
         )  # fmt: skip
         self.save_hyperparameters(ignore=["optimizer"])
         self.automatic_optimization = False
@@ -422,8 +428,8 @@ class ClosedForm(EEGfMRIModule):
     summed over processes before solving (DDP). Subclasses implement ``_accumulate`` / ``_solve``.
     """
 
-    def __init__(self, n_vertices: int, n_chans: int, n_times: int, n_frames: int):
-        super().__init__(n_vertices, n_chans, n_times, n_frames)
+    def __init__(self, n_vertices: int, n_chans: int, n_times: int, n_frames: int, eeg_context: tuple[int, int] = (0, 0)):
+        super().__init__(n_vertices, n_chans, n_times, n_frames, eeg_context=eeg_context)
         self.automatic_optimization = False
         self._stats: dict[str, Tensor] = {}
         self._dirty = False
@@ -517,8 +523,11 @@ class MeanFrame(ClosedForm):
         n_vertices, n_chans, n_times, n_frames: see EEGfMRIModule.
     """
 
-    def __init__(self, n_vertices: int = 91_282, n_chans: int = 64, n_times: int = 800, n_frames: int = 10):
-        super().__init__(n_vertices, n_chans, n_times, n_frames)
+    def __init__(
+        self, n_vertices: int = 91_282, n_chans: int = 64, n_times: int = 800, n_frames: int = 10,
+        eeg_context: tuple[int, int] = (0, 0),
+    ):  # fmt: skip
+        super().__init__(n_vertices, n_chans, n_times, n_frames, eeg_context)
         self.save_hyperparameters()
         self.register_buffer("mean_frame", torch.zeros(n_vertices))
 
@@ -531,7 +540,7 @@ class MeanFrame(ClosedForm):
 
     @torch.no_grad()
     def predict_frames(self, batch: dict, **sampling) -> Tensor:
-        B, K = batch["eeg"].shape[:2]
+        B, K = batch["fmri"].shape[:2]
         return self.mean_frame.float().expand(B, K, self.n_vertices)  # (B, K, V)
 
 
@@ -558,11 +567,12 @@ class Ridge(ClosedForm):
         n_chans: int = 64,
         n_times: int = 800,
         n_frames: int = 10,
+        eeg_context: tuple[int, int] = (0, 0),
         alpha: float = 1e3,
         sfreq: float = 1000.0,
         segment_s: float = 0.4,
     ):
-        super().__init__(n_vertices, n_chans, n_times, n_frames)
+        super().__init__(n_vertices, n_chans, n_times, n_frames, eeg_context)
         self.save_hyperparameters()
         self.band_power = BandPower(sfreq, n_times, segment_s)
         n_features = self.band_power.n_bands * n_chans
@@ -573,6 +583,7 @@ class Ridge(ClosedForm):
 
     def features(self, eeg: Tensor) -> Tensor:
         """(B, K, C, W) EEG -> (B, K, 5 C) log band power, float32 (channel-major: c * 5 + band)."""
+        eeg = self.frame_eeg(eeg)  # (B, K, C, W): each frame's own window
         B, K, C, W = eeg.shape
         if (C, W) != (self.n_chans, self.n_times):
             raise ValueError(
@@ -607,3 +618,233 @@ class Ridge(ClosedForm):
         with torch.autocast(self.device.type, enabled=False):
             x = (self.features(batch["eeg"]) - self.feature_mean) / self.feature_std  # (B, K, F)
             return x @ self.weight + self.bias  # (B, K, V)
+
+
+class FIRRidge(ClosedForm):
+    """The field's classic EEG-informed regressor: EEG band power through a finite impulse response
+    (FIR) hemodynamic model, ridge per grayordinate (Goldman et al. 2002; Laufs et al. 2003).
+
+    Features of frame k: for every lag l = ``lags[0]`` … ``lags[1]`` (frames; negative = earlier),
+    the log band power (Welch, 5 bands × C channels, as :class:`Ridge`) of frame k + l's EEG window,
+    z-scored with the training frames' mean and std per band and channel. A lag that leaves the
+    frame's run of consecutive frames of its clip is missing: its features are 0 (the training
+    mean) and a per-lag indicator is 1, so a missing lag has its own learned effect instead of
+    passing for an average window (near a clip's onset that effect is large: the EEG before the
+    clip was rest, and the BOLD still carries it). Every column of this design is then scaled to
+    unit variance over the training frames, as :class:`Ridge` does, so the penalty treats the
+    rare indicators like the band powers. The lags come from the batch's EEG context
+    (``--data.eeg_context [P, F]`` with P ≥ −lags[0], F ≥ lags[1]).
+
+    Fitting: over the training epoch every training frame is added once (frames shared by
+    overlapping windows are not counted twice) to float64 sums of the raw design R (per lag: the
+    present-masked log power and the presence flag) and of R^T R, R^T Y; the z-scoring is an affine
+    map of R, applied to the sums afterwards. The penalty is chosen **per grayordinate** on the
+    validation frames (the usual practice of voxel-wise encoding models): the ridge path is solved
+    once in the eigenbasis of the standardised X^T X for every ``alphas`` value, and each
+    grayordinate keeps the alpha of least validation MSE. Without a validation pass (no val
+    batches) every grayordinate gets the geometric middle of ``alphas``, with a warning.
+
+    Args:
+        n_vertices, n_chans, n_times, n_frames, eeg_context: see EEGfMRIModule.
+        lags: (first, last) lag in frames, inclusive; default 8 frames (6.4 s) back to 2 ahead.
+        alphas: ridge penalties tried on the validation frames (standardised features).
+        sfreq: EEG sampling rate (Hz) of the prepared data.
+        segment_s: Welch segment length (s).
+    """
+
+    def __init__(
+        self,
+        n_vertices: int = 91_282,
+        n_chans: int = 64,
+        n_times: int = 800,
+        n_frames: int = 10,
+        eeg_context: tuple[int, int] = (8, 2),
+        lags: tuple[int, int] = (-8, 2),
+        alphas: list[float] = [10.0 ** (e / 2) for e in range(2, 15)],  # noqa: B006 (1e1 ... 1e7, shown in --help)
+        sfreq: float = 1000.0,
+        segment_s: float = 0.4,
+    ):
+        super().__init__(n_vertices, n_chans, n_times, n_frames, eeg_context)
+        lo, hi = int(lags[0]), int(lags[1])
+        before, after = self.eeg_context
+        if lo > hi or -lo > before or hi > after:
+            raise ValueError(
+                f"FIRRidge lags=[{lo}, {hi}] need the EEG of {max(0, -lo)} frame(s) before and {max(0, hi)} after each "
+                f"window, but the data gives eeg_context=[{before}, {after}]: set --data.eeg_context "
+                f"[{max(0, -lo)}, {max(0, hi)}] (or more), or lags within [-{before}, {after}] with lags[0] <= lags[1]"
+            )
+        if not alphas or min(alphas) <= 0:
+            raise ValueError(f"FIRRidge alphas={list(alphas)}: expected one or more positive penalties")
+        self.save_hyperparameters()
+        self.lags = (lo, hi)
+        self.band_power = BandPower(sfreq, n_times, segment_s)
+        self.n_base = self.band_power.n_bands * n_chans  # Fb: features of one window
+        self.n_lags = hi - lo + 1
+        n_features = self.n_lags * (self.n_base + 1)
+        self.register_buffer("base_mean", torch.zeros(self.n_base))
+        self.register_buffer("base_std", torch.ones(self.n_base))
+        self.register_buffer("feature_mean", torch.zeros(n_features))  # of the standardised design
+        self.register_buffer("weight", torch.zeros(n_features, n_vertices))
+        self.register_buffer("bias", torch.zeros(n_vertices))
+        self.register_buffer("alpha", torch.zeros(n_vertices))  # the penalty chosen for each grayordinate
+        self._seen: dict[str, Tensor] = {}
+        self._val: dict[str, list[Tensor]] = {}
+
+    @property
+    def eeg_span_frames(self) -> int:
+        """Frames of EEG one prediction sees (the tables' "EEG seconds")."""
+        return self.n_lags
+
+    # ------------------------------------------------------------------ design
+    def raw_design(self, batch: dict) -> Tensor:
+        """(B, K, L (Fb + 1)) raw design of each frame: per lag, the present-masked log band power
+        and the presence flag (float64)."""
+        eeg, mask = batch["eeg"], batch.get("eeg_mask")
+        B, N, C, W = eeg.shape
+        if (C, W) != (self.n_chans, self.n_times):
+            raise ValueError(f"EEG windows have {C} channels x {W} samples; FIRRidge was built for {self.n_chans} x {self.n_times}")
+        if mask is None:
+            mask = torch.ones(B, N, dtype=torch.bool, device=eeg.device)
+        with torch.autocast(eeg.device.type, enabled=False):
+            bp = self.band_power(eeg.float()).reshape(B, N, self.n_base).double()  # (B, N, Fb) log power
+        present = mask.double()  # (B, N)
+        K, before = N - sum(self.eeg_context), self.eeg_context[0]
+        blocks = []
+        for lag in range(self.lags[0], self.lags[1] + 1):
+            sl = slice(before + lag, before + lag + K)  # EEG frames k + lag of the K frames
+            p = present[:, sl, None]  # (B, K, 1)
+            blocks += [bp[:, sl] * p, p]  # (B, K, Fb), (B, K, 1)
+        return torch.cat(blocks, dim=-1)  # (B, K, L (Fb + 1))
+
+    def _standardise(self, m: Tensor) -> Tensor:
+        """T^T m for the affine map X = R T (+ constant) from the raw design R to the standardised
+        design X: per lag, x = (p·r − mean·p) / std on the band-power columns and 1 − p on the
+        indicator. ``m`` (L (Fb + 1), ...) has the raw design's rows."""
+        Fb = self.n_base
+        m = m.reshape(self.n_lags, Fb + 1, *m.shape[1:])
+        mean = self.base_mean.to(m).reshape(1, Fb, *([1] * (m.dim() - 2)))
+        std = self.base_std.to(m).reshape(1, Fb, *([1] * (m.dim() - 2)))
+        power = (m[:, :Fb] - mean * m[:, Fb:]) / std  # (L, Fb, ...)
+        return torch.cat([power, -m[:, Fb:]], dim=1).reshape(self.n_lags * (Fb + 1), *m.shape[2:])
+
+    def features(self, batch: dict) -> Tensor:
+        """(B, K, L (Fb + 1)) standardised design X (float64), centred by the training mean."""
+        r = self.raw_design(batch)  # (B, K, F)
+        x = self._standardise(r.reshape(-1, r.shape[-1]).T).T  # (B K, F) up to the indicator's constant
+        return x.reshape(r.shape) - self.feature_mean.double()
+
+    # ------------------------------------------------------------------ statistics
+    def _new_frames(self, batch: dict, which: str) -> Tensor:
+        """(B, K) bool: frames of the batch not added before in this epoch (first occurrence only)."""
+        rows = batch["frame_index"].reshape(-1)  # (B K,)
+        seen = self._seen.get(which, torch.zeros(0, dtype=torch.bool, device=rows.device))
+        top = int(rows.max()) + 1
+        if top > len(seen):
+            seen = torch.cat([seen, torch.zeros(top - len(seen), dtype=torch.bool, device=rows.device)])
+        first = torch.zeros_like(rows, dtype=torch.bool)
+        uniq, inv = torch.unique(rows, return_inverse=True)
+        pos = torch.full((len(uniq),), len(rows), device=rows.device).scatter_reduce(
+            0, inv, torch.arange(len(rows), device=rows.device), reduce="amin"
+        )  # first position of each frame in the batch
+        first[pos] = True
+        new = first & ~seen[rows]
+        seen[rows] = True
+        self._seen[which] = seen
+        return new.reshape(batch["frame_index"].shape)
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._seen.pop("train", None)
+
+    def _accumulate(self, batch: dict) -> dict[str, Tensor]:
+        new = self._new_frames(batch, "train")  # (B, K)
+        r = self.raw_design(batch)[new]  # (n, F)
+        y = batch["fmri"][new].double()  # (n, V)
+        Fb = self.n_base
+        own = (-self.lags[0]) * (Fb + 1)  # lag 0's band-power columns: the frame's own window
+        x0 = r[:, own : own + Fb]  # (n, Fb)
+        return {
+            "n": torch.tensor(float(r.shape[0]), dtype=torch.float64, device=r.device),
+            "sum_r": r.sum(0), "sum_rr": r.T @ r, "sum_y": y.sum(0), "sum_ry": r.T @ y,
+            "sum_x0": x0.sum(0), "sum_x0x0": x0.square().sum(0),
+        }  # fmt: skip
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        if stage == "val":  # keep the validation frames: the penalties are chosen on them
+            new = self._new_frames(batch, "val")
+            self._val.setdefault("r", []).append(self.raw_design(batch)[new])  # (n, F)
+            self._val.setdefault("y", []).append(batch["fmri"][new].float())  # (n, V)
+        super()._eval_step(batch, stage)
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()  # a provisional solution (middle alpha) for val/loss
+        self._val = {}
+        self._seen.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val and self._stats:
+            val = {k: torch.cat(v) for k, v in self._val.items()}
+            if self._trainer is not None and self.trainer.world_size > 1:
+                val = {k: _gather_rows(self, v) for k, v in val.items()}
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+                self._solve(self._reduced_stats(), val)
+            self._selected = True
+            self.log("val/alpha_median", self.alpha.median(), sync_dist=False)
+        self._val = {}
+
+    def on_fit_start(self) -> None:
+        self._selected = False
+
+    def on_fit_end(self) -> None:
+        if not self._selected:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "FIRRidge saw no validation frames: every grayordinate kept alpha %g (the middle of alphas); "
+                "the penalties are chosen on the validation split when validation runs", float(self.alpha[0])
+            )
+
+    def _reduced_stats(self) -> dict[str, Tensor]:
+        stats = self._stats
+        if self._trainer is not None and self.trainer.world_size > 1:
+            stats = {k: self.trainer.strategy.reduce(v.clone(), reduce_op="sum") for k, v in stats.items()}
+        return stats
+
+    # ------------------------------------------------------------------ solve
+    def _solve(self, stats: dict[str, Tensor], val: dict[str, Tensor] | None = None) -> None:
+        n = stats["n"]
+        m0 = stats["sum_x0"] / n  # (Fb,) training mean of each band power
+        sd0 = (stats["sum_x0x0"] / n - m0.square()).clamp_min(0).sqrt()
+        self.base_mean.copy_(m0.float())
+        self.base_std.copy_(torch.where(sd0 > 1e-12, sd0, torch.ones_like(sd0)).float())
+        mr, my = stats["sum_r"] / n, stats["sum_y"] / n  # (F,), (V,)
+        crr = stats["sum_rr"] - n * torch.outer(mr, mr)  # (F, F) centred R^T R
+        cry = stats["sum_ry"] - n * torch.outer(mr, my)  # (F, V) centred R^T Y
+        cxx = self._standardise(self._standardise(crr).T)  # (F, F) T^T C T
+        cxy = self._standardise(cry)  # (F, V)
+        feature_mean = self._standardise(mr[:, None])[:, 0]  # (F,) mean of the standardised design
+        self.feature_mean.copy_(feature_mean.float())
+        alphas = torch.tensor(self.hparams.alphas, dtype=torch.float64, device=cxx.device)  # (A,)
+        if val is None or len(val["y"]) == 0:  # provisional: the geometric middle of the grid
+            w, best = ridge_per_target(cxx, cxy, n, alphas)
+        else:
+            xv = self._standardise(val["r"].T).T - feature_mean  # (n_val, F) centred like the training design
+            w, best = ridge_per_target(cxx, cxy, n, alphas, xv, val["y"].double() - my)
+        self.weight.copy_(w.float())
+        self.bias.copy_(my.float())
+        self.alpha.copy_(best.float())
+
+    @torch.no_grad()
+    def predict_frames(self, batch: dict, **sampling) -> Tensor:
+        with torch.autocast(self.device.type, enabled=False):
+            return (self.features(batch) @ self.weight.double() + self.bias.double()).float()  # (B, K, V)
+
+
+def _gather_rows(module: EEGfMRIModule, rows: Tensor) -> Tensor:
+    """Concatenate every process's rows (n_rank, ...) of differing n (DDP), padding to the largest."""
+    n = torch.tensor([rows.shape[0]], device=rows.device)
+    counts = module.all_gather(n).reshape(-1)  # (world,)
+    pad = torch.zeros((int(counts.max()), *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    pad[: rows.shape[0]] = rows
+    every = module.all_gather(pad)  # (world, n_max, ...)
+    return torch.cat([every[i, : int(c)] for i, c in enumerate(counts)])

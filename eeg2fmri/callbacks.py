@@ -41,8 +41,18 @@ def anchor_mask(batch_size: int, n_frames: int, device=None) -> Tensor:
 class Evaluator(Callback):
     """Region metrics of sampled predictions at validation and test time.
 
-    Validation (every ``every_n_epochs`` epochs, on up to ``max_val_batches`` batches): DDIM
-    samples → ``val_sample/<region>/<metric>``; InterRecon with the first and last frame as
+    Estimators. A diffusion model gives a distribution of frames for each EEG window; the metrics
+    score one prediction. ``estimator="mean"`` scores the posterior mean E[x | EEG], the estimate
+    that minimises MSE: with ``num_samples=1`` the denoiser's x̂₀ at the noisiest step, one network
+    call (``EEG2fMRIDiffusion.posterior_mean``), with N > 1 the average of N DDIM samples.
+    ``estimator="sample"`` scores one DDIM sample: when EEG explains a fraction R² of a
+    grayordinate's variance, one sample's expected MSE is about twice the posterior variance and
+    its temporal r about R², against R for the mean (arithmetic, not a fault of the sampler). At
+    test time ``sample_row`` adds the one-sample scores as a second row (source ``model_sample``)
+    beside the estimator's, so both are reported and labelled.
+
+    Validation (every ``every_n_epochs`` epochs, on up to ``max_val_batches`` batches): the
+    estimator's predictions → ``val_pred/<region>/<metric>``; InterRecon with the first and last frame as
     anchors → ``val_interrecon/...`` on the filled frames, beside linear interpolation between the
     same anchors → ``val_linear/...``. Test: every test window, spatial / temporal /
     identification metrics per region (and the noise ceiling where the data has the noise-free
@@ -56,10 +66,11 @@ class Evaluator(Callback):
         time_travel: InterRecon's time-travel steps (0: off).
         time_travel_repeat: repeats per time-travel step.
         seed: seed of the sampler's noise (results are reproducible).
-        num_samples: samples averaged per window (1: one sample, as the paper reports). The mean of
-            several samples estimates the posterior mean E[x | EEG]: a single sample carries the
-            posterior's spread as error, so when EEG explains a fraction R^2 of a grayordinate's
-            variance one sample's temporal r is about R^2, the mean's about R.
+        estimator: ``mean`` (the posterior mean: scores MSE and r) or ``sample`` (one DDIM sample).
+        num_samples: ``mean`` only: 1 = x̂₀ at the noisiest step (one network call); N > 1 = the
+            average of N DDIM samples.
+        sample_row: at test time also score one DDIM sample per window as a separate row (models
+            that sample, with ``estimator="mean"``).
         every_n_epochs: validation sampling period in epochs.
         max_val_batches: validation batches sampled per evaluation (None: all).
         regions: regions to score: whole, V1, V1+A1 or mask files.
@@ -79,7 +90,9 @@ class Evaluator(Callback):
         time_travel: int = 0,
         time_travel_repeat: int = 1,
         seed: int = 0,
+        estimator: Literal["mean", "sample"] = "mean",
         num_samples: int = 1,
+        sample_row: bool = True,
         every_n_epochs: int = 1,
         max_val_batches: int | None = 2,
         regions: list[str] = ["whole", "V1", "V1+A1"],  # noqa: B006 (jsonargparse shows it)
@@ -89,9 +102,16 @@ class Evaluator(Callback):
         save_predictions: bool = False,
     ):
         super().__init__()
+        if estimator not in ("mean", "sample"):
+            raise ValueError(f"evaluator.estimator={estimator!r}: expected 'mean' or 'sample'")
+        if num_samples < 1 or (estimator == "sample" and num_samples != 1):
+            raise ValueError(
+                f"evaluator.num_samples={num_samples}: expected an integer >= 1 (samples averaged by estimator "
+                "'mean'; estimator 'sample' draws exactly 1)"
+            )
         self.sampling = dict(num_inference_steps=num_inference_steps, eta=eta, guidance_scale=guidance_scale, seed=seed)
-        if num_samples > 1:
-            self.sampling["num_samples"] = num_samples
+        self.estimator = dict(estimator=estimator, num_samples=num_samples)
+        self.sample_row = sample_row and estimator == "mean"
         self.time_travel = dict(time_travel=time_travel, time_travel_repeat=time_travel_repeat)
         self.every_n_epochs, self.max_val_batches = every_n_epochs, max_val_batches
         self.regions, self.interrecon, self.identification = list(regions), interrecon, identification
@@ -111,7 +131,8 @@ class Evaluator(Callback):
                 log.warning("region %s has no grayordinate in the modelled data; not scored", region)
 
     def sampling_for(self, pl_module) -> dict:
-        return dict(self.sampling) if hasattr(pl_module, "sample") else {}
+        """Keyword arguments of ``predict_frames``: sampling settings and the estimator, for models that sample."""
+        return {**self.sampling, **self.estimator} if hasattr(pl_module, "sample") else {}
 
     def _metrics(self, pl_module, identification: bool) -> RegionMetrics:
         return RegionMetrics(self.columns, pl_module.n_vertices, identification=identification).to(pl_module.device)
@@ -123,7 +144,7 @@ class Evaluator(Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self.active = not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
         if self.active:
-            self.val = {"val_sample": self._metrics(pl_module, identification=False)}
+            self.val = {"val_pred": self._metrics(pl_module, identification=False)}
             if self._can_fill(pl_module):
                 self.val["val_interrecon"] = self._metrics(pl_module, identification=False)
                 self.val["val_linear"] = self._metrics(pl_module, identification=False)
@@ -132,11 +153,11 @@ class Evaluator(Callback):
         if not self.active or (self.max_val_batches is not None and batch_idx >= self.max_val_batches):
             return
         x = batch["fmri"]  # (B, K, V)
-        self.val["val_sample"].update(pl_module.predict_frames(batch, **pl_module.sampling), x)
+        self.val["val_pred"].update(pl_module.predict_frames(batch, **pl_module.sampling), x)
         if "val_interrecon" in self.val:
             mask = anchor_mask(x.shape[0], x.shape[1], x.device)  # (B, K)
-            one = {k: v for k, v in pl_module.sampling.items() if k != "num_samples"}
-            filled = pl_module.sample(batch["eeg"], observed=x, observed_mask=mask, **one, **self.time_travel)
+            filled = pl_module.sample(batch["eeg"], observed=x, observed_mask=mask, eeg_mask=batch.get("eeg_mask"),
+                                      **self.sampling, **self.time_travel)  # fmt: skip
             self.val["val_interrecon"].update(filled, x, frame_mask=~mask)
             self.val["val_linear"].update(linear_fill(x, mask), x, frame_mask=~mask)
 
@@ -155,6 +176,8 @@ class Evaluator(Callback):
     # ------------------------------------------------------------------ test
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self.test = {"model": self._metrics(pl_module, self.identification)}
+        if self.sample_row and hasattr(pl_module, "sample"):
+            self.test["model_sample"] = self._metrics(pl_module, self.identification)
         self._saved: list[tuple[Tensor, Tensor]] = []
         if getattr(trainer.datamodule, "has_truth", False):
             self.test["ceiling"] = self._metrics(pl_module, self.identification)
@@ -163,6 +186,9 @@ class Evaluator(Callback):
         x = batch["fmri"]  # (B, K, V)
         pred = pl_module.predict_frames(batch, **pl_module.sampling)  # (B, K, V)
         self.test["model"].update(pred, x)
+        if "model_sample" in self.test:
+            one = pl_module.predict_frames(batch, **{**pl_module.sampling, "estimator": "sample", "num_samples": 1})
+            self.test["model_sample"].update(one, x)
         if self.save_predictions:
             self._saved.append((pred.float().cpu(), batch["frame_index"].cpu()))
         if "ceiling" in self.test and "fmri_clean" in batch:
@@ -182,6 +208,8 @@ class Evaluator(Callback):
             "n_frames": dm.n_frames,
             "n_test_windows": int(len(dm.windows["test"])),
             "sampling": pl_module.sampling,
+            "estimator": _estimator_label(pl_module.sampling) if pl_module.sampling else "deterministic",
+            "eeg_seconds": eeg_seconds(dm, pl_module),
             "seed": _seed(),
             "metrics": results,
         }
@@ -204,6 +232,24 @@ class Evaluator(Callback):
         return Path(trainer.log_dir or ".")
 
 
+def _estimator_label(sampling: dict) -> str:
+    """How the scored prediction was formed, in words for tables."""
+    if sampling.get("estimator") == "sample":
+        return "one DDIM sample"
+    n = sampling.get("num_samples", 1)
+    return "posterior mean (x̂₀ at the noisiest step)" if n == 1 else f"posterior mean (average of {n} samples)"
+
+
+def eeg_seconds(dm, pl_module) -> float:
+    """Seconds of EEG a prediction of one frame may depend on: the frame's own window for models
+    that predict frame by frame, the window's K frames plus the EEG context for sequence models,
+    the lags for the FIR ridge (``eeg_span_frames``)."""
+    span = getattr(pl_module, "eeg_span_frames", None)
+    if span is None:
+        span = 1 if not hasattr(pl_module, "sample") else dm.n_frames + sum(getattr(dm, "eeg_context", (0, 0)))
+    return float(span * dm.tr)
+
+
 def _seed() -> int | None:
     import os
 
@@ -222,12 +268,14 @@ CSV_COLUMNS = (
 
 
 def results_rows(results: dict) -> list[dict]:
-    """One row per (source, region): source is 'model' or 'ceiling'."""
+    """One row per (source, region): source is 'model' (the estimator's prediction), 'model_sample'
+    (one DDIM sample) or 'ceiling'."""
     rows = []
+    names = {"model": results["method"], "model_sample": f"{results['method']} (1 sample)", "ceiling": "noise ceiling"}
     for source, values in results["metrics"].items():
         regions = sorted({k.split("/")[0] for k in values}, key=lambda r: ("whole", "V1", "V1+A1", r).index(r) if r in ("whole", "V1", "V1+A1") else 3)
         for region in regions:
-            row = {"method": results["method"] if source == "model" else "noise ceiling", "source": source, "region": region}
+            row = {"method": names.get(source, source), "source": source, "region": region}
             row.update({c: values.get(f"{region}/{c}", float("nan")) for c in CSV_COLUMNS})
             rows.append(row)
     return rows
@@ -241,14 +289,15 @@ def write_results(results: dict, out_dir: Path) -> None:
 
 def format_table(results: dict) -> str:
     lines = [
-        f"{'method':<22} {'region':<7} {'MSE':>13} {'spatial r':>13} {'cosine':>13} {'temporal r':>10} {'ident top1':>10}",
+        f"model rows: {results.get('estimator', '?')}; EEG seen per frame: {results.get('eeg_seconds', float('nan')):.1f} s",
+        f"{'method':<30} {'region':<7} {'MSE':>13} {'spatial r':>13} {'cosine':>13} {'temporal r':>10} {'ident top1':>10}",
     ]
     for row in results_rows(results):
         def pm(k):
             return f"{row[k]:.3f}±{row[k + '_std']:.3f}"
 
         lines.append(
-            f"{row['method']:<22} {row['region']:<7} {pm('mse'):>13} {pm('r'):>13} {pm('cos'):>13} "
+            f"{row['method']:<30} {row['region']:<7} {pm('mse'):>13} {pm('r'):>13} {pm('cos'):>13} "
             f"{row['temporal_r_median']:>10.3f} {row['identification_top1']:>10.3f}"
         )
     return "\n".join(lines)

@@ -36,6 +36,7 @@ class EEG2fMRICLI(LightningCLI):
         parser.add_lightning_class_args(SurfaceFigures, "surface")
         # data facts stated once, in the data; the model receives them
         parser.link_arguments("data.n_frames", "model.init_args.n_frames")
+        parser.link_arguments("data.eeg_context", "model.init_args.eeg_context")
         for fact in DATA_FACTS:
             parser.link_arguments("data", f"model.init_args.{fact}", compute_fn=_fact(fact), apply_on="instantiate")
         parser.set_defaults({"model": {"class_path": "eeg2fmri.module.EEG2fMRIDiffusion"}})

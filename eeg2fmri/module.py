@@ -25,12 +25,14 @@ from eeg2fmri import __version__
 from eeg2fmri import diffusion as D
 from eeg2fmri.nn.autoencoder import LinearAutoencoder
 from eeg2fmri.nn.dit import DiT
-from eeg2fmri.nn.eeg_encoder import EEGEncoder
+from eeg2fmri.nn.eeg_encoder import BandPowerEncoder, EEGEncoder
+from eeg2fmri.nn.regression import FIRHead
+from eeg2fmri.ridge import DEFAULT_ALPHAS, ridge_per_target
 
 log = logging.getLogger(__name__)
 
 
-CHECKPOINT_FORMAT = 1  # bump when a checkpoint of the previous format can no longer be loaded
+CHECKPOINT_FORMAT = 2  # bump when a checkpoint of the previous format can no longer be loaded
 
 
 class CheckpointVersionError(ValueError):
@@ -72,6 +74,9 @@ class EEGfMRIModule(pl.LightningModule):
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         optimizer: another optimizer (overrides lr / weight_decay), e.g. ``torch.optim.SGD``.
+        eeg_context: (P, F), EEG windows of frames before / after the K frames that each batch
+            carries (linked from the data): ``batch["eeg"]`` is (B, P + K + F, C, W) and frame k's
+            own window is ``eeg[:, P + k]`` (:meth:`frame_eeg`).
     """
 
     def __init__(
@@ -83,9 +88,13 @@ class EEGfMRIModule(pl.LightningModule):
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         optimizer: OptimizerCallable | None = None,
+        eeg_context: tuple[int, int] = (0, 0),
     ):
         super().__init__()
         self.n_vertices, self.n_chans, self.n_times, self.n_frames = n_vertices, n_chans, n_times, n_frames
+        self.eeg_context = (int(eeg_context[0]), int(eeg_context[1]))
+        if min(self.eeg_context) < 0:
+            raise ValueError(f"eeg_context={list(eeg_context)}: expected [frames before, frames after], both >= 0")
         self.optimizer_fn = optimizer
         # standard (91,282) index of each modelled grayordinate; set from the data at fit time and
         # saved in checkpoints, so predictions map back to the whole brain and a checkpoint cannot be
@@ -97,7 +106,8 @@ class EEGfMRIModule(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
             return
-        facts = {"n_vertices": dm.n_vertices, "n_chans": dm.n_chans, "n_times": dm.n_times}
+        facts = {"n_vertices": dm.n_vertices, "n_chans": dm.n_chans, "n_times": dm.n_times,
+                 "eeg_context": tuple(getattr(dm, "eeg_context", (0, 0)))}  # fmt: skip
         mine = {k: getattr(self, k) for k in facts}
         if facts != mine:
             raise LayoutMismatchError(
@@ -133,6 +143,12 @@ class EEGfMRIModule(pl.LightningModule):
             )
         saved = checkpoint.get("state_dict", {}).get("grayordinates")
         hp = checkpoint.get("hyper_parameters", {})
+        if "eeg_context" in hp and tuple(hp["eeg_context"]) != self.eeg_context:
+            raise LayoutMismatchError(
+                f"checkpoint was trained with EEG context {list(hp['eeg_context'])} (frames before, after) but this run's "
+                f"data gives {list(self.eeg_context)}: run with --data.eeg_context {list(hp['eeg_context'])} (the config "
+                "it was trained with sets it)"
+            )
         theirs = {k: hp.get(k) for k in ("n_vertices", "n_chans", "n_times")}
         mine = {k: getattr(self, k) for k in theirs}
         if any(v is not None and v != mine[k] for k, v in theirs.items()) or (
@@ -150,6 +166,11 @@ class EEGfMRIModule(pl.LightningModule):
         fused = self.device.type == "cuda"
         return torch.optim.AdamW(params, lr=self.hparams.lr, betas=(0.9, 0.999), weight_decay=self.hparams.weight_decay, fused=fused)
 
+    def frame_eeg(self, eeg: Tensor) -> Tensor:
+        """The K frames' own windows (B, K, C, W) of a batch's EEG (B, P + K + F, C, W)."""
+        before, after = self.eeg_context
+        return eeg[:, before : eeg.shape[1] - after]  # (B, K, C, W)
+
     # ------------------------------------------------------------------ what callbacks call
     @torch.no_grad()
     def predict_frames(self, batch: dict, **sampling) -> Tensor:
@@ -162,20 +183,50 @@ class EEGfMRIModule(pl.LightningModule):
 
 
 class EEG2fMRIDiffusion(EEGfMRIModule):
-    """The paper's model: linear fMRI autoencoder + EEG encoder + DiT, trained with ε-prediction.
+    """The diffusion model: linear fMRI autoencoder + EEG encoder + DiT over K-frame latents.
 
-    Loss = ‖ε − ε_θ(z_n, n, h_EEG)‖² on the autoencoder's normalised latents z (unit variance per
-    dim, see LinearAutoencoder) + ``recon_weight`` · ‖x − D(z)‖². Latent collapse is prevented in
-    two ways: the non-affine BatchNorm on z divides out any rescaling of the encoder (shrinking z
-    cannot make ε-prediction trivial), and the reconstruction loss forces z to keep the frame's
-    content.
+    Two forms share this class. **As published** (``configs/paper/``: ``eeg_features="conv"``,
+    ``regression=False``, ``parameterization="eps"``, no EEG context): the DiT denoises the frame
+    latents z with ε-prediction, cross-attending to one strided-convolution token per frame window.
+    **The project's default** keeps the autoencoder, the DiT over K-frame latents with EEG
+    cross-attention, DDIM and InterRecon, and changes what the simulator showed does not learn the
+    EEG (notes/model.md has the measurements):
+
+    - the EEG front end is log band power per channel (:class:`BandPowerEncoder`): the paper's
+      convolutions see 91 ms, shorter than one alpha cycle;
+    - the batch brings ``eeg_context`` windows before and after the K frames (default from the
+      configs: 8 before, 2 after), so the first frames of a window see the EEG that drives them
+      through the ~10 s hemodynamic response;
+    - a regression stage (``regression=True``, :class:`FIRHead`, CorrDiff's split of Mardani et al.
+      2023): μ(EEG), the latents' mean given the EEG of frames k − P … k + F, trained with the MSE of
+      its decoded frames; the DiT diffuses the residual z − μ, conditioned on the EEG and on μ, and
+      the model's frames are D(μ + r). Its posterior mean can only tie or beat the regression stage.
+
+    Loss = diffusion (ε-loss on z, or on z − μ) + ``recon_weight`` · ‖x − D(z)‖² +
+    ``regression_weight`` · ‖x − D(μ)‖² (D's weights held fixed in the last term, so the regression
+    stage follows the autoencoder and not the other way round). z are the autoencoder's normalised
+    latents (unit variance per dim, see LinearAutoencoder). Latent collapse is prevented in two
+    ways: the non-affine BatchNorm on z divides out any rescaling of the encoder (shrinking z cannot
+    make ε-prediction trivial), and the reconstruction loss forces z to keep the frame's content.
 
     Args:
-        n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer: see EEGfMRIModule.
+        n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer, eeg_context: see
+            EEGfMRIModule.
         latent_dim: d, the autoencoder's latent size per frame (paper: 1024; ablation 512/2048).
         eeg_embed_dim: size of one EEG token (paper: 512).
-        eeg_blocks: stride-2 convolution blocks of the EEG encoder.
-        eeg_channels: feature channels of the EEG encoder's convolutions.
+        eeg_features: the EEG front end: ``bandpower`` (log band power per channel, then an MLP)
+            or ``conv`` (the paper's strided temporal convolutions).
+        eeg_blocks: stride-2 convolution blocks of the ``conv`` EEG encoder.
+        eeg_channels: feature channels of the ``conv`` EEG encoder's convolutions.
+        sfreq: EEG sampling rate (Hz) of the prepared data (``bandpower``).
+        regression: a regression stage μ(EEG) with diffusion of the residual (see above).
+        regression_weight: weight of the regression stage's MSE.
+        regression_start: ``ridge``: at fit, start the regression stage at its least-squares
+            optimum, the ridge regression of the training frames' latents on their lagged EEG
+            features with a penalty per latent dim chosen on the validation frames (the stage is
+            linear in those features; like the PCA start of the autoencoder, this spares a short
+            run the search). ``zero``: start at the mean latent (no EEG effect).
+        freeze_regression: keep the regression stage at its start (no gradient steps).
         hidden_size: DiT width (paper: 1024).
         depth: DiT blocks (paper: 6).
         num_heads: attention heads (paper: 8).
@@ -188,16 +239,13 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             (classifier-free guidance; 0 disables it).
         loss_weighting: ``eps``: the paper's ‖ε − ε_θ‖², uniform over n. ``v``: the same error
             divided by ᾱ_n, i.e. ‖v − v_θ‖² (with ``parameterization="v"``), which weights the
-            high-noise steps, where the ε-loss barely depends on the window's content, so the EEG
-            conditioning is learned in fewer steps.
+            high-noise steps, where the ε-loss barely depends on the window's content.
         init_pca: start the autoencoder at the PCA of up to ``pca_frames`` training frames
             (LinearAutoencoder.init_from_data) instead of a random projection.
         pca_frames: training frames used for the PCA start.
         parameterization: what the DiT outputs. ``eps``: ε directly (the paper). ``v``: v, from
-            which ε = sqrt(1 − ᾱ)·x_n + sqrt(ᾱ)·v (a skip connection; same ε-loss). With ``eps`` a
-            briefly trained DiT's ε-error at high noise is amplified 1/sqrt(ᾱ) ≈ 100× into x̂₀
-            and DDIM samples drift far off the data (seen on the simulator: latent std 22 for
-            unit-variance data after 300 steps); ``v`` keeps x̂₀ bounded (0 at initialisation).
+            which ε = sqrt(1 − ᾱ)·x_n + sqrt(ᾱ)·v (a skip connection; same ε-loss), which keeps the
+            x̂₀ estimate bounded at high noise where an ε-network's error is amplified 1/sqrt(ᾱ).
     """
 
     def __init__(
@@ -206,10 +254,17 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         n_chans: int = 64,
         n_times: int = 800,
         n_frames: int = 10,
+        eeg_context: tuple[int, int] = (0, 0),
         latent_dim: int = 1024,
         eeg_embed_dim: int = 512,
+        eeg_features: Literal["bandpower", "conv"] = "bandpower",
         eeg_blocks: int = 4,
         eeg_channels: int = 128,
+        sfreq: float = 1000.0,
+        regression: bool = True,
+        regression_weight: float = 1.0,
+        regression_start: Literal["ridge", "zero"] = "ridge",
+        freeze_regression: bool = False,
         hidden_size: int = 1024,
         depth: int = 6,
         num_heads: int = 8,
@@ -227,11 +282,20 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         weight_decay: float = 0.0,
         optimizer: OptimizerCallable | None = None,
     ):
-        super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer)
+        super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer, eeg_context=eeg_context)
         self.save_hyperparameters(ignore=["optimizer"])
         self.autoencoder = LinearAutoencoder(n_vertices, latent_dim)
-        self.eeg_encoder = EEGEncoder(n_chans, n_times, eeg_embed_dim, eeg_blocks, eeg_channels)
-        self.dit = DiT(latent_dim, eeg_embed_dim, n_frames, hidden_size, depth, num_heads, mlp_ratio)
+        if eeg_features == "bandpower":
+            self.eeg_encoder = BandPowerEncoder(n_chans, n_times, eeg_embed_dim, sfreq)
+            n_features = self.eeg_encoder.n_features
+        else:
+            self.eeg_encoder = EEGEncoder(n_chans, n_times, eeg_embed_dim, eeg_blocks, eeg_channels)
+            n_features = eeg_embed_dim  # the FIR head then reads the tokens
+        before, after = self.eeg_context
+        self.dit = DiT(latent_dim, eeg_embed_dim, n_frames, hidden_size, depth, num_heads, mlp_ratio,
+                       max_frames=max(64, n_frames + before + after), eeg_context=self.eeg_context,
+                       latent_cond=regression)  # fmt: skip
+        self.regression_head = FIRHead(n_features, latent_dim, before, after) if regression else None
         betas = D.linear_beta_schedule(num_train_timesteps, beta_start, beta_end)
         self.register_buffer("alphas_cumprod", D.alphas_cumprod(betas).float(), persistent=False)
 
@@ -246,20 +310,81 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             rows = np.sort(g.choice(train, size=min(len(train), self.hparams.pca_frames), replace=False))
             x = dm.store["fmri"][torch.as_tensor(rows, device=dm.store["fmri"].device)]  # (N, V)
             self.autoencoder.init_from_data(x.to(self.trainer.strategy.root_device))  # PCA on the accelerator
+        if stage == "fit" and dm is not None and getattr(dm, "store", None) is not None:
+            device = self.trainer.strategy.root_device
+            if self.hparams.eeg_features == "bandpower":
+                self._start_features(dm, device)
+            if self.regression_head is not None and self.hparams.regression_start == "ridge":
+                self._start_regression(dm, device)
+        if self.regression_head is not None and self.hparams.freeze_regression:
+            self.regression_head.requires_grad_(False)
+
+    @torch.no_grad()
+    def _start_features(self, dm, device) -> None:
+        """Band-power standardisation from the training frames' own windows."""
+        before = self.eeg_context[0]
+        power = [self.eeg_encoder.log_power(b["eeg"][:, before : before + 1].to(device))[:, 0] for b in dm.iter_frames("train")]
+        self.eeg_encoder.init_from_data(torch.cat(power))  # (N_train, Fe)
+
+    @torch.no_grad()
+    def _start_regression(self, dm, device) -> None:
+        """The regression stage's ridge start (see ``regression_start``): float64 Gram sums of the
+        FIR design and the latents over the training frames, validation frames kept as rows."""
+        was_training = self.autoencoder.training
+        self.autoencoder.eval()  # latents with the running (PCA) statistics, as InterRecon encodes
+        sums: dict[str, Tensor] = {}
+        val_x, val_z = [], []
+        for split in ("train", "val"):
+            for b in dm.iter_frames(split, device=device):
+                h = self.eeg_encoder.features(b["eeg"], b["eeg_mask"])  # (b, N, Fe)
+                x = self.regression_head.design(h, b["eeg_mask"])[:, 0].double()  # (b, L (Fe + 1))
+                z = self.autoencoder.encode(b["fmri"][:, 0]).double()  # (b, d)
+                if split == "val":
+                    val_x.append(x)
+                    val_z.append(z)
+                    continue
+                for k, v in (("n", torch.tensor(float(len(x)), dtype=torch.float64, device=x.device)), ("sx", x.sum(0)),
+                             ("sz", z.sum(0)), ("sxx", x.T @ x), ("sxz", x.T @ z)):  # fmt: skip
+                    sums[k] = sums[k] + v if k in sums else v
+        self.autoencoder.train(was_training)
+        n = sums["n"]
+        mx, mz = sums["sx"] / n, sums["sz"] / n
+        cxx, cxz = sums["sxx"] - n * torch.outer(mx, mx), sums["sxz"] - n * torch.outer(mx, mz)
+        xv = torch.cat(val_x) - mx if val_x else None
+        zv = torch.cat(val_z) - mz if val_z else None
+        w, alpha = ridge_per_target(cxx, cxz, n, torch.tensor(DEFAULT_ALPHAS), xv, zv)  # (F, d), (d,)
+        self.regression_head.set_linear(w.float(), (mz - mx @ w).float())
+        log.info("regression stage: ridge start from %d training frames, penalty per latent dim %.3g-%.3g (median %.3g)",
+                 int(n), float(alpha.min()), float(alpha.max()), float(alpha.median()))  # fmt: skip
+
+    # ------------------------------------------------------------------ EEG side
+    def encode_eeg(self, eeg: Tensor, eeg_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """EEG windows (B, N, C, W) -> tokens h (B, N, E) and the regression stage's latents μ
+        (B, K, d), or None without a regression stage. N = P + K + F."""
+        if eeg_mask is None:
+            eeg_mask = torch.ones(eeg.shape[:2], dtype=torch.bool, device=eeg.device)  # (B, N)
+        if self.hparams.eeg_features == "bandpower":
+            features = self.eeg_encoder.features(eeg, eeg_mask)  # (B, N, Fe)
+            h = self.eeg_encoder.tokens(features)  # (B, N, E)
+        else:
+            h = features = self.eeg_encoder(eeg)  # (B, N, E)
+        mu = None if self.regression_head is None else self.regression_head(features.float(), eeg_mask)  # (B, K, d)
+        return h, mu
 
     # ------------------------------------------------------------------ training
     def _losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        x, eeg = batch["fmri"], batch["eeg"]  # (B, K, V), (B, K, C, W)
+        x, eeg, eeg_mask = batch["fmri"], batch["eeg"], batch.get("eeg_mask")  # (B, K, V), (B, N, C, W), (B, N)
         B = x.shape[0]
         z, x_hat = self.autoencoder(x)  # (B, K, d), (B, K, V)
         t = torch.randint(0, len(self.alphas_cumprod), (B,), device=x.device, generator=generator)  # (B,)
         noise = torch.randn(z.shape, device=z.device, generator=generator)  # (B, K, d)
-        z_t = D.q_sample(z, t, noise, self.alphas_cumprod)  # (B, K, d)
-        h = self.eeg_encoder(eeg)  # (B, K, E)
+        h, mu = self.encode_eeg(eeg, eeg_mask)  # (B, N, E), (B, K, d) or None
+        target = z if mu is None else z - mu.detach()  # what the DiT generates: z, or the residual
+        z_t = D.q_sample(target, t, noise, self.alphas_cumprod)  # (B, K, d)
         drop = None
         if self.training and self.hparams.cond_drop_prob > 0:
             drop = torch.rand(B, device=x.device, generator=generator) < self.hparams.cond_drop_prob  # (B,)
-        eps = self._eps(z_t, t, h, drop)  # (B, K, d)
+        eps = self._eps(z_t, t, h, drop, eeg_mask, None if mu is None else mu.detach())  # (B, K, d)
         diff = D.diffusion_loss(eps, noise)
         if self.hparams.loss_weighting == "v":
             # |v - v_hat|^2 = |eps - eps_hat|^2 / alpha_bar_t: the same objective re-weighted
@@ -267,7 +392,14 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             a = self.alphas_cumprod[t].view(B, 1, 1)  # (B, 1, 1)
             diff = (((eps - noise) ** 2) / a).mean()
         recon = F.mse_loss(x_hat.float(), x.float())
-        return {"loss": diff + self.hparams.recon_weight * recon, "diffusion": diff, "recon": recon}
+        losses = {"diffusion": diff, "recon": recon}
+        loss = diff + self.hparams.recon_weight * recon
+        if mu is not None:
+            dec = self.autoencoder.decoder
+            x_mu = F.linear(mu, dec.weight.detach(), dec.bias.detach())  # (B, K, V) D(μ), D held fixed
+            losses["regression"] = F.mse_loss(x_mu.float(), x.float())
+            loss = loss + self.hparams.regression_weight * losses["regression"]
+        return {"loss": loss, **losses}
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         # the step's randomness (timesteps, noise, condition dropout) is drawn from (seed, step)
@@ -302,23 +434,27 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         losses = self._losses(batch, generator=g)
         self.log_dict({f"test/{k}": v for k, v in losses.items()}, sync_dist=True, batch_size=batch["fmri"].shape[0])
 
-    def _eps(self, x_t: Tensor, t: Tensor, h: Tensor, drop: Tensor | None = None) -> Tensor:
-        """ε_θ(x_t, t, h_EEG) (B, K, d) float32, from the DiT's output per ``parameterization``."""
-        out = self.dit(x_t, t, h, drop_cond=drop)  # (B, K, d)
+    def _eps(self, x_t: Tensor, t: Tensor, h: Tensor, drop: Tensor | None = None, eeg_mask: Tensor | None = None,
+             mu: Tensor | None = None) -> Tensor:  # fmt: skip
+        """ε_θ(x_t, t, h_EEG[, μ]) (B, K, d) float32, from the DiT's output per ``parameterization``."""
+        out = self.dit(x_t, t, h, drop_cond=drop, cond_mask=eeg_mask, x_cond=mu)  # (B, K, d)
         if self.hparams.parameterization == "v":
             return D.eps_from_v(x_t, out, self.alphas_cumprod[t])
         return out.float()
 
     # ------------------------------------------------------------------ sampling
-    def _eps_fn(self, h: Tensor, guidance_scale: float):
+    def _eps_fn(self, h: Tensor, guidance_scale: float, eeg_mask: Tensor | None = None, mu: Tensor | None = None):
         """ε(x_t, t) for the sampler: EEG-conditioned, with classifier-free guidance if scale != 1."""
         if guidance_scale == 1.0:
-            return lambda x_t, t: self._eps(x_t, t, h)
+            return lambda x_t, t: self._eps(x_t, t, h, None, eeg_mask, mu)
+
+        def twice(u: Tensor | None) -> Tensor | None:
+            return None if u is None else torch.cat([u, u])
 
         def guided(x_t: Tensor, t: Tensor) -> Tensor:
             B = x_t.shape[0]
             drop = torch.arange(2 * B, device=x_t.device) >= B  # (2B,) second half unconditional
-            eps = self._eps(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([h, h]), drop)  # (2B, K, d)
+            eps = self._eps(twice(x_t), twice(t), twice(h), drop, twice(eeg_mask), twice(mu))  # (2B, K, d)
             return D.cfg_eps(eps[:B], eps[B:], guidance_scale)  # (B, K, d)
 
         return guided
@@ -336,42 +472,93 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         time_travel: int = 0,
         time_travel_repeat: int = 1,
         seed: int | None = 0,
+        eeg_mask: Tensor | None = None,
     ) -> Tensor:
-        """DDIM sampling of (B, K, V) frames from EEG (B, K, C, W).
+        """DDIM sampling of (B, K, V) frames from EEG (B, P + K + F, C, W).
 
         With ``observed`` (B, K, V) and ``observed_mask`` (B, K): InterRecon. Observed frames are
         encoded (y = E x_obs) and imposed on x̂₀ at every step by the null-space projection; in the
-        output they are the observed data exactly. ``null_space=False`` samples without the
+        output they are the observed data exactly. With a regression stage the chain generates the
+        residual r = z − μ, so the projection imposes y − μ (A†(y − μ) + (I − A†A) r̂₀, then
+        z = μ + r: still y at the observed frames). ``null_space=False`` samples without the
         projection and only pastes the observed frames into the output (the "without null space"
         row of the paper's Table 2).
         """
-        B, K = eeg.shape[:2]
-        h = self.eeg_encoder(eeg)  # (B, K, E)
+        B = eeg.shape[0]
+        h, mu = self.encode_eeg(eeg, eeg_mask)  # (B, N, E), (B, K, d) or None
+        K = self._n_frames_of(eeg)
         g = None if seed is None else torch.Generator(device=eeg.device).manual_seed(seed)
         shape = (B, K, self.hparams.latent_dim)
-        eps_fn = self._eps_fn(h, guidance_scale)
+        eps_fn = self._eps_fn(h, guidance_scale, eeg_mask, mu)
         common = dict(num_inference_steps=num_inference_steps, eta=eta, generator=g)
         if observed is not None and null_space:
             y = self.autoencoder.encode(observed)  # (B, K, d)
+            if mu is not None:
+                y = y - mu  # the observed residual
             z = D.interrecon_sample(
                 eps_fn, y, observed_mask, self.alphas_cumprod, time_travel=time_travel,
                 time_travel_repeat=time_travel_repeat, **common,
             )  # fmt: skip
         else:
             z = D.ddim_sample(eps_fn, shape, self.alphas_cumprod, device=eeg.device, **common)  # (B, K, d)
+        if mu is not None:
+            z = z + mu  # (B, K, d)
         x = self.autoencoder.decode(z).float()  # (B, K, V)
         if observed is not None:
             x = torch.where(observed_mask[..., None], observed.float(), x)  # observed frames exact
         return x
 
     @torch.no_grad()
-    def predict_frames(self, batch: dict, num_samples: int = 1, **sampling) -> Tensor:
-        """One DDIM sample per window, or the mean of ``num_samples`` (seeds seed, seed + 1, ...)."""
+    def posterior_mean(self, eeg: Tensor, guidance_scale: float = 1.0, seed: int | None = 0,
+                       eeg_mask: Tensor | None = None) -> Tensor:  # fmt: skip
+        """E[x | EEG] in one network call: the denoiser's x̂₀ at the noisiest training step.
+
+        At n = N − 1 the noisy latent carries almost nothing of the data (ᾱ = 4e-5 on the linear
+        schedule), so the ε-loss-optimal x̂₀(x_n, n, EEG) = E[z | x_n, EEG] ≈ E[z | EEG]; decoded
+        by the linear decoder it is the frames' posterior mean. Needs ``parameterization="v"`` to be
+        well conditioned (an ε-network's error is multiplied by 1/sqrt(ᾱ) ≈ 160 here). Sampling
+        settings other than guidance and seed do not apply. Returns (B, K, V) float32.
+        """
+        B = eeg.shape[0]
+        h, mu = self.encode_eeg(eeg, eeg_mask)  # (B, N, E), (B, K, d) or None
+        K = self._n_frames_of(eeg)
+        g = None if seed is None else torch.Generator(device=eeg.device).manual_seed(seed)
+        x_t = torch.randn((B, K, self.hparams.latent_dim), generator=g, device=eeg.device)  # (B, K, d)
+        n = len(self.alphas_cumprod) - 1
+        t = torch.full((B,), n, dtype=torch.long, device=eeg.device)  # (B,)
+        eps = self._eps_fn(h, guidance_scale, eeg_mask, mu)(x_t, t)  # (B, K, d)
+        z = D.predict_x0(x_t, eps, self.alphas_cumprod[n])  # (B, K, d)
+        if mu is not None:
+            z = z + mu
+        return self.autoencoder.decode(z).float()  # (B, K, V)
+
+    def _n_frames_of(self, eeg: Tensor) -> int:
+        return eeg.shape[1] - sum(self.eeg_context)
+
+    @torch.no_grad()
+    def predict_frames(self, batch: dict, estimator: Literal["mean", "sample"] = "mean", num_samples: int = 1,
+                       **sampling) -> Tensor:  # fmt: skip
+        """(B, K, V) frames from ``batch["eeg"]`` by one of the estimators of the Evaluator:
+
+        - ``mean`` with ``num_samples = 1``: the posterior mean in one call (:meth:`posterior_mean`);
+        - ``mean`` with ``num_samples = N > 1``: the average of N DDIM samples (seeds seed, seed + 1, ...);
+        - ``sample``: one DDIM sample (``num_samples`` must be 1).
+        """
+        eeg, eeg_mask = batch["eeg"], batch.get("eeg_mask")
+        if estimator == "sample":
+            if num_samples != 1:
+                raise ValueError(f"estimator 'sample' draws one sample; got num_samples={num_samples} (use estimator 'mean')")
+            return self.sample(eeg, eeg_mask=eeg_mask, **sampling)
+        if estimator != "mean":
+            raise ValueError(f"estimator={estimator!r}: expected 'mean' or 'sample'")
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples}: expected at least 1")
         if num_samples == 1:
-            return self.sample(batch["eeg"], **sampling)
+            keep = {k: sampling[k] for k in ("guidance_scale", "seed") if k in sampling}
+            return self.posterior_mean(eeg, eeg_mask=eeg_mask, **keep)
         seed = sampling.pop("seed", 0) or 0
         total = None
         for i in range(num_samples):
-            x = self.sample(batch["eeg"], seed=seed + i, **sampling)  # (B, K, V)
+            x = self.sample(eeg, seed=seed + i, eeg_mask=eeg_mask, **sampling)  # (B, K, V)
             total = x if total is None else total + x
         return total / num_samples

@@ -29,6 +29,7 @@ TINY = {
     "E2fGAN": dict(unet_channels=8, base_channels=4),
     "MeanFrame": {},
     "Ridge": dict(alpha=10.0),
+    "FIRRidge": dict(lags=(0, 0), eeg_context=(0, 0)),
 }
 NETWORKS = ["CNNTC", "CNNTAG", "E2fNet", "E2fGAN"]
 
@@ -81,7 +82,7 @@ def test_output_shapes(name, K):
 @pytest.mark.parametrize("name", list(TINY))
 def test_each_frame_depends_on_its_own_eeg_only(name):
     model = make(name, n_frames=4).eval()
-    if name == "Ridge":  # give the (unsolved) regression weights so that it depends on the EEG
+    if name in ("Ridge", "FIRRidge"):  # give the (unsolved) regression weights so that it depends on the EEG
         g = torch.Generator().manual_seed(1)
         model.weight.copy_(torch.randn(model.weight.shape, generator=g))
     batch = make_batch(2, 4)
@@ -183,6 +184,90 @@ def test_ridge_equals_numpy_solve_on_the_same_features():
     np.testing.assert_allclose(pred, Xt @ W_ref + Y.mean(0), rtol=1e-4, atol=1e-4)
 
 
+def _fir_store(seed: int = 0) -> dict:
+    """55 frames in three segments (two training clips of 20 frames, one validation clip of 15)."""
+    g = torch.Generator().manual_seed(seed)
+    clip = torch.tensor([0] * 20 + [1] * 20 + [2] * 15)
+    return {
+        "eeg": (0.3 * torch.randn(55, C, W, generator=g)).clamp(-1, 1), "fmri": torch.randn(55, V, generator=g),
+        "frame_clip": clip, "segment": clip.clone(),
+    }  # fmt: skip
+
+
+def _fir_reference(store: dict, lags: tuple[int, int], alphas: list[float]):
+    """Numpy FIR ridge on unique frames: lagged z-scored log band power (0 + indicator where the lag
+    leaves the clip), every column standardised, centred ridge per grayordinate, penalty per
+    grayordinate by validation MSE."""
+    bp = feat.BandPower(1000.0, W)(store["eeg"]).reshape(55, -1).double().numpy()  # (T, Fb) log power
+    seg, y = store["segment"].numpy(), store["fmri"].double().numpy()
+    train, val = np.flatnonzero(seg < 2), np.flatnonzero(seg == 2)
+    m, s = bp[train].mean(0), bp[train].std(0)
+
+    def design(rows):
+        cols = []
+        for lag in range(lags[0], lags[1] + 1):
+            src = rows + lag
+            ok = (src >= 0) & (src < 55)
+            ok[ok] &= seg[src[ok]] == seg[rows[ok]]
+            cols += [np.where(ok[:, None], (bp[np.clip(src, 0, 54)] - m) / s, 0.0), (~ok)[:, None].astype(float)]
+        return np.concatenate(cols, 1)
+
+    X, Xv = design(train), design(val)
+    mx, my, sx = X.mean(0), y[train].mean(0), X.std(0)
+    sx[sx < 1e-12] = 1.0  # the own window's indicator is constant
+    Xc, Xvc = (X - mx) / sx, (Xv - mx) / sx
+    Ws = [np.linalg.solve(Xc.T @ Xc + a * np.eye(X.shape[1]), Xc.T @ (y[train] - my)) for a in alphas]
+    mse = np.stack([((Xvc @ Wa + my - y[val]) ** 2).mean(0) for Wa in Ws])  # (A, V)
+    best = mse.argmin(0)
+    Wref = np.stack([Ws[b][:, v] for v, b in enumerate(best)], 1) / sx[:, None]  # in unscaled design units
+    return Wref, my, np.asarray(alphas)[best], lambda rows: (design(rows) - mx) @ Wref + my
+
+
+def test_fir_ridge_equals_numpy_on_unique_frames_with_penalties_chosen_on_validation():
+    from eeg2fmri.data.datamodule import gather
+
+    store, lags, alphas = _fir_store(), (-2, 1), [0.1, 10.0, 1000.0]
+    K, ctx = 3, (2, 1)
+    train_starts = [s for a, b in ((0, 20), (20, 40)) for s in range(a, b - K + 1)]  # stride 1: frames repeat
+    batches = [gather(store, torch.tensor(train_starts[i : i + 4]), K, ctx) for i in range(0, len(train_starts), 4)]
+    val = [gather(store, torch.tensor([40, 43, 46, 49, 52]), K, ctx)]
+    model = B.FIRRidge(n_vertices=V, n_chans=C, n_times=W, n_frames=K, eeg_context=ctx, lags=lags, alphas=alphas)
+    trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    loader = lambda bs: torch.utils.data.DataLoader(bs, batch_size=None)  # noqa: E731
+    trainer.fit(model, train_dataloaders=loader(batches), val_dataloaders=loader(val))
+    Wref, my, best, predict = _fir_reference(store, lags, alphas)
+    assert len(set(best.tolist())) > 1  # the choice is per grayordinate, and it matters here
+    np.testing.assert_array_equal(model.alpha.numpy(), best.astype(np.float32))
+    np.testing.assert_allclose(model.weight.numpy(), Wref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.bias.numpy(), my, atol=1e-6)
+    test = gather(store, torch.tensor([0, 17, 37]), K, ctx)  # clip edges: missing lags on both sides
+    pred = model.predict_frames(test).reshape(-1, V).numpy()
+    np.testing.assert_allclose(pred, predict(test["frame_index"].reshape(-1).numpy()), rtol=1e-4, atol=1e-4)
+
+
+def test_fir_ridge_frame_k_depends_on_the_eeg_of_frames_k_plus_its_lags():
+    model = B.FIRRidge(n_vertices=V, n_chans=C, n_times=W, n_frames=4, eeg_context=(3, 2), lags=(-3, 1))
+    model.weight.copy_(torch.randn(model.weight.shape, generator=torch.Generator().manual_seed(1)))
+    batch = make_batch(1, 3 + 4 + 2)  # EEG of P + K + F = 9 frames
+    batch["fmri"], batch["eeg_mask"] = torch.zeros(1, 4, V), torch.ones(1, 9, dtype=torch.bool)
+    out = model.predict_frames(batch)
+    for j in range(9):  # EEG frame j is frame j - 3 of the window: it drives frames j - 3 - 1 .. j - 3 + 3
+        changed = {**batch, "eeg": batch["eeg"].clone()}
+        changed["eeg"][0, j] = (0.5 * torch.randn(C, W)).clamp(-1, 1)
+        moved = (model.predict_frames(changed) - out).abs().amax(-1)[0] > 1e-5  # (K,)
+        assert moved.tolist() == [j - 4 <= k <= j for k in range(4)], j
+
+
+def test_fir_ridge_lags_beyond_the_eeg_context_are_refused():
+    with pytest.raises(ValueError, match=r"lags=\[-8, 2\] need the EEG of 8 frame\(s\) before and 2 after.*--data.eeg_context \[8, 2\]"):
+        B.FIRRidge(n_vertices=V, n_chans=C, n_times=W, eeg_context=(0, 0), lags=(-8, 2))
+    with pytest.raises(ValueError, match=r"lags\[0\] <= lags\[1\]"):
+        B.FIRRidge(n_vertices=V, n_chans=C, n_times=W, eeg_context=(8, 2), lags=(1, -1))
+    with pytest.raises(ValueError, match="positive penalties"):
+        B.FIRRidge(n_vertices=V, n_chans=C, n_times=W, eeg_context=(8, 2), alphas=[0.0])
+
+
 def test_ridge_features_are_log_band_power_per_channel():
     model = make("Ridge")
     eeg = make_batch(1, 2)["eeg"]
@@ -248,7 +333,8 @@ def tiny_cache(tmp_path_factory) -> Path:
     return prepare(make_raw_subject(root / "raw"), root / "prep", progress=False)
 
 
-CLASSES = {"cnn_tc": "CNNTC", "cnn_tag": "CNNTAG", "e2fnet": "E2fNet", "e2fgan": "E2fGAN", "mean": "MeanFrame", "ridge": "Ridge"}
+CLASSES = {"cnn_tc": "CNNTC", "cnn_tag": "CNNTAG", "e2fnet": "E2fNet", "e2fgan": "E2fGAN", "mean": "MeanFrame", "ridge": "Ridge",
+           "fir_ridge": "FIRRidge"}
 
 
 @pytest.mark.parametrize("config", sorted(CLASSES))
@@ -267,11 +353,11 @@ def test_baseline_config_composes_after_a_subject_config(config, tiny_cache, cap
     own = yaml.safe_load(path.read_text())["model"].get("init_args", {})
     args = cfg["model"].get("init_args", {})
     for name, p in inspect.signature(cls).parameters.items():
-        if name in ("n_vertices", "n_chans", "n_times", "n_frames"):
+        if name in ("n_vertices", "n_chans", "n_times", "n_frames", "eeg_context"):  # data facts, linked
             continue
         assert args.get(name) == own.get(name, p.default), name
     shared = set(inspect.signature(EEG2fMRIDiffusion).parameters) & set(inspect.signature(cls).parameters)
-    assert shared - {"n_vertices", "n_chans", "n_times", "n_frames", "optimizer"} <= set(own)
+    assert shared - {"n_vertices", "n_chans", "n_times", "n_frames", "eeg_context", "sfreq", "optimizer"} <= set(own)
 
 
 # ----------------------------------------------------------------------------- CLI round trip
@@ -284,7 +370,9 @@ CLI_TINY = {
     "E2fGAN": ["--model.unet_channels", "8", "--model.base_channels", "4"],
     "MeanFrame": [],
     "Ridge": [],
+    "FIRRidge": ["--model.lags", "[-2, 1]"],
 }  # fmt: skip
+CLI_DATA = {"FIRRidge": ["--data.eeg_context", "[2, 1]"]}  # data options the model needs, at fit and test
 
 
 @pytest.mark.parametrize("name", list(CLI_TINY))
@@ -292,6 +380,7 @@ def test_fit_then_test_through_the_cli(name, tiny_cache, tmp_path):
     common = [
         "--data.data_path", str(tiny_cache), "--data.n_frames", "3", "--data.batch_size", "8",
         "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+        *CLI_DATA.get(name, []),
     ]  # fmt: skip
     main(["fit", *common, "--model", f"eeg2fmri.baselines.{name}", *CLI_TINY[name], "--trainer.max_epochs", "1",
           "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"])  # fmt: skip
@@ -303,6 +392,8 @@ def test_fit_then_test_through_the_cli(name, tiny_cache, tmp_path):
         assert state["state_dict"]["mean_frame"].abs().sum() > 0
     if name == "Ridge":
         assert state["state_dict"]["weight"].abs().sum() > 0 and state["state_dict"]["feature_std"].ne(1).any()
+    if name == "FIRRidge":  # penalties chosen on the validation frames, one per grayordinate
+        assert state["state_dict"]["weight"].abs().sum() > 0 and (state["state_dict"]["alpha"] > 0).all()
     main(["test", *common, "--ckpt_path", str(ckpt)])
     res = json.loads((ckpt.parent / "test_metrics.json").read_text())
     assert res["method"] == name

@@ -11,7 +11,8 @@ from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.interpolate import cubic_fill, linear_fill
 from eeg2fmri.module import EEG2fMRIDiffusion
 
-TINY = dict(latent_dim=16, eeg_embed_dim=16, eeg_channels=8, eeg_blocks=2, hidden_size=32, depth=1, num_heads=2)
+TINY = dict(latent_dim=16, eeg_embed_dim=16, eeg_channels=8, eeg_blocks=2, hidden_size=32, depth=1, num_heads=2,
+            sfreq=100.0)  # 64-sample windows: band power on 0.4 s segments at 100 Hz
 
 
 def tiny_model(n_vertices=50, n_frames=4, **kw):
@@ -29,7 +30,8 @@ def test_loss_is_diffusion_plus_reconstruction_and_trains():
     m = tiny_model()
     b = batch()
     losses = m._losses(b, generator=torch.Generator().manual_seed(1))
-    assert torch.allclose(losses["loss"], losses["diffusion"] + m.hparams.recon_weight * losses["recon"])
+    expected = losses["diffusion"] + m.hparams.recon_weight * losses["recon"] + m.hparams.regression_weight * losses["regression"]
+    assert torch.allclose(losses["loss"], expected)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     first = None
     for _ in range(30):
@@ -90,7 +92,7 @@ def test_callbacks_log_sampling_interrecon_and_linear(tmp_path, raw_subject):
                       default_root_dir=tmp_path, limit_train_batches=3)  # fmt: skip
     trainer.fit(model, dm)
     logged = trainer.callback_metrics
-    for prefix in ("val_sample", "val_interrecon", "val_linear"):
+    for prefix in ("val_pred", "val_interrecon", "val_linear"):
         for region in ("whole", "V1", "V1+A1"):
             assert f"{prefix}/{region}/r" in logged and torch.isfinite(logged[f"{prefix}/{region}/mse"])
     # after fit, the module holds the EMA weights, which differ from the raw training weights

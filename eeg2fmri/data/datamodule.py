@@ -3,7 +3,11 @@
 A window is K consecutive fMRI volumes of one clip (it never crosses a clip or split boundary)
 with the EEG window of each frame. Batches are dicts::
 
-    eeg          (B, K, n_chans, n_times)  float32, scaled to (-1, 1)
+    eeg          (B, P + K + F, n_chans, n_times)  float32, scaled to (-1, 1): the EEG window of
+                 each frame, plus ``eeg_context = (P, F)`` windows of the frames before and after
+                 the K frames (context for a hemodynamic model; P = F = 0 by default)
+    eeg_mask     (B, P + K + F)            bool: False where a context frame lies outside the
+                 window's run of consecutive frames of its clip (its EEG is then zeros)
     fmri         (B, K, n_vertices)        float32, z-scored with train statistics
     frame_index  (B, K)                    row of each frame in the cache (0..n_frames-1)
     clip         (B,)                      clip id of the window
@@ -56,6 +60,15 @@ def open_cache(path: str | Path) -> h5py.File:
     return h5
 
 
+def segment_ids(frame_clip: np.ndarray, frame_volume: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """(T,) int64 id of the segment each cache row belongs to: a segment is a run of consecutive
+    frames (volume index increasing by one) of one clip and one split. Windows and EEG context
+    never reach across a segment's edge."""
+    brk = np.ones(len(frame_clip), bool)  # True where a new segment of consecutive frames begins
+    brk[1:] = (frame_clip[1:] != frame_clip[:-1]) | (frame_volume[1:] != frame_volume[:-1] + 1) | (split[1:] != split[:-1])
+    return np.cumsum(brk) - 1
+
+
 def window_starts(frame_clip: np.ndarray, frame_volume: np.ndarray, split: np.ndarray, n_frames: int, stride: int = 1,
                   include_tail: bool = False) -> np.ndarray:  # fmt: skip
     """Cache rows where a window of ``n_frames`` consecutive frames of one clip starts.
@@ -66,9 +79,8 @@ def window_starts(frame_clip: np.ndarray, frame_volume: np.ndarray, split: np.nd
     """
     if n_frames < 1 or stride < 1:
         raise ValueError(f"n_frames={n_frames} and stride={stride} must be >= 1")
-    brk = np.ones(len(frame_clip), bool)  # True where a new segment of consecutive frames begins
-    brk[1:] = (frame_clip[1:] != frame_clip[:-1]) | (frame_volume[1:] != frame_volume[:-1] + 1) | (split[1:] != split[:-1])
-    seg_start = np.flatnonzero(brk)
+    seg = segment_ids(frame_clip, frame_volume, split)
+    seg_start = np.flatnonzero(np.diff(seg, prepend=-1) != 0)
     seg_end = np.append(seg_start[1:], len(frame_clip))
     out = []
     for a, b in zip(seg_start, seg_end):
@@ -104,10 +116,12 @@ class EpochShuffle(Sampler[int]):
 class _Windows(Dataset):
     """Map-style dataset of window starts; gathers tensors on CPU unless ``index_only``."""
 
-    def __init__(self, starts: np.ndarray, store: dict[str, torch.Tensor] | None, n_frames: int):
+    def __init__(self, starts: np.ndarray, store: dict[str, torch.Tensor] | None, n_frames: int,
+                 eeg_context: tuple[int, int] = (0, 0)):  # fmt: skip
         self.starts = torch.as_tensor(starts, dtype=torch.long)
         self.store = store  # None: index-only (the GPU path gathers after transfer)
         self.n_frames = n_frames
+        self.eeg_context = eeg_context
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -116,14 +130,30 @@ class _Windows(Dataset):
         s = int(self.starts[i])
         if self.store is None:
             return s
-        return gather(self.store, torch.tensor([s]), self.n_frames, squeeze=True)
+        return gather(self.store, torch.tensor([s]), self.n_frames, self.eeg_context, squeeze=True)
 
 
-def gather(store: dict[str, torch.Tensor], starts: torch.Tensor, n_frames: int, squeeze: bool = False) -> dict:
-    """Batch dict for windows starting at ``starts`` (B,), from tensors on any device."""
+def gather(store: dict[str, torch.Tensor], starts: torch.Tensor, n_frames: int, eeg_context: tuple[int, int] = (0, 0),
+           squeeze: bool = False) -> dict:  # fmt: skip
+    """Batch dict for windows starting at ``starts`` (B,), from tensors on any device.
+
+    With ``eeg_context = (P, F)`` the EEG covers the frames ``start - P .. start + K - 1 + F``; a
+    context frame outside the window's segment (``store["segment"]``) gets zeros and
+    ``eeg_mask`` False."""
     rows = starts[:, None] + torch.arange(n_frames, device=starts.device)  # (B, K)
+    before, after = eeg_context
+    if before or after:
+        erows = starts[:, None] + torch.arange(-before, n_frames + after, device=starts.device)  # (B, N), N = P + K + F
+        inside = (erows >= 0) & (erows < store["eeg"].shape[0])  # (B, N)
+        erows = erows.clamp(0, store["eeg"].shape[0] - 1)
+        mask = inside & (store["segment"][erows] == store["segment"][starts][:, None])  # (B, N)
+        eeg = store["eeg"][erows].float() * mask[..., None, None]  # (B, N, C, W)
+    else:
+        mask = torch.ones(rows.shape, dtype=torch.bool, device=starts.device)  # (B, K)
+        eeg = store["eeg"][rows].float()  # (B, K, C, W)
     batch = {
-        "eeg": store["eeg"][rows].float(),  # (B, K, C, W)
+        "eeg": eeg,  # (B, N, C, W)
+        "eeg_mask": mask,  # (B, N)
         "fmri": store["fmri"][rows].float(),  # (B, K, V)
         "frame_index": rows,  # (B, K)
         "clip": store["frame_clip"][starts],  # (B,)
@@ -148,6 +178,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         gpu_resident: bool = True,
         eval_batch_size: int | None = None,
         gpu_memory_fraction: float = 0.5,
+        eeg_context: tuple[int, int] = (0, 0),
     ):
         """
         Args:
@@ -162,11 +193,18 @@ class EEGfMRIDataModule(pl.LightningDataModule):
             eval_batch_size: windows per validation/test/predict batch (default batch_size).
             gpu_memory_fraction: the resident data may take at most this fraction of the GPU's free
                 memory; beyond it batches are gathered in host memory and streamed (a warning says so).
+            eeg_context: (P, F), EEG windows of P frames before and F frames after each K-frame
+                window that come with the batch (within the clip's consecutive frames; missing
+                ones are masked), so a model can see the EEG that drives the BOLD of its first
+                frames (the hemodynamic response spans ~10 s). Linked into the model.
         """
         super().__init__()
         self.save_hyperparameters()
         self.data_path = Path(data_path)
         self.n_frames = n_frames
+        self.eeg_context = tuple(int(c) for c in eeg_context)
+        if len(self.eeg_context) != 2 or min(self.eeg_context) < 0:
+            raise ValueError(f"eeg_context={list(eeg_context)}: expected [frames before, frames after], both >= 0")
         with open_cache(self.data_path) as h5:
             self.indices_all = h5["indices"][:]  # (V_file,) standard grayordinate index of each column
             self.columns = region_columns(region, self.indices_all)  # (V,) columns of the region
@@ -202,6 +240,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                 "fmri": torch.from_numpy(_read_columns(h5["fmri"], None if whole else self.columns)),
                 "eeg": torch.from_numpy(h5["eeg"][:]),
                 "frame_clip": torch.from_numpy(self.frame_clip),
+                "segment": torch.from_numpy(segment_ids(self.frame_clip, self.frame_volume, self.split)),
             }
             if want_truth:
                 store["fmri_clean"] = torch.from_numpy(_read_columns(h5["fmri_clean"], None if whole else self.columns))
@@ -250,7 +289,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         assert self.store is not None, "call setup() first"
         index_only = self._use_device_path()
-        ds = _Windows(self.windows[split], None if index_only else self.store, self.n_frames)
+        ds = _Windows(self.windows[split], None if index_only else self.store, self.n_frames, self.eeg_context)
         bs = self.hparams.batch_size if split == "train" else (self.hparams.eval_batch_size or self.hparams.batch_size)
         workers = 0 if index_only else self.hparams.num_workers
         sampler = None
@@ -286,9 +325,9 @@ class EEGfMRIDataModule(pl.LightningDataModule):
             if not self._on_device:
                 self._move_store(batch.device)
             if self.store["fmri"].device != batch.device:  # streaming fallback: gather here, then copy
-                out = gather(self.store, batch.to(self.store["fmri"].device), self.n_frames)
+                out = gather(self.store, batch.to(self.store["fmri"].device), self.n_frames, self.eeg_context)
                 return {k: v.to(batch.device, non_blocking=True) for k, v in out.items()}
-            return gather(self.store, batch, self.n_frames)
+            return gather(self.store, batch, self.n_frames, self.eeg_context)
         return batch
 
     def _move_store(self, device: torch.device) -> None:
@@ -309,6 +348,17 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                 return
         self.store = {k: v.to(device, non_blocking=True) for k, v in self.store.items()}
 
+    def iter_frames(self, split: str, batch_size: int = 64, device: torch.device | None = None):
+        """Every frame of ``split`` once, as batches of one-frame windows with their EEG context:
+        ``eeg`` (b, P + 1 + F, C, W), ``eeg_mask``, ``fmri`` (b, 1, V), ``frame_index`` (b, 1).
+        For models that start from statistics of the data (PCA, ridge), without knowing the store."""
+        assert self.store is not None, "call setup() first"
+        rows = torch.as_tensor(np.flatnonzero(self.split == SPLITS[split]), dtype=torch.long)
+        where = self.store["fmri"].device
+        for s in range(0, len(rows), batch_size):
+            batch = gather(self.store, rows[s : s + batch_size].to(where), 1, self.eeg_context)
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()} if device is not None else batch
+
     # ---------------------------------------------------------------- facts for the model and writers
     def preprocessing(self) -> dict:
         """What a checkpoint needs to preprocess new data like this cache (plain types + arrays)."""
@@ -327,6 +377,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         return {
             "data_path": str(self.data_path), "n_frames": self.n_frames, "n_vertices": self.n_vertices,
             "n_chans": self.n_chans, "n_times": self.n_times, "tr": self.tr, "region": self.hparams.region,
+            "eeg_context": list(self.eeg_context),
         }  # fmt: skip
 
 
@@ -343,6 +394,4 @@ def _read_columns(dset: h5py.Dataset, columns: np.ndarray | None, block: int = 1
 def _longest_segment(frame_clip: np.ndarray, frame_volume: np.ndarray) -> int:
     if len(frame_clip) == 0:
         return 0
-    brk = np.flatnonzero((np.diff(frame_clip) != 0) | (np.diff(frame_volume) != 1))
-    bounds = np.concatenate([[0], brk + 1, [len(frame_clip)]])
-    return int(np.diff(bounds).max())
+    return int(np.bincount(segment_ids(frame_clip, frame_volume, np.zeros_like(frame_clip))).max())

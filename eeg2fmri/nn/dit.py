@@ -87,7 +87,7 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
         B, K, H = x.shape
         if self.cross:
             q = self.q(x)  # (B, K, H)
@@ -95,7 +95,8 @@ class Attention(nn.Module):
         else:
             q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, K, H) x 3
         q, k, v = (u.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for u in (q, k, v))  # (B, h, *, H/h)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, K, H/h)
+        mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, Kc) True = attend
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, K, H/h)
         return self.proj(out.transpose(1, 2).reshape(B, K, H))  # (B, K, H)
 
 
@@ -118,12 +119,12 @@ class DiTBlock(nn.Module):
         # shift / scale / gate for each of the three sub-layers, regressed from the timestep
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 9 * hidden_size))
 
-    def forward(self, x: Tensor, c: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
         (shift_sa, scale_sa, gate_sa, shift_ca, scale_ca, gate_ca,
          shift_mlp, scale_mlp, gate_mlp) = self.adaLN_modulation(c).chunk(9, dim=-1)  # (B, H) x 9
         x = x + gate_sa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_sa, scale_sa))  # (B, K, H)
         x = x + gate_ca.unsqueeze(1) * self.cross_attn(
-            modulate(self.norm2(x), shift_ca, scale_ca), context
+            modulate(self.norm2(x), shift_ca, scale_ca), context, context_mask
         )  # (B, K, H)
         x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp))  # (B, K, H)
         return x
@@ -156,6 +157,12 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     """Noise predictor eps_theta(x_n, n, h_EEG) over a window of K frame latents.
 
+    The EEG tokens may cover more frames than the window: ``eeg_context = (P, F)`` tokens of the
+    frames before and after it (P + K + F in all). Frame token k and EEG token P + k share the
+    frame encoding of position P + k, so cross-attention can pair a frame with its own window and
+    with the EEG of the seconds before it (the hemodynamic delay). With ``latent_cond`` every frame
+    token also receives a second latent (the regression stage's mean, CorrDiff-style).
+
     Args:
         latent_dim: d, dims of one frame latent (the autoencoder's ``latent_dim``).
         cond_dim: dims of one EEG token (the EEG encoder's ``embed_dim``).
@@ -164,7 +171,9 @@ class DiT(nn.Module):
         depth: number of DiT blocks.
         num_heads: attention heads (H must be divisible by it).
         mlp_ratio: MLP hidden width / H.
-        max_frames: longest window the fixed frame encoding is tabulated for.
+        max_frames: longest window (context included) the fixed frame encoding is tabulated for.
+        eeg_context: (P, F), EEG tokens of frames before / after the window.
+        latent_cond: embed a conditioning latent per frame token (``x_cond`` of forward).
     """
 
     def __init__(
@@ -177,12 +186,16 @@ class DiT(nn.Module):
         num_heads: int = 8,
         mlp_ratio: float = 4.0,
         max_frames: int = 64,
+        eeg_context: tuple[int, int] = (0, 0),
+        latent_cond: bool = False,
     ):
         super().__init__()
-        if n_frames > max_frames:
-            raise ValueError(f"n_frames={n_frames} exceeds max_frames={max_frames}")
+        self.before, self.after = eeg_context
+        if n_frames + self.before + self.after > max_frames:
+            raise ValueError(f"n_frames={n_frames} with eeg_context={list(eeg_context)} exceeds max_frames={max_frames}")
         self.latent_dim, self.cond_dim, self.n_frames, self.max_frames = latent_dim, cond_dim, n_frames, max_frames
         self.x_embedder = nn.Linear(latent_dim, hidden_size)
+        self.latent_cond_embedder = nn.Linear(latent_dim, hidden_size) if latent_cond else None
         self.cond_embedder = nn.Linear(cond_dim, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
         # learned "no EEG" token for classifier-free guidance (drop_cond / cond=None)
@@ -225,26 +238,34 @@ class DiT(nn.Module):
         t: Tensor,
         cond: Tensor | None,
         drop_cond: Tensor | None = None,
+        cond_mask: Tensor | None = None,
+        x_cond: Tensor | None = None,
     ) -> Tensor:
-        """x (B, K, d) noisy latents; t (B,) timesteps (long or float); cond (B, K, E) EEG tokens,
-        or None for the null token everywhere; drop_cond (B,) bool: those samples use the null
-        token (classifier-free guidance training / the unconditional half of a guided batch).
-        Returns the noise estimate (B, K, d). No host syncs: capturable by CUDA graphs.
+        """x (B, K, d) noisy latents; t (B,) timesteps (long or float); cond (B, N, E) EEG tokens
+        (N = P + K + F), or None for the null token everywhere; drop_cond (B,) bool: those samples
+        use the null token (classifier-free guidance training / the unconditional half of a guided
+        batch); cond_mask (B, N) bool: False for EEG tokens to ignore (context outside the clip);
+        x_cond (B, K, d): the conditioning latent of ``latent_cond``.
+        Returns the network output (B, K, d). No host syncs: capturable by CUDA graphs.
         """
         B, K, _ = x.shape
-        if K > self.max_frames:
-            raise ValueError(f"window of {K} frames exceeds max_frames={self.max_frames}")
+        N = K + self.before + self.after
+        if N > self.max_frames:
+            raise ValueError(f"window of {K} frames with its EEG context exceeds max_frames={self.max_frames}")
         if cond is None:
-            cond = self.null_cond.expand(B, K, -1)  # (B, K, E)
+            cond = self.null_cond.expand(B, N, -1)  # (B, N, E)
         elif drop_cond is not None:
             null = self.null_cond.to(cond.dtype)  # (E,)
-            cond = torch.where(drop_cond.view(B, 1, 1), null, cond)  # (B, K, E)
-        pos = self.pos_embed[:K]  # (K, H)
-        h = self.x_embedder(x) + pos  # (B, K, H)
-        context = self.cond_embedder(cond) + pos  # (B, K, H)
+            cond = torch.where(drop_cond.view(B, 1, 1), null, cond)  # (B, N, E)
+        if cond.shape[1] != N:
+            raise ValueError(f"{cond.shape[1]} EEG tokens for {K} frames; expected {N} (eeg_context {self.before}, {self.after})")
+        h = self.x_embedder(x) + self.pos_embed[self.before : self.before + K]  # (B, K, H)
+        if self.latent_cond_embedder is not None:
+            h = h + self.latent_cond_embedder(x_cond)  # (B, K, H)
+        context = self.cond_embedder(cond) + self.pos_embed[:N]  # (B, N, H)
         c = self.t_embedder(t)  # (B, H)
         for block in self.blocks:
-            h = block(h, c, context)  # (B, K, H)
+            h = block(h, c, context, cond_mask)  # (B, K, H)
         return self.final_layer(h, c)  # (B, K, d)
 
 

@@ -1,0 +1,51 @@
+"""Ridge regression with a penalty per target, chosen on validation data: pure tensor functions.
+
+Shared by the FIR ridge baseline (targets: grayordinates) and the diffusion model's regression
+stage start (targets: latent dims). The fit works from the centred Gram matrices of a design X
+and targets Y, so callers can accumulate them over batches (float64 sums): with
+X^T X = Q diag(λ) Q^T, the ridge solution for penalty α is W_α = Q diag(1 / (λ + α)) Q^T X^T Y,
+and the whole path over a grid of α costs one eigendecomposition. Directions with λ = 0 are
+dropped: X^T Y lies in the range of X^T X, so they carry nothing (this is exact, and it keeps the
+cost at rank(X) when there are fewer frames than features).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# penalties tried on the validation frames, for standardised features (X^T X has ~n on its diagonal)
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(10.0 ** (e / 2) for e in range(2, 15))  # 1e1 ... 1e7
+
+
+def ridge_per_target(
+    cxx: Tensor, cxy: Tensor, n: Tensor | float, alphas: Tensor, x_val: Tensor | None = None, y_val: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """W (F, V) and α (V,): for every target v, the ridge solution on the standardised design,
+    (X_s^T X_s + α_v I)^-1 X_s^T y_v with X_s = X / std (each column's training std; constant
+    columns stay as they are), mapped back so that predictions are ``x @ W``; α_v is the value of
+    ``alphas`` whose predictions ``x_val @ W`` have the least squared error on ``y_val``, or
+    without validation data the geometric middle of ``alphas``.
+
+    cxx: (F, F) centred X^T X; cxy: (F, V) centred X^T Y; n: the training rows they sum over;
+    alphas: (A,) positive penalties; x_val: (n_val, F) validation design centred with the
+    *training* means; y_val: (n_val, V) validation targets centred likewise. Everything in float64
+    on the inputs' device. Why standardise every column: a penalty treats all directions alike only
+    on a common scale; e.g. a 0/1 indicator that is rarely 1 would otherwise be shrunk away.
+    """
+    cxx, cxy, alphas = cxx.double(), cxy.double(), alphas.to(cxx).double()
+    sd = (cxx.diagonal() / n).clamp_min(0).sqrt()  # (F,)
+    sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
+    cxx, cxy = cxx / torch.outer(sd, sd), cxy / sd[:, None]
+    lam, q = torch.linalg.eigh(cxx)  # (F,), (F, F)
+    keep = lam > lam.max().clamp_min(0) * 1e-10
+    lam, q = lam[keep], q[:, keep]  # (r,), (F, r)
+    g = q.T @ cxy  # (r, V): the targets' cross-products in the eigenbasis
+    if x_val is None or y_val is None or len(y_val) == 0:
+        best = alphas.log().mean().exp().expand(g.shape[1])  # (V,)
+    else:
+        xq = (x_val.double() / sd) @ q  # (n_val, r)
+        y_val = y_val.double()
+        err = torch.stack([((xq / (lam + a)) @ g - y_val).square().sum(0) for a in alphas])  # (A, V)
+        best = alphas[err.argmin(0)]  # (V,)
+    return q @ (g / (lam[:, None] + best[None, :])) / sd[:, None], best  # (F, V), (V,)
