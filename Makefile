@@ -28,15 +28,23 @@ install: $(VENV)/.installed ## create .venv and install eeg2fmri with its test t
 
 DEMO_RAW := data/demo/raw
 DEMO_PREPARED := data/demo/prepared
-demo: install ## simulate a subject, prepare it, train, test and print the region table (CPU, ~10 min)
+demo: install ## simulate a subject, prepare it, train the model and two ridge baselines, print one table (CPU, ~10 min)
 	test -d $(DEMO_RAW)/sub_0001 || $(VENV)/bin/eeg2fmri simulate --out_dir $(DEMO_RAW) --subjects [1] --scale ci \
 	    --n_runs 3 --run_seconds 200 --signal_gain 3
 	$(VENV)/bin/eeg2fmri prepare --subject_dir $(DEMO_RAW)/sub_0001 --out_dir $(DEMO_PREPARED)
 	rm -rf runs/demo
+	for b in ridge fir_ridge; do \
+	  $(VENV)/bin/eeg2fmri fit --config configs/demo.yaml --config configs/baselines/$$b.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
+	      --trainer.logger false --trainer.default_root_dir runs/demo/$$b --trainer.enable_progress_bar false && \
+	  $(VENV)/bin/eeg2fmri test --config configs/demo.yaml --config configs/baselines/$$b.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
+	      --trainer.logger false --trainer.default_root_dir runs/demo/$$b --trainer.enable_progress_bar false \
+	      --ckpt_path runs/demo/$$b/checkpoints/last.ckpt || exit 1; \
+	done
 	$(VENV)/bin/eeg2fmri fit --config configs/demo.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
 	    --trainer.enable_progress_bar false
 	$(VENV)/bin/eeg2fmri test --config configs/demo.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
 	    --trainer.enable_progress_bar false --ckpt_path runs/demo/latest/checkpoints/last.ckpt
+	$(VENV)/bin/eeg2fmri table --results '[runs/demo/fir_ridge/checkpoints/test_metrics.json, runs/demo/ridge/checkpoints/test_metrics.json, runs/demo/latest/checkpoints/test_metrics.json]'
 
 test: install ## run the test suite (fast tests; a few minutes on 2 CPU cores)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -481,9 +481,12 @@ class ClosedForm(EEGfMRIModule):
         if self._trainer is not None:
             self._count_step()
         with torch.no_grad():  # the model as it stands, on this batch (finite-loss guard, progress bar)
-            loss = F.mse_loss(self.predict_frames(batch), batch["fmri"].float())
+            loss = self._training_loss(batch)
         self.log("train/loss", loss, batch_size=batch["fmri"].shape[0])
         return loss
+
+    def _training_loss(self, batch: dict) -> Tensor:
+        return F.mse_loss(self.predict_frames(batch), batch["fmri"].float())
 
     def on_validation_epoch_start(self) -> None:
         if self._dirty:
@@ -716,22 +719,20 @@ class FIRRidge(ClosedForm):
             blocks += [bp[:, sl] * p, p]  # (B, K, Fb), (B, K, 1)
         return torch.cat(blocks, dim=-1)  # (B, K, L (Fb + 1))
 
-    def _standardise(self, m: Tensor) -> Tensor:
-        """T^T m for the affine map X = R T (+ constant) from the raw design R to the standardised
+    def _standardise(self, m: Tensor, out: Tensor | None = None) -> Tensor:
+        """T^T m for the affine map X = R T (+ constant) from the raw design R to the z-scored
         design X: per lag, x = (p·r − mean·p) / std on the band-power columns and 1 − p on the
-        indicator. ``m`` (L (Fb + 1), ...) has the raw design's rows."""
-        Fb = self.n_base
-        m = m.reshape(self.n_lags, Fb + 1, *m.shape[1:])
-        mean = self.base_mean.to(m).reshape(1, Fb, *([1] * (m.dim() - 2)))
-        std = self.base_std.to(m).reshape(1, Fb, *([1] * (m.dim() - 2)))
-        power = (m[:, :Fb] - mean * m[:, Fb:]) / std  # (L, Fb, ...)
-        return torch.cat([power, -m[:, Fb:]], dim=1).reshape(self.n_lags * (Fb + 1), *m.shape[2:])
-
-    def features(self, batch: dict) -> Tensor:
-        """(B, K, L (Fb + 1)) standardised design X (float64), centred by the training mean."""
-        r = self.raw_design(batch)  # (B, K, F)
-        x = self._standardise(r.reshape(-1, r.shape[-1]).T).T  # (B K, F) up to the indicator's constant
-        return x.reshape(r.shape) - self.feature_mean.double()
+        indicator. ``m`` (L (Fb + 1), ...) has the raw design's rows; ``out=m`` works in place."""
+        Fb, shape = self.n_base, m.shape
+        v = m.reshape(self.n_lags, Fb + 1, -1)  # (L, Fb + 1, ...)
+        mean = self.base_mean.to(v).reshape(1, Fb, 1)
+        std = self.base_std.to(v).reshape(1, Fb, 1)
+        if out is None:
+            power = (v[:, :Fb] - mean * v[:, Fb:]) / std  # (L, Fb, ...)
+            return torch.cat([power, -v[:, Fb:]], dim=1).reshape(shape)
+        v[:, :Fb].sub_(mean * v[:, Fb:]).div_(std)
+        v[:, Fb:].neg_()
+        return out
 
     # ------------------------------------------------------------------ statistics
     def _new_frames(self, batch: dict, which: str) -> Tensor:
@@ -765,32 +766,36 @@ class FIRRidge(ClosedForm):
         x0 = r[:, own : own + Fb]  # (n, Fb)
         return {
             "n": torch.tensor(float(r.shape[0]), dtype=torch.float64, device=r.device),
-            "sum_r": r.sum(0), "sum_rr": r.T @ r, "sum_y": y.sum(0), "sum_ry": r.T @ y,
+            "sum_r": r.sum(0), "sum_rr": r.T @ r, "sum_y": y.sum(0),
+            "sum_ry": r.float().T @ y.float(),  # (F, V) float32: at 91,282 grayordinates float64 would need 2.6 GB
             "sum_x0": x0.sum(0), "sum_x0x0": x0.square().sum(0),
         }  # fmt: skip
 
     def _eval_step(self, batch: dict, stage: str) -> None:
-        if stage == "val":  # keep the validation frames: the penalties are chosen on them
-            new = self._new_frames(batch, "val")
-            self._val.setdefault("r", []).append(self.raw_design(batch)[new])  # (n, F)
-            self._val.setdefault("y", []).append(batch["fmri"][new].float())  # (n, V)
-        super()._eval_step(batch, stage)
+        if stage != "val" or not self._dirty:
+            return super()._eval_step(batch, stage)
+        # a validation pass after training: keep its frames, the penalties are chosen on them; the
+        # solution and val/loss come at the end of the pass
+        new = self._new_frames(batch, "val")
+        self._val.setdefault("r", []).append(self.raw_design(batch)[new])  # (n, F)
+        self._val.setdefault("y", []).append(batch["fmri"][new].float())  # (n, V)
 
     def on_validation_epoch_start(self) -> None:
-        super().on_validation_epoch_start()  # a provisional solution (middle alpha) for val/loss
-        self._val = {}
+        self._val = {}  # no provisional solve (ClosedForm's): one solve per epoch, with the penalties chosen
         self._seen.pop("val", None)
 
     def on_validation_epoch_end(self) -> None:
-        if self._val and self._stats:
-            val = {k: torch.cat(v) for k, v in self._val.items()}
-            if self._trainer is not None and self.trainer.world_size > 1:
-                val = {k: _gather_rows(self, v) for k, v in val.items()}
-            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-                self._solve(self._reduced_stats(), val)
-            self._selected = True
-            self.log("val/alpha_median", self.alpha.median(), sync_dist=False)
+        if not (self._val and self._dirty):
+            return
+        val = {k: torch.cat(v) for k, v in self._val.items()}
         self._val = {}
+        if self._trainer is not None and self.trainer.world_size > 1:
+            val = {k: _gather_rows(self, v) for k, v in val.items()}
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            self._solve(self._reduced_stats(), val)
+            loss = F.mse_loss(self._predict_rows(val["r"]), val["y"])
+        self._dirty, self._selected = False, True
+        self.log_dict({"val/loss": loss, "val/alpha_median": self.alpha.median()}, sync_dist=False)
 
     def on_fit_start(self) -> None:
         self._selected = False
@@ -808,10 +813,17 @@ class FIRRidge(ClosedForm):
         stats = self._stats
         if self._trainer is not None and self.trainer.world_size > 1:
             stats = {k: self.trainer.strategy.reduce(v.clone(), reduce_op="sum") for k, v in stats.items()}
+        self._stats = {}  # _solve consumes them (in place: a whole-brain fit holds one (F, V) sum, not three)
         return stats
 
     # ------------------------------------------------------------------ solve
+    def solve(self) -> None:
+        with torch.autocast(self.device.type, enabled=False):
+            self._solve(self._reduced_stats())  # no validation frames: the middle of the penalties
+        self._dirty = False
+
     def _solve(self, stats: dict[str, Tensor], val: dict[str, Tensor] | None = None) -> None:
+        """Solve from the epoch's sums (consumed: ``sum_ry`` is centred and standardised in place)."""
         n = stats["n"]
         m0 = stats["sum_x0"] / n  # (Fb,) training mean of each band power
         sd0 = (stats["sum_x0x0"] / n - m0.square()).clamp_min(0).sqrt()
@@ -819,9 +831,9 @@ class FIRRidge(ClosedForm):
         self.base_std.copy_(torch.where(sd0 > 1e-12, sd0, torch.ones_like(sd0)).float())
         mr, my = stats["sum_r"] / n, stats["sum_y"] / n  # (F,), (V,)
         crr = stats["sum_rr"] - n * torch.outer(mr, mr)  # (F, F) centred R^T R
-        cry = stats["sum_ry"] - n * torch.outer(mr, my)  # (F, V) centred R^T Y
+        cry = stats.pop("sum_ry").sub_(torch.outer(n * mr, my).float())  # (F, V) centred R^T Y, in place
         cxx = self._standardise(self._standardise(crr).T)  # (F, F) T^T C T
-        cxy = self._standardise(cry)  # (F, V)
+        cxy = self._standardise(cry, out=cry)  # (F, V), in place
         feature_mean = self._standardise(mr[:, None])[:, 0]  # (F,) mean of the standardised design
         self.feature_mean.copy_(feature_mean.float())
         alphas = torch.tensor(self.hparams.alphas, dtype=torch.float64, device=cxx.device)  # (A,)
@@ -829,15 +841,27 @@ class FIRRidge(ClosedForm):
             w, best = ridge_per_target(cxx, cxy, n, alphas)
         else:
             xv = self._standardise(val["r"].T).T - feature_mean  # (n_val, F) centred like the training design
-            w, best = ridge_per_target(cxx, cxy, n, alphas, xv, val["y"].double() - my)
+            w, best = ridge_per_target(cxx, cxy, n, alphas, xv, val["y"] - my.float())
+        del cxy
         self.weight.copy_(w.float())
         self.bias.copy_(my.float())
         self.alpha.copy_(best.float())
 
+    def _training_loss(self, batch: dict) -> Tensor:
+        # the intercept's MSE: a full prediction costs an (F x V) product per batch at whole-brain size,
+        # and before the epoch's solve the weights are those of the last epoch (zero in the first)
+        return F.mse_loss(self.bias.expand_as(batch["fmri"]), batch["fmri"].float())
+
+    def _predict_rows(self, r: Tensor) -> Tensor:
+        """(n, V) predictions from raw design rows (n, F)."""
+        x = self._standardise(r.T).T - self.feature_mean.double()  # (n, F)
+        return x.float() @ self.weight + self.bias  # (n, V)
+
     @torch.no_grad()
     def predict_frames(self, batch: dict, **sampling) -> Tensor:
         with torch.autocast(self.device.type, enabled=False):
-            return (self.features(batch) @ self.weight.double() + self.bias.double()).float()  # (B, K, V)
+            r = self.raw_design(batch)  # (B, K, F)
+            return self._predict_rows(r.reshape(-1, r.shape[-1])).reshape(*r.shape[:2], -1)  # (B, K, V)
 
 
 def _gather_rows(module: EEGfMRIModule, rows: Tensor) -> Tensor:

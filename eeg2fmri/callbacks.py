@@ -271,7 +271,9 @@ def results_rows(results: dict) -> list[dict]:
     """One row per (source, region): source is 'model' (the estimator's prediction), 'model_sample'
     (one DDIM sample) or 'ceiling'."""
     rows = []
-    names = {"model": results["method"], "model_sample": f"{results['method']} (1 sample)", "ceiling": "noise ceiling"}
+    mean = str(results.get("estimator", "")).startswith("posterior mean")
+    names = {"model": results["method"] + (" (posterior mean)" if mean else ""),
+             "model_sample": f"{results['method']} (1 sample)", "ceiling": "noise ceiling"}  # fmt: skip
     for source, values in results["metrics"].items():
         regions = sorted({k.split("/")[0] for k in values}, key=lambda r: ("whole", "V1", "V1+A1", r).index(r) if r in ("whole", "V1", "V1+A1") else 3)
         for region in regions:
@@ -287,20 +289,32 @@ def write_results(results: dict, out_dir: Path) -> None:
     atomic_write_csv(out_dir / "test_metrics.csv", results_rows(results), ["method", "source", "region", *CSV_COLUMNS])
 
 
-def format_table(results: dict) -> str:
+def format_table(*results: dict) -> str:
+    """One table of the rows of one or more ``eeg2fmri test`` results (the noise ceiling once, last),
+    with the estimator of each sampling model's rows and the seconds of EEG each row sees."""
     lines = [
-        f"model rows: {results.get('estimator', '?')}; EEG seen per frame: {results.get('eeg_seconds', float('nan')):.1f} s",
-        f"{'method':<30} {'region':<7} {'MSE':>13} {'spatial r':>13} {'cosine':>13} {'temporal r':>10} {'ident top1':>10}",
+        f"{'method':<36} {'EEG s':>5} {'region':<7} {'MSE':>13} {'spatial r':>13} {'cosine':>13} {'temporal r':>10} {'ident top1':>10}",
     ]
-    for row in results_rows(results):
-        def pm(k):
-            return f"{row[k]:.3f}±{row[k + '_std']:.3f}"
+    notes = []
+    for res in results:
+        lines += [_table_line(row, res.get("eeg_seconds")) for row in results_rows(res) if row["source"] != "ceiling"]
+        if res.get("sampling"):
+            notes.append(f"{res['method']}: {res.get('estimator', '?')}; (1 sample): one DDIM draw")
+    first = next((r for r in results if "ceiling" in r["metrics"]), None)
+    if first is not None:
+        lines += [_table_line(row, None) for row in results_rows(first) if row["source"] == "ceiling"]
+    return "\n".join(lines + notes)
 
-        lines.append(
-            f"{row['method']:<30} {row['region']:<7} {pm('mse'):>13} {pm('r'):>13} {pm('cos'):>13} "
-            f"{row['temporal_r_median']:>10.3f} {row['identification_top1']:>10.3f}"
-        )
-    return "\n".join(lines)
+
+def _table_line(row: dict, eeg_seconds: float | None) -> str:
+    def pm(k):
+        return f"{row[k]:.3f}±{row[k + '_std']:.3f}"
+
+    secs = "–" if eeg_seconds is None else f"{eeg_seconds:.1f}"
+    return (
+        f"{row['method']:<36} {secs:>5} {row['region']:<7} {pm('mse'):>13} {pm('r'):>13} {pm('cos'):>13} "
+        f"{row['temporal_r_median']:>10.3f} {row['identification_top1']:>10.3f}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,6 +139,30 @@ def cmd_evaluate(argv: list[str]) -> None:
     _run_function("evaluate", evaluate, argv)
 
 
+def table(results: list[str]) -> str:
+    """Print one table of the scores of several ``eeg2fmri test`` runs (their test_metrics.json).
+
+    Args:
+        results: test_metrics.json files, in the order of the table's rows.
+    """
+    import json
+    from pathlib import Path
+
+    from eeg2fmri.callbacks import format_table
+
+    loaded = []
+    for f in results:
+        try:
+            loaded.append(json.loads(Path(f).read_text()))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{f}: not a readable test_metrics.json written by `eeg2fmri test` ({e})") from None
+    return format_table(*loaded)
+
+
+def cmd_table(argv: list[str]) -> None:
+    print(_run_function("table", table, argv))
+
+
 EXTRA: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "simulate": (cmd_simulate, "write simulated subjects in the CineBrain layout (EEG + CIFTI + behaviour)"),
     "prepare": (cmd_prepare, "raw subject folder -> HDF5 cache (filter, align with the 4 s shift, split, normalise)"),
@@ -146,6 +170,7 @@ EXTRA: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "fill": (cmd_fill, "fill censored / lost frames of a CIFTI run from its EEG (InterRecon; or linear, cubic)"),
     "evaluate": (cmd_evaluate, "score any predicted CIFTI run against a reference with every metric, per region"),
     "bench": (cmd_bench, "time the training step and DDIM sampler against a bare-PyTorch reference (--scale ci|paper)"),
+    "table": (cmd_table, "print one table of the scores of several `eeg2fmri test` runs (their test_metrics.json)"),
 }
 
 TRAINER_COMMANDS = {

@@ -520,7 +520,9 @@ def _interrecon(ckpt_path, eeg_path, data, censored, indices, tr, fmri, stride, 
     starts = plan_windows(censored, K, stride)  # (N,) checked before the EEG is read
 
     T = data.shape[0]
-    rows = np.unique(starts[:, None] + np.arange(K))  # frames any sampled window holds
+    before, after = model.eeg_context  # EEG windows of frames before / after each window, as in training
+    span = np.arange(-before, K + after)  # (N,) EEG frames of a window, relative to its start
+    rows = np.unique(np.clip(starts[:, None] + span, 0, T - 1))  # frames whose EEG any window needs
     eeg_rows = run_eeg_windows(eeg_path, prep, T, rows)  # (R, C, W)
     row_of = np.full(T, -1)
     row_of[rows] = np.arange(len(rows))
@@ -545,11 +547,14 @@ def _interrecon(ckpt_path, eeg_path, data, censored, indices, tr, fmri, stride, 
         for i, b in enumerate(range(0, len(starts), batch_size)):
             s = starts[b : b + batch_size]
             frames = s[:, None] + np.arange(K)  # (B, K)
-            eeg_b = torch.from_numpy(eeg_rows[row_of[frames]]).to(device)  # (B, K, C, W)
+            efr = s[:, None] + span  # (B, N) EEG frames, context included
+            inside = (efr >= 0) & (efr < T)  # context beyond the run's ends is missing
+            eeg_b = eeg_rows[row_of[np.clip(efr, 0, T - 1)]] * inside[..., None, None]  # (B, N, C, W)
+            eeg_b, eeg_mask = torch.from_numpy(eeg_b).to(device), torch.from_numpy(inside).to(device)
             obs = torch.from_numpy(z[frames]).to(device)  # (B, K, V_model)
             mask = torch.from_numpy(~censored[frames]).to(device)  # (B, K) True = anchor
             pred = model.sample(eeg_b, num_inference_steps=steps, eta=eta, observed=obs, observed_mask=mask,
-                                null_space=True, seed=seed + i)  # (B, K, V_model)  # fmt: skip
+                                null_space=True, seed=seed + i, eeg_mask=eeg_mask)  # (B, K, V_model)  # fmt: skip
             pred = pred.double().cpu().numpy()
             fill = censored[frames]  # (B, K)
             np.add.at(acc, slot[frames[fill]], pred[fill])

@@ -352,7 +352,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         cxx, cxz = sums["sxx"] - n * torch.outer(mx, mx), sums["sxz"] - n * torch.outer(mx, mz)
         xv = torch.cat(val_x) - mx if val_x else None
         zv = torch.cat(val_z) - mz if val_z else None
-        w, alpha = ridge_per_target(cxx, cxz, n, torch.tensor(DEFAULT_ALPHAS), xv, zv)  # (F, d), (d,)
+        w, alpha = ridge_per_target(cxx, cxz, n, torch.tensor(DEFAULT_ALPHAS, dtype=torch.float64), xv, zv)  # (F, d), (d,)
         self.regression_head.set_linear(w.float(), (mz - mx @ w).float())
         log.info("regression stage: ridge start from %d training frames, penalty per latent dim %.3g-%.3g (median %.3g)",
                  int(n), float(alpha.min()), float(alpha.max()), float(alpha.median()))  # fmt: skip

@@ -31,17 +31,21 @@ from eeg2fmri.data.cifti import atomic_save, atomic_write_csv, atomic_write_text
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REGIONS = ("whole", "V1", "V1+A1")
 
-# table name -> (slug, config under configs/, or None for the paper's model)
+# table name -> (slug, config composed after configs/sub<N>.yaml, or None for that config alone).
+# "paper/sub<N>.yaml" replaces the subject config: the paper's model as published.
 METHODS: dict[str, tuple[str, str | None]] = {
     "Mean frame": ("mean", "baselines/mean.yaml"),
     "Ridge": ("ridge", "baselines/ridge.yaml"),
+    "FIR ridge": ("fir_ridge", "baselines/fir_ridge.yaml"),
     "CNN-TC": ("cnn_tc", "baselines/cnn_tc.yaml"),
     "CNN-TAG": ("cnn_tag", "baselines/cnn_tag.yaml"),
     "E2fNet": ("e2fnet", "baselines/e2fnet.yaml"),
     "E2fGAN": ("e2fgan", "baselines/e2fgan.yaml"),
+    "Paper's model (as published)": ("paper", "paper/sub{subject}.yaml"),
     "Ours": ("diffusion", None),
 }
 SLUGS = {slug: name for name, (slug, _) in METHODS.items()}
+SAMPLING = ("paper", "diffusion")  # methods whose test also scores one DDIM sample (a second row)
 
 
 @dataclass
@@ -50,7 +54,7 @@ class Scale:
     grayordinates: str  # the simulator's grayordinates
     ks: tuple[int, ...]  # window lengths of Table 1
     epochs: dict[str, int] = field(default_factory=dict)  # per method slug (missing: the config's)
-    model: dict[str, dict] = field(default_factory=dict)  # per method slug: --model.* overrides
+    model: dict[str, dict] = field(default_factory=dict)  # per method slug: --model.* overrides (diffusion: also paper)
     extra: list[str] = field(default_factory=list)  # other CLI arguments for every cell
 
 
@@ -65,14 +69,16 @@ _CPU_NETS = {
 SCALES: dict[str, Scale] = {
     "ci": Scale(
         simulate="ci", grayordinates="every:20", ks=(3, 10, 30),
-        epochs={"diffusion": 15, "cnn_tc": 3, "cnn_tag": 3, "e2fnet": 3, "e2fgan": 3, "mean": 1, "ridge": 1},
+        epochs={"diffusion": 15, "paper": 15, "cnn_tc": 3, "cnn_tag": 3, "e2fnet": 3, "e2fgan": 3, "mean": 1, "ridge": 1,
+                "fir_ridge": 1},
         model={"diffusion": _CPU_DIFFUSION, **_CPU_NETS},
         extra=["--data.batch_size", "16", "--ema.decay", "0.99", "--evaluator.num_inference_steps", "20",
                "--evaluator.every_n_epochs", "1000", "--trainer.num_sanity_val_steps", "0"],
     ),  # fmt: skip
     "small": Scale(
         simulate="small", grayordinates="every:4", ks=(3, 10, 30),
-        epochs={"diffusion": 40, "cnn_tc": 10, "cnn_tag": 10, "e2fnet": 10, "e2fgan": 10, "mean": 1, "ridge": 1},
+        epochs={"diffusion": 40, "paper": 40, "cnn_tc": 10, "cnn_tag": 10, "e2fnet": 10, "e2fgan": 10, "mean": 1,
+                "ridge": 1, "fir_ridge": 1},
         model={"diffusion": {**_CPU_DIFFUSION, "latent_dim": 256, "hidden_size": 256}, **_CPU_NETS},
         extra=["--data.batch_size", "32", "--ema.decay", "0.999", "--evaluator.num_inference_steps", "50",
                "--evaluator.every_n_epochs", "20", "--trainer.num_sanity_val_steps", "0"],
@@ -114,14 +120,15 @@ def run_cell(
     from eeg2fmri.cli import main
 
     config = METHODS[SLUGS[slug]][1]
-    args = ["--config", str(CONFIGS / f"sub{subject}.yaml")]
-    if config:
-        args += ["--config", str(CONFIGS / config)]
+    if config and config.startswith("paper/"):  # a whole config of its own
+        args = ["--config", str(CONFIGS / config.format(subject=subject))]
+    else:
+        args = ["--config", str(CONFIGS / f"sub{subject}.yaml")] + (["--config", str(CONFIGS / config)] if config else [])
     args += ["--data.data_path", str(cache), "--data.n_frames", str(k), "--trainer.default_root_dir", str(out),
              "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *scale.extra]  # fmt: skip
     if slug in scale.epochs:
         args += ["--trainer.max_epochs", str(scale.epochs[slug])]
-    args += _model_args(scale.model.get(slug, {})) + list(extra)
+    args += _model_args(scale.model.get("diffusion" if slug == "paper" else slug, {})) + list(extra)
     done, stamp = out / "test_metrics.json", out / "cell_args.json"
     if not force and done.exists() and stamp.exists() and json.loads(stamp.read_text()) == args:
         return json.loads(done.read_text())
@@ -168,63 +175,95 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std())
 
 
+def _rows_of(slugs) -> list[tuple[str, str, str]]:
+    """(table name, method slug, result source) of every row: the one-sample row follows each
+    sampling method's posterior-mean row, the noise ceiling comes last."""
+    out = []
+    for m in slugs:
+        out.append((SLUGS[m] + (" — posterior mean" if m in SAMPLING else ""), m, "model"))
+        if m in SAMPLING:
+            out.append((SLUGS[m] + " — one sample", m, "model_sample"))
+    return out + [("Noise ceiling", slugs[0], "ceiling")]
+
+
 def table1_rows(res: dict, subjects, ks, slugs) -> list[dict]:
-    """Long-format rows: one per (K, method, region, metric), mean and std over subjects."""
+    """Long-format rows: one per (K, method row, region, metric), mean and std over subjects."""
     rows = []
     keys = ("mse", "r", "cos", "temporal_r_median", "identification_top1", "identification_top5", "identification_mean_rank")
     for k in ks:
-        for source_method in [*slugs, "ceiling"]:
+        for name, slug, source in _rows_of(slugs):
+            cells = [res[(s, k, slug)] for s in subjects]
+            eeg_s = None if source == "ceiling" else cells[0].get("eeg_seconds")
             for region in REGIONS:
                 for key in keys:
-                    if source_method == "ceiling":
-                        vals = [res[(s, k, slugs[0])]["metrics"].get("ceiling", {}).get(f"{region}/{key}") for s in subjects]
-                        name = "Noise ceiling"
-                    else:
-                        vals = [res[(s, k, source_method)]["metrics"]["model"].get(f"{region}/{key}") for s in subjects]
-                        name = SLUGS[source_method]
+                    vals = [c["metrics"].get(source, {}).get(f"{region}/{key}") for c in cells]
                     mean, std = _mean_std(vals)
-                    rows.append({"K": k, "method": name, "region": region, "metric": key, "mean": mean,
-                                 "std_over_subjects": std, "n_subjects": len(subjects),
+                    rows.append({"K": k, "method": name, "source": source, "eeg_seconds": eeg_s, "region": region,
+                                 "metric": key, "mean": mean, "std_over_subjects": std, "n_subjects": len(subjects),
                                  "per_subject": vals})  # fmt: skip
     return rows
 
 
 def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
-    rows = table1_rows(res, subjects, ks, slugs)
-    have_ceiling = any("ceiling" in r["metrics"] for r in res.values())
+    rows = [r for r in table1_rows(res, subjects, ks, slugs) if any(v is not None for v in r["per_subject"])]
     look = {(r["K"], r["method"], r["region"], r["metric"]): r for r in rows}
-    names = [SLUGS[m] for m in slugs] + (["Noise ceiling"] if have_ceiling else [])
+    names = [n for n, _, _ in _rows_of(slugs) if any(r["method"] == n for r in rows)]
+    eeg_s = {r["method"]: r["eeg_seconds"] for r in rows}
+    n = len(subjects)
+    protocol = next(iter(res.values())).get("protocol", "clip split, training statistics")
+
+    def cell(k, name, region, metric):
+        row = look.get((k, name, region, metric))
+        return "–" if row is None else _fmt(row, n)
+
+    def seconds(name):
+        return "–" if eeg_s.get(name) is None else f"{eeg_s[name]:.1f}"
+
     md = io.StringIO()
-    md.write(f"# Table 1 — mean over {len(subjects)} subject(s): MSE / r / cos per region\n\n")
-    md.write("Spatial metrics per test frame (paper, Table 1); ± is the std over subjects when there are several.\n\n")
-    md.write("| K | method | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " |\n")
-    md.write("|---|---|" + "---|" * (3 * len(REGIONS)) + "\n")
+    md.write(f"# Table 1 — mean over {n} subject(s): MSE / r / cos per region\n\n")
+    md.write(f"Protocol: {protocol}. Spatial metrics per test frame (paper, Table 1); ± is the std over subjects when\n"
+             "there are several. Rows of the sampling models: *posterior mean* (the estimate that minimises MSE: x̂₀\n"
+             "at the noisiest step, or the average of N samples, as the cell's evaluator says) and *one sample* (one\n"
+             "DDIM draw: about twice the posterior variance in MSE). *EEG s*: seconds of EEG one predicted frame\n"
+             "may depend on (own window 0.8 s; the FIR lags; a K-frame window plus its EEG context).\n\n")  # fmt: skip
+    md.write("| K | method | EEG s | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " |\n")
+    md.write("|---|---|---|" + "---|" * (3 * len(REGIONS)) + "\n")
     for k in ks:
         for name in names:
-            cells = [_fmt(look[(k, name, region, m)], len(subjects)) for region in REGIONS for m in ("mse", "r", "cos")]
-            md.write(f"| {k} | {name} | " + " | ".join(cells) + " |\n")
+            cells = [cell(k, name, region, m) for region in REGIONS for m in ("mse", "r", "cos")]
+            md.write(f"| {k} | {name} | {seconds(name)} | " + " | ".join(cells) + " |\n")
     md.write("\n# Table 1b — temporal and functional metrics\n\n")
-    md.write("Temporal r: per grayordinate over the test frames, median over the region. Identification: rank of the\n"
-             "true test window among all test windows by correlation with the prediction (whole brain).\n\n")  # fmt: skip
-    md.write("| K | method | " + " | ".join(f"{r} temporal r" for r in REGIONS) + " | top-1 | top-5 | mean rank |\n")
-    md.write("|---|---|" + "---|" * (len(REGIONS) + 3) + "\n")
+    md.write("Temporal r: per grayordinate over the test frames, median over the region; in brackets the fraction of\n"
+             "the noise ceiling's. Identification: rank of the true test window among all test windows by correlation\n"
+             "with the prediction (whole brain).\n\n")  # fmt: skip
+    md.write("| K | method | EEG s | " + " | ".join(f"{r} temporal r" for r in REGIONS) + " | top-1 | top-5 | mean rank |\n")
+    md.write("|---|---|---|" + "---|" * (len(REGIONS) + 3) + "\n")
     for k in ks:
         for name in names:
-            cells = [_fmt(look[(k, name, region, "temporal_r_median")], len(subjects)) for region in REGIONS]
-            cells += [_fmt(look[(k, name, "whole", m)], len(subjects)) for m in ("identification_top1", "identification_top5", "identification_mean_rank")]
-            md.write(f"| {k} | {name} | " + " | ".join(cells) + " |\n")
+            cells = []
+            for region in REGIONS:
+                c = cell(k, name, region, "temporal_r_median")
+                ceil = look.get((k, "Noise ceiling", region, "temporal_r_median"))
+                mine = look.get((k, name, region, "temporal_r_median"))
+                if ceil and mine and name != "Noise ceiling" and math.isfinite(mine["mean"]) and ceil["mean"] > 0:
+                    c += f" ({mine['mean'] / ceil['mean']:.2f})"
+                cells.append(c)
+            cells += [cell(k, name, "whole", m) for m in ("identification_top1", "identification_top5", "identification_mean_rank")]
+            md.write(f"| {k} | {name} | {seconds(name)} | " + " | ".join(cells) + " |\n")
     for s in subjects:  # Tables S1-S3: per subject, mean ± std over test windows
         md.write(f"\n# Subject {s} — mean ± std over test windows (Tables S1–S3)\n\n")
         md.write("| K | method | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " |\n")
         md.write("|---|---|" + "---|" * (3 * len(REGIONS)) + "\n")
         for k in ks:
-            for m in slugs:
-                met = res[(s, k, m)]["metrics"]["model"]
+            for name, m, source in _rows_of(slugs)[:-1]:
+                met = res[(s, k, m)]["metrics"].get(source)
+                if met is None:
+                    continue
                 cells = [f"{met[f'{region}/{x}']:.3f} ± {met[f'{region}/{x}_std']:.3f}" for region in REGIONS for x in ("mse", "r", "cos")]
-                md.write(f"| {k} | {SLUGS[m]} | " + " | ".join(cells) + " |\n")
+                md.write(f"| {k} | {name} | " + " | ".join(cells) + " |\n")
     atomic_write_text(out / "table1.md", md.getvalue())
-    kept = [{**r, "per_subject": json.dumps(r["per_subject"])} for r in rows if have_ceiling or r["method"] != "Noise ceiling"]
-    fields = ["K", "method", "region", "metric", "mean", "std_over_subjects", "n_subjects", "per_subject"]
+    kept = [{**r, "per_subject": json.dumps(r["per_subject"])} for r in rows]
+    fields = ["K", "method", "source", "eeg_seconds", "region", "metric", "mean", "std_over_subjects", "n_subjects", "per_subject"]
     atomic_write_csv(out / "table1.csv", kept, fields)
 
 
@@ -281,6 +320,7 @@ def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", 
     sweep of Figure 3 (frames 1..g missing, g = 1..K-2)."""
     import torch
 
+    from eeg2fmri.baselines import FIRRidge
     from eeg2fmri.callbacks import anchor_mask
     from eeg2fmri.data.datamodule import EEGfMRIDataModule
     from eeg2fmri.data.regions import region_columns
@@ -291,48 +331,65 @@ def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", 
     sc = SCALES[scale]
     out = Path(results) / scale
     evaluator_steps = int(sc.extra[sc.extra.index("--evaluator.num_inference_steps") + 1]) if "--evaluator.num_inference_steps" in sc.extra else 50
-    methods = ("Linear", "Cubic spline", "Without null space", "With null space")
+    n_mean = 4  # InterRecon samples averaged for the posterior-mean row
+    methods = ("Linear", "Cubic spline", "FIR ridge (EEG only)", "Ours, EEG only (posterior mean)", "Without null space",
+               "With null space (one sample)", f"With null space (mean of {n_mean} samples)")  # fmt: skip
     table: dict[str, list[dict]] = {m: [] for m in methods}
     sweep: dict[str, dict[int, list[float]]] = {m: {} for m in methods}
     for s in subjects:
         cache = ensure_subject(s, sc, Path(raw) / scale, Path(prepared) / scale)
         cell = out / "cells" / f"sub{s}" / f"K{k}" / "diffusion"
-        _say(f"subject {s}: the K={k} diffusion model")
+        fir_cell = out / "cells" / f"sub{s}" / f"K{k}" / "fir_ridge"
+        _say(f"subject {s}: the K={k} diffusion model and FIR ridge")
         run_cell(s, k, "diffusion", sc, cache, cell, force=force)
+        run_cell(s, k, "fir_ridge", sc, cache, fir_cell, force=force)
         model = EEG2fMRIDiffusion.load_from_checkpoint(cell / "checkpoints" / "last.ckpt", map_location="cpu").eval()
-        dm = EEGfMRIDataModule(str(cache), n_frames=k, batch_size=16)
+        fir = FIRRidge.load_from_checkpoint(fir_cell / "checkpoints" / "last.ckpt", map_location="cpu").eval()
+        if tuple(fir.eeg_context) != tuple(model.eeg_context):
+            raise ValueError(f"{fir_cell} and {cell} were trained with different EEG context; rerun with --force")
+        dm = EEGfMRIDataModule(str(cache), n_frames=k, batch_size=16, eeg_context=model.eeg_context)
         dm.setup("test")
         cols = {r: torch.as_tensor(region_columns(r, dm.indices)) for r in REGIONS}
 
         def fill(name, batch, mask):
-            x = batch["fmri"]
+            x, eeg, eeg_mask = batch["fmri"], batch["eeg"], batch["eeg_mask"]
             if name == "Linear":
                 return linear_fill(x, mask)
             if name == "Cubic spline":
                 return cubic_fill(x, mask)
-            return model.sample(batch["eeg"], num_inference_steps=evaluator_steps, observed=x, observed_mask=mask,
-                                null_space=name == "With null space")  # fmt: skip
+            if name.startswith("FIR ridge"):
+                return fir.predict_frames(batch)
+            if name.startswith("Ours, EEG only"):
+                return model.predict_frames(batch, estimator="mean", num_samples=1)
+            n = n_mean if "mean of" in name else 1
+            return sum(model.sample(eeg, num_inference_steps=evaluator_steps, observed=x, observed_mask=mask, seed=i,
+                                    null_space=name != "Without null space", eeg_mask=eeg_mask)
+                       for i in range(n)) / n  # fmt: skip
 
         gaps = list(range(1, k - 1))
         _say(f"subject {s}: InterRecon on {len(dm.windows['test'])} test windows, gaps {gaps[0]}..{gaps[-1]}")
         for name in methods:
             main_metrics = RegionMetrics(cols, dm.n_vertices, identification=False)
             gap_metrics = {g: RegionMetrics({"whole": None}, dm.n_vertices, identification=False) for g in gaps}
+            eeg_only = "EEG only" in name  # the anchors do not enter: one prediction per batch serves every gap
             with torch.no_grad():
                 for batch in dm.test_dataloader():
                     x = batch["fmri"]
                     mask = anchor_mask(x.shape[0], k)
-                    main_metrics.update(fill(name, batch, mask), x, frame_mask=~mask)
+                    pred = fill(name, batch, mask)
+                    main_metrics.update(pred, x, frame_mask=~mask)
                     for g in gaps:
                         m = torch.ones(x.shape[0], k, dtype=torch.bool)
                         m[:, 1 : g + 1] = False
-                        gap_metrics[g].update(fill(name, batch, m), x, frame_mask=~m)
+                        gap_metrics[g].update(pred if eeg_only else fill(name, batch, m), x, frame_mask=~m)
             table[name].append(main_metrics.compute())
             for g in gaps:
                 sweep[name].setdefault(g, []).append(gap_metrics[g].compute()["whole/r"])
     rows = []
     lines = [f"# Table 2 — InterRecon (K = {k}, first and last frame observed), mean over {len(subjects)} subject(s)\n",
-             "Metrics on the filled (middle) frames only.\n",
+             "Metrics on the filled (middle) frames only. *EEG only*: predictions from the EEG without the anchors\n"
+             "(FIR ridge; the model's posterior mean). InterRecon rows: one DDIM sample with the anchors imposed by the\n"
+             "null-space step, and the average of several such samples (the posterior mean given EEG and anchors).\n",
              "| method | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " | whole temporal r |",
              "|---|" + "---|" * (3 * len(REGIONS) + 1)]  # fmt: skip
     for name in methods:

@@ -29,23 +29,25 @@ def ridge_per_target(
 
     cxx: (F, F) centred X^T X; cxy: (F, V) centred X^T Y; n: the training rows they sum over;
     alphas: (A,) positive penalties; x_val: (n_val, F) validation design centred with the
-    *training* means; y_val: (n_val, V) validation targets centred likewise. Everything in float64
-    on the inputs' device. Why standardise every column: a penalty treats all directions alike only
-    on a common scale; e.g. a 0/1 indicator that is rarely 1 would otherwise be shrunk away.
+    *training* means; y_val: (n_val, V) validation targets centred likewise. The eigendecomposition
+    runs in float64, the (·, V) products in cxy's dtype (float32 keeps a whole-brain fit within
+    memory), on the inputs' device. Why standardise every column: a penalty treats all directions
+    alike only on a common scale; e.g. a 0/1 indicator that is rarely 1 would otherwise be shrunk away.
     """
-    cxx, cxy, alphas = cxx.double(), cxy.double(), alphas.to(cxx).double()
+    cxx, alphas = cxx.double(), alphas.to(device=cxx.device, dtype=torch.float64)
     sd = (cxx.diagonal() / n).clamp_min(0).sqrt()  # (F,)
     sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
-    cxx, cxy = cxx / torch.outer(sd, sd), cxy / sd[:, None]
-    lam, q = torch.linalg.eigh(cxx)  # (F,), (F, F)
+    lam, q = torch.linalg.eigh(cxx / torch.outer(sd, sd))  # (F,), (F, F) of the standardised design
     keep = lam > lam.max().clamp_min(0) * 1e-10
     lam, q = lam[keep], q[:, keep]  # (r,), (F, r)
-    g = q.T @ cxy  # (r, V): the targets' cross-products in the eigenbasis
+    qs = q / sd[:, None]  # (F, r): maps the unscaled design to the eigenbasis (no scaled copy of cxy)
+    g = qs.T.to(cxy.dtype) @ cxy  # (r, V) the targets' cross-products in the eigenbasis, cxy's dtype
     if x_val is None or y_val is None or len(y_val) == 0:
         best = alphas.log().mean().exp().expand(g.shape[1])  # (V,)
     else:
-        xq = (x_val.double() / sd) @ q  # (n_val, r)
-        y_val = y_val.double()
-        err = torch.stack([((xq / (lam + a)) @ g - y_val).square().sum(0) for a in alphas])  # (A, V)
+        xq = (x_val.double() @ qs).to(g.dtype)  # (n_val, r)
+        lam_g = lam.to(g.dtype)
+        err = torch.stack([((xq / (lam_g + a)) @ g - y_val.to(g.dtype)).square().sum(0) for a in alphas.tolist()])  # (A, V)
         best = alphas[err.argmin(0)]  # (V,)
-    return q @ (g / (lam[:, None] + best[None, :])) / sd[:, None], best  # (F, V), (V,)
+    g /= (lam[:, None] + best[None, :]).to(g.dtype)  # in place: (r, V)
+    return qs.to(g.dtype) @ g, best  # (F, V), (V,)

@@ -221,3 +221,107 @@ def test_training_losses_reach_the_logger_every_log_every_n_steps(tmp_path, raw_
         if "train/loss" in m:  # that step's own loss, not a stale one from an earlier step
             assert {"train/diffusion", "train/recon"} <= set(m)
             assert m["train/loss"] == pytest.approx(losses.seen[s], rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- estimators
+
+
+def _nonzero_dit(m):
+    """adaLN-zero starts the DiT at exactly zero output; give it weights so that estimators differ."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in m.dit.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    return m
+
+
+@pytest.mark.parametrize("context", [(0, 0), (2, 1)])
+def test_posterior_mean_is_x0_at_the_noisiest_step(context):
+    from eeg2fmri import diffusion as D
+
+    m = _nonzero_dit(tiny_model(eeg_context=context)).eval()
+    b = batch(B=2)
+    b["eeg"] = torch.randn(2, 4 + sum(context), 4, 64, generator=torch.Generator().manual_seed(2))
+    b["eeg_mask"] = torch.ones(2, 4 + sum(context), dtype=torch.bool)
+    if context[0]:
+        b["eeg_mask"][0, 0] = False  # a context frame outside the clip
+    got = m.predict_frames(b, estimator="mean", num_samples=1, seed=3, num_inference_steps=5, eta=0.0)
+    # by hand: x_T from the seed, one DiT call at n = N - 1 (v-parameterisation), x0, + mu, decode
+    h, mu = m.encode_eeg(b["eeg"], b["eeg_mask"])
+    x_T = torch.randn((2, 4, m.hparams.latent_dim), generator=torch.Generator().manual_seed(3))
+    n = len(m.alphas_cumprod) - 1
+    a = m.alphas_cumprod[n]
+    v = m.dit(x_T, torch.full((2,), n), h, cond_mask=b["eeg_mask"], x_cond=mu)
+    x0 = a.sqrt() * x_T - (1 - a).sqrt() * v  # the v-network's x0: sqrt(a) x_t - sqrt(1 - a) v
+    expect = m.autoencoder.decoder(x0 + mu)
+    assert torch.allclose(got, expect, atol=1e-4), (got - expect).abs().max()
+    assert not torch.allclose(got, m.predict_frames(b, estimator="sample", seed=3, num_inference_steps=5), atol=1e-3)
+    # the same x0 through the sampler's own formulas (eps from v, then x0 from eps)
+    assert torch.allclose(D.predict_x0(x_T, D.eps_from_v(x_T, v, a), a), x0, atol=1e-3)
+
+
+def test_mean_of_n_samples_is_their_average():
+    m = _nonzero_dit(tiny_model()).eval()
+    b = batch(B=2)
+    kw = dict(num_inference_steps=4, eta=0.5)
+    got = m.predict_frames(b, estimator="mean", num_samples=3, seed=5, **kw)
+    expect = sum(m.sample(b["eeg"], seed=5 + i, **kw) for i in range(3)) / 3
+    assert torch.allclose(got, expect, atol=1e-6)
+    one = m.predict_frames(b, estimator="sample", seed=5, **kw)
+    assert torch.equal(one, m.sample(b["eeg"], seed=5, **kw))
+
+
+def test_estimator_options_are_checked():
+    m = tiny_model().eval()
+    b = batch(B=1)
+    with pytest.raises(ValueError, match="estimator='median': expected 'mean' or 'sample'"):
+        m.predict_frames(b, estimator="median")
+    with pytest.raises(ValueError, match="num_samples=0: expected at least 1"):
+        m.predict_frames(b, estimator="mean", num_samples=0)
+    with pytest.raises(ValueError, match="estimator 'sample' draws one sample; got num_samples=2"):
+        m.predict_frames(b, estimator="sample", num_samples=2)
+    with pytest.raises(ValueError, match="evaluator.estimator='x0': expected 'mean' or 'sample'"):
+        Evaluator(estimator="x0")
+    with pytest.raises(ValueError, match="evaluator.num_samples=0: expected an integer >= 1"):
+        Evaluator(num_samples=0)
+    with pytest.raises(ValueError, match="evaluator.num_samples=3"):
+        Evaluator(estimator="sample", num_samples=3)
+
+
+def test_fir_head_design_is_what_forward_applies():
+    from eeg2fmri.nn.regression import FIRHead
+
+    head = FIRHead(n_features=5, latent_dim=3, before=2, after=1)
+    g = torch.Generator().manual_seed(0)
+    feats, mask = torch.randn(2, 7, 5, generator=g), torch.rand(2, 7, generator=g) > 0.3  # N = 2 + 4 + 1
+    w, bias = torch.randn(4 * 6, 3, generator=g), torch.randn(3, generator=g)
+    head.set_linear(w, bias)
+    X = head.design(feats, mask)  # (2, 4, 24)
+    assert X.shape == (2, 4, 24)
+    assert torch.allclose(head(feats, mask), X @ w + bias, atol=1e-5)
+    # frame k's lag l block holds EEG frame k + 2 + l: zeros and a missing flag where masked
+    k, lag = 1, -2
+    block = X[0, k, (lag + 2) * 6 : (lag + 3) * 6]
+    src = k + 2 + lag
+    assert torch.equal(block[:5], feats[0, src] * mask[0, src]) and block[5] == float(not mask[0, src])
+
+
+def test_ridge_per_target_matches_numpy():
+    from eeg2fmri.ridge import ridge_per_target
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 8)) * np.array([1, 2, 3, 0.1, 1, 1, 5, 1]) + 3.0
+    Y = X[:, :3] @ rng.standard_normal((3, 4)) + rng.standard_normal((60, 4))
+    Xv, Yv = X[:15], Y[:15] + 0.5 * rng.standard_normal((15, 4))
+    Xt, Yt = X[15:], Y[15:]
+    mx, my, sd = Xt.mean(0), Yt.mean(0), Xt.std(0)
+    Xc, Yc = Xt - mx, Yt - my
+    alphas = [0.01, 1.0, 100.0]
+    w, best = ridge_per_target(torch.from_numpy(Xc.T @ Xc), torch.from_numpy(Xc.T @ Yc), 45, torch.tensor(alphas, dtype=torch.float64),
+                               torch.from_numpy(Xv - mx), torch.from_numpy(Yv - my))  # fmt: skip
+    Xs = Xc / sd
+    sols = [np.linalg.solve(Xs.T @ Xs + a * np.eye(8), Xs.T @ Yc) / sd[:, None] for a in alphas]
+    errs = np.stack([(((Xv - mx) @ W - (Yv - my)) ** 2).sum(0) for W in sols])
+    pick = errs.argmin(0)
+    np.testing.assert_allclose(w.numpy(), np.stack([sols[p][:, j] for j, p in enumerate(pick)], 1), rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(best.numpy(), np.asarray(alphas)[pick])

@@ -28,8 +28,9 @@ def test_table1_shape_and_numbers_match_saved_predictions(table):
     rows = [line for line in text.splitlines() if line.startswith("| 3 |")]
     # Table 1, Table 1b and the per-subject table: (2 methods + ceiling) + (2 + ceiling) + 2 rows
     assert len(rows) == 3 + 3 + 2
-    header = next(line for line in text.splitlines() if line.startswith("| K | method | whole MSE"))
-    assert header.count("|") == 2 + 3 * len(REGIONS) + 1
+    header = next(line for line in text.splitlines() if line.startswith("| K | method | EEG s | whole MSE"))
+    assert header.count("|") == 3 + 3 * len(REGIONS) + 1
+    assert "| 3 | Ridge | 0.8 |" in text  # the seconds of EEG a frame's prediction sees
     with open(md.with_suffix(".csv")) as f:
         table_rows = list(csv.DictReader(f))
     cache = root / "prep" / "ci" / "sub_0001.h5"
