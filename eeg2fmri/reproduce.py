@@ -427,7 +427,26 @@ def _plot_sweep(rows: list[dict], methods, path: Path) -> None:
 # Censored-frame filling (motion scrubbing): InterRecon vs linear vs cubic spline
 # ---------------------------------------------------------------------------------------------
 
-FILL_METHODS = {"interrecon": "InterRecon", "linear": "Linear", "cubic": "Cubic spline"}
+FILL_METHODS = {"interrecon": "InterRecon", "linear": "Linear", "cubic": "Cubic spline"}  # through `eeg2fmri fill`
+STUDY_METHODS = {**FILL_METHODS, "fir_ridge": "FIR ridge (EEG only)"}  # + the EEG-only reference
+
+
+def _fir_predictions(fir, prep: dict, eeg_path: Path, n_volumes: int, frames: np.ndarray) -> np.ndarray:
+    """FIR ridge predictions of ``frames`` of a run from its EEG alone, (n, V) in the training z-units."""
+    import torch
+
+    from eeg2fmri.fill import run_eeg_windows
+
+    before, after = fir.eeg_context
+    span = frames[:, None] + np.arange(-before, after + 1)  # (n, P + 1 + F) EEG frames of each frame
+    inside = (span >= 0) & (span < n_volumes)
+    need = np.unique(np.clip(span, 0, n_volumes - 1))
+    windows = run_eeg_windows(eeg_path, prep, n_volumes, need)  # (R, C, W)
+    pos = np.searchsorted(need, np.clip(span, 0, n_volumes - 1))
+    batch = {"eeg": torch.from_numpy(windows[pos] * inside[..., None, None]), "eeg_mask": torch.from_numpy(inside),
+             "fmri": torch.zeros(len(frames), 1, fir.n_vertices)}  # fmt: skip
+    with torch.no_grad():
+        return fir.predict_frames(batch)[:, 0].double().numpy()
 
 
 def censor_bursts(segments: list[np.ndarray], n_frames: int, rate: float, rng: np.random.Generator,
@@ -483,10 +502,14 @@ def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/ra
     """Censored-frame filling on simulated (or real) subjects: in every run holding test clips,
     censor ``rates`` of the test-clip frames in bursts of 1-5 frames (seeded), fill them with
     ``eeg2fmri fill`` (InterRecon with the K = 10 diffusion cell, linear, cubic spline; files under
-    ``results/<scale>/fill/``) and score the censored frames only, against the recorded BOLD and,
+    ``results/<scale>/fill/``), predict them from the EEG alone with the K = 10 FIR ridge cell (the
+    EEG-only reference), and score the censored frames only, against the recorded BOLD and,
     where the simulator kept it, the noise-free BOLD -> ``fill.md``, ``fill.csv``, ``fill.png``."""
     import h5py
 
+    import torch
+
+    from eeg2fmri.baselines import FIRRidge
     from eeg2fmri.data.cifti import read_dtseries
     from eeg2fmri.data.cinebrain import discover_runs, subject_dirname
     from eeg2fmri.evaluate import score
@@ -503,13 +526,17 @@ def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/ra
         _say(f"subject {s}: the K={k} diffusion model")
         run_cell(s, k, "diffusion", sc, cache, cell, force=force)
         ckpt = cell / "checkpoints" / "last.ckpt"
+        fir_cell = out / "cells" / f"sub{s}" / f"K{k}" / "fir_ridge"
+        run_cell(s, k, "fir_ridge", sc, cache, fir_cell, force=force)
+        fir = FIRRidge.load_from_checkpoint(fir_cell / "checkpoints" / "last.ckpt", map_location="cpu").eval()
+        fir_prep = torch.load(fir_cell / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["eeg2fmri_data"]
         with h5py.File(cache, "r") as h5:
             indices, mean, std = h5["indices"][:], h5["fmri_mean"][:].astype(np.float64), h5["fmri_std"][:].astype(np.float64)
         runs = {r.run: r for r in discover_runs(Path(raw) / scale / subject_dirname(s))}
         segments = _test_segments(cache)
         for rate in rates:
             folder = out / "fill" / f"sub{s}" / f"censor{round(rate * 100):02d}"
-            rows: dict[str, list[np.ndarray]] = {m: [] for m in [*FILL_METHODS, "real", "noise-free"]}
+            rows: dict[str, list[np.ndarray]] = {m: [] for m in [*STUDY_METHODS, "real", "noise-free"]}
             for r, segs in segments.items():
                 run = runs[r]
                 n_vol = _n_frames(run.fmri)
@@ -526,12 +553,14 @@ def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/ra
                     filled = read_dtseries(path)
                     cols = np.searchsorted(filled.indices, indices)  # the cache's columns in the file
                     rows[method].append(filled.data[censored][:, cols])
+                fir_z = _fir_predictions(fir, fir_prep, run.eeg, n_vol, np.flatnonzero(censored))  # (n, V) z-units
+                rows["fir_ridge"].append(fir_z * std + mean)  # to BOLD units, like the files
                 rows["real"].append(read_dtseries(run.fmri).data[censored][:, cols])
                 if run.truth is not None:
                     rows["noise-free"].append(read_dtseries(run.truth).data[censored][:, cols])
             z = {m: (np.concatenate(v) - mean) / std for m, v in rows.items() if v}  # training z-units, (N, V)
             n_scored[(s, rate)] = len(z["real"])
-            for method in FILL_METHODS:
+            for method in STUDY_METHODS:
                 for ref in ("real", "noise-free"):
                     if ref in z:
                         res[(s, rate, method, ref)] = score(z[method], z[ref], indices, REGIONS, identification=False)
@@ -571,7 +600,7 @@ _FILL_KEYS = [f"{r}/{m}" for r in REGIONS for m in ("mse", "r", "cos")] + [f"{r}
 def _fill_rows(res: dict, subjects, rates, n_scored) -> list[dict]:
     rows = []
     for rate in rates:
-        for method, name in [*FILL_METHODS.items(), ("ceiling", "Noise ceiling")]:
+        for method, name in [*STUDY_METHODS.items(), ("ceiling", "Noise ceiling")]:
             for ref in ("real", "noise-free"):
                 per = [res.get((s, rate, method, ref)) for s in subjects]
                 if any(p is None for p in per):
@@ -587,8 +616,9 @@ def _fill_rows(res: dict, subjects, rates, n_scored) -> list[dict]:
 
 def _write_fill_table(rows: list[dict], out: Path, subjects, k: int) -> None:
     lines = [f"# Censored-frame filling — InterRecon (K = {k}) vs linear vs cubic spline, mean over {len(subjects)} subject(s)\n",
-             "Frames censored inside the test clips in bursts of 1–5 frames (seeded); each method fills them through\n"
-             "`eeg2fmri fill`; metrics on the censored frames only, in the training z-units. *real*: against the recorded\n"
+             "Frames censored inside the test clips in bursts of 1–5 frames (seeded); InterRecon, linear and cubic spline\n"
+             "fill them through `eeg2fmri fill`, FIR ridge predicts them from the EEG alone (no neighbouring frames);\n"
+             "metrics on the censored frames only, in the training z-units. *real*: against the recorded\n"
              "BOLD; *noise-free*: against the simulator's noise-free BOLD. The noise ceiling is the noise-free BOLD scored\n"
              "against the recording: what a perfect estimate of the signal reaches against the real data.\n",
              "| censored | method | reference | frames | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS)
@@ -606,7 +636,7 @@ def _plot_fill(rows: list[dict], path: Path) -> None:
     fig = Figure(figsize=(9, 3.6), dpi=120)
     for i, (key, label) in enumerate((("whole/r", "spatial r (whole brain)"), ("whole/mse", "MSE (whole brain, z-units)"))):
         ax = fig.add_subplot(1, 2, i + 1)
-        for j, name in enumerate([*FILL_METHODS.values(), "Noise ceiling"]):
+        for j, name in enumerate([*STUDY_METHODS.values(), "Noise ceiling"]):
             for ref, style in (("real", "-"), ("noise-free", "--")):
                 sel = [r for r in rows if r["method"] == name and r["reference"] == ref]
                 if not sel:

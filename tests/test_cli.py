@@ -59,7 +59,10 @@ def test_fit_test_predict_round_trip(trained, tiny_cache, tmp_path):
             assert np.isfinite(m[f"{region}/{key}"]), (region, key)
     assert res["sampling"]["num_inference_steps"] == 4
     csv_rows = (trained.parent / "test_metrics.csv").read_text().strip().splitlines()
-    assert csv_rows[0].startswith("method,source,region,mse,mse_std,r") and len(csv_rows) == 4
+    # a row per region for the posterior mean and for one sample (no noise-free BOLD here: no ceiling)
+    assert csv_rows[0].startswith("method,source,region,mse,mse_std,r") and len(csv_rows) == 1 + 3 + 3
+    assert [r.split(",")[1] for r in csv_rows[1:]] == ["model"] * 3 + ["model_sample"] * 3
+    assert res["estimator"].startswith("posterior mean") and "model_sample" in res["metrics"]
     # predict: one .dtseries.nii per run holding test clips, in BOLD units, input brain models
     out = tmp_path / "pred"
     main(["predict", *common(tiny_cache, tmp_path), "--ckpt_path", str(trained), "--writer.output_dir", str(out)])
