@@ -16,6 +16,7 @@ from eeg2fmri.data.cinebrain import RawDataError, eeg_stem, fmri_path
 from eeg2fmri.data.datamodule import CacheError, EEGfMRIDataModule
 from eeg2fmri.data.prepare import prepare
 from eeg2fmri.module import CheckpointVersionError, EEG2fMRIDiffusion
+from tests.cli_errors import cli_error
 from tests.conftest import TINY_INDICES, make_raw_subject
 
 
@@ -80,7 +81,7 @@ def test_config_with_a_wrong_type(raw_subject, tmp_path, capsys):
     assert "n_frames" in err and "ten" in err and "Traceback" not in err
 
 
-def test_checkpoint_from_another_version(raw_subject, tmp_path):
+def test_checkpoint_from_another_version(raw_subject, tmp_path, capsys):
     ckpt = tmp_path / "old.ckpt"
     m = EEG2fMRIDiffusion(n_vertices=10, n_chans=4, n_times=16, n_frames=3, latent_dim=4, eeg_embed_dim=4,
                           eeg_channels=4, eeg_blocks=1, hidden_size=8, depth=1, num_heads=2)  # fmt: skip
@@ -92,12 +93,13 @@ def test_checkpoint_from_another_version(raw_subject, tmp_path):
     cache = prepare(raw_subject, tmp_path / "prep", progress=False)
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointVersionError, match=r"junk.ckpt: not a readable eeg2fmri checkpoint"):
-        main(["test", "--data.data_path", str(cache), "--ckpt_path", str(junk)])
+    assert "junk.ckpt: not a readable eeg2fmri checkpoint" in cli_error(capsys, ["test", "--data.data_path", str(cache), "--ckpt_path", str(junk)])
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(ckpt.read_bytes()[:2000])
+    assert "cut.ckpt: not a readable eeg2fmri checkpoint" in cli_error(capsys, ["test", "--data.data_path", str(cache), "--ckpt_path", str(cut)])
+    # with --debug, the error itself (and its traceback) reaches the terminal
     with pytest.raises(CheckpointVersionError, match=r"cut.ckpt: not a readable eeg2fmri checkpoint"):
-        main(["test", "--data.data_path", str(cache), "--ckpt_path", str(cut)])
+        main(["test", "--debug", "--data.data_path", str(cache), "--ckpt_path", str(cut)])
 
 
 def test_nan_run_in_fmri_frames(raw_subject, tmp_path):
