@@ -82,10 +82,17 @@ class EEG2fMRICLI(LightningCLI):
         else:
             cfg.trainer.default_root_dir = str(Path(trainer_defaults()["default_root_dir"]) / name)
 
+    def before_fit(self) -> None:
+        """Refuse a run folder that holds a run of another model or data, before anything is written."""
+        problem = other_run(_run_dir(self.trainer), self.config.fit)
+        if problem:
+            raise RunFolderError(problem)
+
     def instantiate_trainer(self, **kwargs):
         """The trainer, plus :class:`LineProgressBar` when stderr is not a terminal (a log file: Lightning's
-        bar would be carriage returns) and, outside ``fit``, a Timer without a limit: a checkpoint of a
-        ``--trainer.max_time`` run holds the Timer's state, and Lightning warns when no Timer reads it."""
+        bar would be carriage returns) and a Timer without a limit where a checkpoint of a
+        ``--trainer.max_time`` run is read without a max_time (test, predict, a resume without a limit):
+        the checkpoint holds the Timer's state, and Lightning warns when no Timer reads it."""
         trainer = self.config_init[self.subcommand].trainer
         callbacks = trainer.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
@@ -93,15 +100,23 @@ class EEG2fMRICLI(LightningCLI):
         if trainer.get("enable_progress_bar") is not False and not sys.stderr.isatty():
             if not any(isinstance(c, ProgressBar) for c in callbacks):
                 extra.append(LineProgressBar())
-        if self.subcommand != "fit":
-            if trainer.get("max_time") is None and not any(isinstance(c, Timer) for c in callbacks):
+        if trainer.get("max_time") is None and not any(isinstance(c, Timer) for c in callbacks):
+            if self.subcommand != "fit" or _has_timer_state(self.config[self.subcommand].get("ckpt_path")):
                 extra.append(Timer(verbose=False))
+        if self.subcommand != "fit":
             # Lightning restores the checkpoint callbacks' state outside fit too, and warns when the
             # run folder is named differently from the fit's; nothing is saved outside fit
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
         if extra:
             kwargs["callbacks"] = [*callbacks, *extra]
         return super().instantiate_trainer(**kwargs)
+
+
+def _has_timer_state(ckpt_path: str | None) -> bool:
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return False
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    return "Timer" in (state.get("callbacks") or {})
 
 
 def composed_run_name(config_files: list[Path], model_class: str, argv: list[str]) -> str | None:
@@ -125,41 +140,47 @@ def composed_run_name(config_files: list[Path], model_class: str, argv: list[str
 
 
 class RunConfig(SaveConfigCallback):
-    """Lightning's config writer (``config.yaml`` in the run folder), for ``fit`` only, and refusing a
-    folder that already holds a run of another model class or data file.
-
-    ``fit`` with a fixed logger version (``version: latest``) or ``--trainer.logger false`` rewrites
-    its folder; that is a re-run or a resume of the same run when the model class and data agree, and
-    another run's results silently overwritten when they do not. ``test`` / ``predict`` leave the
-    training's ``config.yaml`` as it is.
-    """
+    """Lightning's config writer (``config.yaml`` in the run folder), for ``fit`` only: ``test`` and
+    ``predict`` leave the training's record as it is."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage != "fit":
-            return
-        problem = self._other_run(Path(trainer.log_dir)) if trainer.is_global_zero else None
-        problem = trainer.strategy.broadcast(problem)
-        if problem:
-            raise RunFolderError(problem)
-        super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
 
-    def _other_run(self, folder: Path) -> str | None:
-        saved = folder / self.config_filename
-        if not saved.is_file():
-            return None
-        try:
-            old = yaml.safe_load(saved.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            return None
-        theirs = ((old.get("model") or {}).get("class_path"), (old.get("data") or {}).get("data_path"))
-        mine = (str(self.config.model.class_path), str(self.config.data.data_path))
-        if theirs == mine or None in theirs:
-            return None
-        return (
-            f"{folder} holds a run of {theirs[0].rsplit('.', 1)[-1]} on {theirs[1]}; this run is "
-            f"{mine[0].rsplit('.', 1)[-1]} on {mine[1]}. Give it its own folder (--trainer.default_root_dir, "
-            "or --trainer.logger.init_args.version), or delete the old run first"
-        )
+
+def other_run(folder: Path, config) -> str | None:
+    """Why ``fit`` with ``config`` must not write into ``folder``, or None.
+
+    ``fit`` with a fixed logger version (``version: latest``) or ``--trainer.logger false`` rewrites
+    its folder: a re-run or a resume of the same run when the model class and data file agree with
+    the folder's ``config.yaml``, another run's results silently overwritten when they do not.
+    """
+    saved = folder / "config.yaml"
+    try:
+        old = yaml.safe_load(saved.read_text()) or {}
+    except (OSError, yaml.YAMLError):  # no run there yet (or not one of ours)
+        return None
+    theirs = ((old.get("model") or {}).get("class_path"), (old.get("data") or {}).get("data_path"))
+    mine = (str(config.model.class_path), str(config.data.data_path))
+    if theirs == mine or None in theirs:
+        return None
+    return (
+        f"{folder} holds a run of {theirs[0].rsplit('.', 1)[-1]} on {theirs[1]}; this run is "
+        f"{mine[0].rsplit('.', 1)[-1]} on {mine[1]}. Give it its own folder (--trainer.default_root_dir, "
+        "or --trainer.logger.init_args.version), or delete the old run first"
+    )
+
+
+def _run_dir(trainer) -> Path:
+    """Where the trainer writes (Trainer.log_dir without its broadcast, so it can be read before fit)."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    if isinstance(logger, (TensorBoardLogger, CSVLogger)):
+        return Path(logger.log_dir)
+    return Path(getattr(logger, "save_dir", None) or trainer.default_root_dir)
 
 
 def _fact(name: str) -> Callable:
