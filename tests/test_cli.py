@@ -47,13 +47,16 @@ def trained(tiny_cache, tmp_path_factory) -> Path:
     return ckpts[0]
 
 
-def test_fit_test_predict_round_trip(trained, tiny_cache, tmp_path):
+def test_fit_test_predict_round_trip(trained, tiny_cache, tmp_path, capsys):
     ckpt = torch.load(trained, map_location="cpu", weights_only=False)
     hp = ckpt["hyper_parameters"]
     assert (hp["n_vertices"], hp["n_chans"], hp["n_times"], hp["n_frames"]) == (len(TINY_INDICES), 64, 800, 3)
     np.testing.assert_array_equal(ckpt["state_dict"]["grayordinates"].numpy(), TINY_INDICES)
     # test: rebuilt from the checkpoint alone (no --model.* arguments), metrics next to it
+    capsys.readouterr()
     main(["test", *common(tiny_cache, tmp_path), "--ckpt_path", str(trained)])
+    printed = capsys.readouterr().out
+    assert "spatial r" in printed and "Test metric" not in printed  # the region table, not also Lightning's list
     res = json.loads((trained.parent / "test_metrics.json").read_text())
     m = res["metrics"]["model"]
     for region in ("whole", "V1", "V1+A1"):
