@@ -108,3 +108,43 @@ def test_nan_run_in_fmri_frames(raw_subject, tmp_path):
     write_dtseries(fmri_path(raw_subject.parent, 1, 2), x, 0.8, indices=TINY_INDICES)
     with pytest.raises(CiftiError, match=r"run-2.*NaN/Inf at volume 50"):
         prepare(raw_subject, tmp_path / "prep", progress=False)
+
+
+def test_a_cli_error_is_one_line_with_exit_code_2(tmp_path, capsys, monkeypatch):
+    """Through the real interpreter: one line on stderr, exit code 2, no traceback; EEG2FMRI_DEBUG=1
+    (or --debug, see test_checkpoint_from_another_version) gives the traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    junk = tmp_path / "junk.dtseries.nii"
+    junk.write_bytes(b"not a nifti file at all" * 20)
+    args = ["evaluate", "--pred", str(junk), "--truth", str(junk)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("EEG2FMRI_DEBUG", None)
+    p = subprocess.run([sys.executable, "-m", "eeg2fmri", *args], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"eeg2fmri: error: {junk}: cannot be read as CIFTI-2"), lines
+    assert "Traceback" not in p.stderr and p.stdout == ""
+    monkeypatch.setenv("EEG2FMRI_DEBUG", "1")
+    with pytest.raises(CiftiError, match="cannot be read as CIFTI-2"):
+        main(args)
+
+
+def test_messages_use_plain_numbers(tmp_path):
+    """numpy scalars inside tuples print as np.int64(0): messages convert them first."""
+    import nibabel as nib
+    from nibabel.cifti2 import cifti2_axes
+
+    from eeg2fmri.data.cifti import read_dtseries, standard_brain_models
+
+    std = standard_brain_models()
+    bm = cifti2_axes.BrainModelAxis(name=["CIFTI_STRUCTURE_ACCUMBENS_LEFT"], voxel=np.zeros((1, 3), int),
+                                    affine=std.affine, volume_shape=std.volume_shape)  # fmt: skip
+    series = cifti2_axes.SeriesAxis(0, 0.8, 2)
+    nib.Cifti2Image(np.zeros((2, 1), np.float32), nib.Cifti2Header.from_axes((series, bm))).to_filename(tmp_path / "v.dtseries.nii")
+    with pytest.raises(CiftiError, match=r"\(CIFTI_STRUCTURE_ACCUMBENS_LEFT, voxel \(0, 0, 0\)\) is not in the standard") as e:
+        read_dtseries(tmp_path / "v.dtseries.nii")
+    assert "np." not in str(e.value)
