@@ -33,10 +33,9 @@ demo: install ## simulate a subject, prepare it, train, test and print the regio
 	    --n_runs 3 --run_seconds 200 --signal_gain 3
 	$(VENV)/bin/eeg2fmri prepare --subject_dir $(DEMO_RAW)/sub_0001 --out_dir $(DEMO_PREPARED)
 	rm -rf runs/demo
-	$(VENV)/bin/eeg2fmri fit --config configs/demo.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
-	    --trainer.enable_progress_bar false
+	$(VENV)/bin/eeg2fmri fit --config configs/demo.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5
 	$(VENV)/bin/eeg2fmri test --config configs/demo.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
-	    --trainer.enable_progress_bar false --ckpt_path runs/demo/latest/checkpoints/last.ckpt
+	    --ckpt_path runs/demo/latest/checkpoints/last.ckpt
 
 test: install ## run the test suite (fast tests; a few minutes on 2 CPU cores)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

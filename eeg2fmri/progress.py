@@ -17,6 +17,10 @@ import time
 from lightning.pytorch.callbacks.progress import ProgressBar
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -76,7 +80,7 @@ class LineProgressBar(ProgressBar):
         where = {str(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)}
         self.print(
             f"fit: {self._count(self.total_train_batches)} steps per epoch"
-            + (f", {trainer.max_epochs} epochs" if trainer.max_epochs and trainer.max_epochs > 0 else "")
+            + (f", {_plural(trainer.max_epochs, 'epoch')}" if trainer.max_epochs and trainer.max_epochs > 0 else "")
             + (f"; checkpoints in {', '.join(sorted(where))}" if where else "")
         )
 
@@ -102,13 +106,14 @@ class LineProgressBar(ProgressBar):
         )
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self.print(f"fit: {trainer.global_step} steps in {_duration(time.monotonic() - self._t0)}")
+        self.print(f"fit: {_plural(trainer.global_step, 'step')} in {_duration(time.monotonic() - self._t0)}")
 
     # ------------------------------------------------------------------ validation, test, predict
     def on_validation_start(self, trainer, pl_module) -> None:
         self._eval_t0 = time.monotonic()
         if not trainer.sanity_checking:
-            self.print(f"{self._epoch()}  validating ({self._count(self.total_val_batches)} batches)")
+            n = self.total_val_batches
+            self.print(f"{self._epoch()}  validating ({self._count(n)} batch" + ("es)" if n != 1 else ")"))
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
@@ -116,7 +121,7 @@ class LineProgressBar(ProgressBar):
 
     def _eval_start(self, stage: str, total) -> None:
         self._eval_t0 = self._last = time.monotonic()
-        self.print(f"{stage}: {self._count(total)} batches")
+        self.print(f"{stage}: {self._count(total)} batch" + ("" if total == 1 else "es"))
 
     def _eval_batch(self, stage: str, batch_idx: int, total) -> None:
         if self._due(first=False):

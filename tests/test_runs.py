@@ -140,3 +140,10 @@ def test_composed_configs_write_to_distinct_folders(cache, tmp_path, monkeypatch
     line = cli_error(capsys, ["fit", "--config", demo, "--config", ridge, *quick, "--trainer.logger.init_args.name", "demo"])
     assert "runs/demo/latest holds a run of EEG2fMRIDiffusion" in line and "this run is Ridge" in line
     assert {p: p.read_bytes() for p in demo_dir.rglob("*") if p.is_file()} == before
+
+
+def test_make_demo_shows_progress():
+    """`make demo` must not switch the progress display off (a newcomer watched a silent terminal)."""
+    text = (ROOT / "Makefile").read_text()
+    recipe = text.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "eeg2fmri fit" in recipe and "enable_progress_bar" not in recipe
