@@ -103,10 +103,6 @@ class EEG2fMRICLI(LightningCLI):
         if trainer.get("max_time") is None and not any(isinstance(c, Timer) for c in callbacks):
             if self.subcommand != "fit" or _has_timer_state(self.config[self.subcommand].get("ckpt_path")):
                 extra.append(Timer(verbose=False))
-        if self.subcommand != "fit":
-            # Lightning restores the checkpoint callbacks' state outside fit too, and warns when the
-            # run folder is named differently from the fit's; nothing is saved outside fit
-            warnings.filterwarnings("ignore", message="The dirpath has changed from")
         if extra:
             kwargs["callbacks"] = [*callbacks, *extra]
         return super().instantiate_trainer(**kwargs)
@@ -319,7 +315,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``eeg2fmri`` and ``python -m eeg2fmri``; tests call it with a list."""
     explicit = args is not None
     args = list(sys.argv[1:] if args is None else args)
-    debug = "--debug" in args or os.environ.get("EEG2FMRI_DEBUG", "") not in ("", "0")
+    debug = "--debug" in args or os.environ.get("EEG2FMRI_DEBUG", "").lower() not in ("", "0", "false", "no")
     if "--debug" in args:
         args = [a for a in args if a != "--debug"]
         if not explicit:  # LightningCLI reads sys.argv itself
@@ -348,7 +344,8 @@ class _DropLitLoggerTip(logging.Filter):
 def _quiet_known_noise() -> None:
     """Drop two messages of our dependencies that say nothing about the user's run: Lightning's
     advertisement for its cloud logger (printed by every Trainer), and the FutureWarning that torch
-    raises at Lightning 2.6's own use of a deprecated pytree class. Nothing else is filtered."""
+    raises at Lightning 2.6's own use of a deprecated pytree class. (``_dispatch`` drops two more
+    for the one command they do not concern.) Nothing else is filtered."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLitLoggerTip) for f in logger.filters):
@@ -371,7 +368,14 @@ def _dispatch(args: list[str], explicit: bool) -> None:
                 f"{ckpt}: holds the model's weights only (best.ckpt is written so); resume from the run's "
                 "last.ckpt, or start a new run without --ckpt_path"
             )
-    lightning_main(args if explicit else None)
+    with warnings.catch_warnings():
+        if args[0] != "fit":
+            # Lightning restores the checkpoint callbacks' state outside fit too, and warns when the
+            # run folder is named differently from the fit's; nothing is saved outside fit
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
+        elif ckpt is not None:  # a resume writes into the folder of the checkpoint it resumes, by design
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        lightning_main(args if explicit else None)
 
 
 def _ckpt_arg(args: list[str]) -> str | None:

@@ -57,11 +57,14 @@ def test_short_fit_without_validation_leaves_a_resumable_last_ckpt(cache, tmp_pa
     assert f"fit: 3 steps per epoch, 2 epochs; checkpoints in {last.parent}" in err
     assert "epoch 1/2  step 1/3 (total 1)  loss " in err and "epoch 2/2 done in " in err
     assert "\r" not in err
-    # resume: one more epoch from where it stopped
-    fit(cache, tmp_path, "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "5",
-        "--trainer.limit_train_batches", "3", "--trainer.enable_progress_bar", "false", "--ckpt_path", str(last))  # fmt: skip
+    # resume: one more epoch from where it stopped, without a warning that its own folder is not empty
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(cache, tmp_path, "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "5",
+            "--trainer.limit_train_batches", "3", "--trainer.enable_progress_bar", "false", "--ckpt_path", str(last))  # fmt: skip
     ckpt = load(last)
     assert (ckpt["epoch"], ckpt["global_step"]) == (2, 9)
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
