@@ -15,6 +15,7 @@ import sys
 import time
 
 from lightning.pytorch.callbacks.progress import ProgressBar
+from lightning.pytorch.trainer.states import TrainerFn
 
 
 def _plural(n: int, word: str) -> str:
@@ -111,13 +112,23 @@ class LineProgressBar(ProgressBar):
     # ------------------------------------------------------------------ validation, test, predict
     def on_validation_start(self, trainer, pl_module) -> None:
         self._eval_t0 = time.monotonic()
-        if not trainer.sanity_checking:
-            n = self.total_val_batches
-            self.print(f"{self._epoch()}  validating ({self._count(n)} batch" + ("es)" if n != 1 else ")"))
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn != TrainerFn.FITTING:  # the validate command
+            self._eval_start("validate", sum(trainer.num_val_batches))
+            return
+        n = self.total_val_batches
+        self.print(f"{self._epoch()}  validating ({self._count(n)} batch" + ("es)" if n != 1 else ")"))
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking and trainer.state.fn != TrainerFn.FITTING:
+            self._eval_batch("validate", batch_idx, sum(trainer.num_val_batches))
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self.print(f"{self._epoch()}  validation done in {_duration(time.monotonic() - self._eval_t0)}")
+        if trainer.sanity_checking:
+            return
+        what = f"{self._epoch()}  validation" if trainer.state.fn == TrainerFn.FITTING else "validate:"
+        self.print(f"{what} done in {_duration(time.monotonic() - self._eval_t0)}")
 
     def _eval_start(self, stage: str, total) -> None:
         self._eval_t0 = self._last = time.monotonic()
