@@ -35,15 +35,14 @@ demo: install ## simulate a subject, prepare it, train the model and two ridge b
 	rm -rf runs/demo
 	for b in ridge fir_ridge; do \
 	  $(VENV)/bin/eeg2fmri fit --config configs/demo.yaml --config configs/baselines/$$b.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
-	      --trainer.logger false --trainer.default_root_dir runs/demo/$$b --trainer.enable_progress_bar false && \
+	      --trainer.logger false --trainer.default_root_dir runs/demo/$$b && \
 	  $(VENV)/bin/eeg2fmri test --config configs/demo.yaml --config configs/baselines/$$b.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
-	      --trainer.logger false --trainer.default_root_dir runs/demo/$$b --trainer.enable_progress_bar false \
+	      --trainer.logger false --trainer.default_root_dir runs/demo/$$b \
 	      --ckpt_path runs/demo/$$b/checkpoints/last.ckpt || exit 1; \
 	done
-	$(VENV)/bin/eeg2fmri fit --config configs/demo.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
-	    --trainer.enable_progress_bar false
+	$(VENV)/bin/eeg2fmri fit --config configs/demo.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5
 	$(VENV)/bin/eeg2fmri test --config configs/demo.yaml --data.data_path $(DEMO_PREPARED)/sub_0001.h5 \
-	    --trainer.enable_progress_bar false --ckpt_path runs/demo/latest/checkpoints/last.ckpt
+	    --ckpt_path runs/demo/latest/checkpoints/last.ckpt
 	$(VENV)/bin/eeg2fmri table --results '[runs/demo/fir_ridge/checkpoints/test_metrics.json, runs/demo/ridge/checkpoints/test_metrics.json, runs/demo/latest/checkpoints/test_metrics.json]'
 
 test: install ## run the test suite (fast tests; a few minutes on 2 CPU cores)

@@ -521,13 +521,33 @@ class EMA(WeightAveraging):
 # ---------------------------------------------------------------------------------------------
 
 
+RESUME_KEYS = ("optimizer_states", "lr_schedulers", "callbacks", "current_model_state", "averaging_state")
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch checkpoint writer, but through a temporary file renamed over the target:
-    a run killed while writing leaves the previous checkpoint intact, never a truncated one."""
+    a run killed while writing leaves the previous checkpoint intact, never a truncated one.
+
+    Only the resume point (``last.ckpt``) keeps what resuming needs: optimizer and scheduler state,
+    callback state, and under EMA the current (non-averaged) weights beside the average. Every other
+    checkpoint (``best.ckpt``) is written with the weights only: ``state_dict`` (the EMA average when
+    EMA is on), hyperparameters and the data's preprocessing; about a quarter of the size under EMA
+    with AdamW. Lightning's ``ModelCheckpoint(save_weights_only=True)`` does not do this: it skips
+    the callbacks' checkpoint hooks, so under EMA it would store the non-averaged weights.
+
+    Args:
+        resume_files: file names written whole (resumable); every other checkpoint is weights only.
+    """
+
+    def __init__(self, resume_files: tuple[str, ...] = ("last.ckpt",)):
+        super().__init__()
+        self.resume_files = tuple(resume_files)
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options}")
+        if Path(path).name not in self.resume_files:
+            checkpoint = {k: v for k, v in checkpoint.items() if k not in RESUME_KEYS}
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:

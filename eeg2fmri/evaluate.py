@@ -17,9 +17,15 @@ Conventions (each a documented choice):
   and NaN columns (grayordinates outside its model's region). Columns that are non-finite in every
   candidate frame of either file are left out; then frames that are non-finite anywhere in the
   remaining columns of either file are left out. The counts are reported.
-- Units. By default both series are z-scored per grayordinate with the TRUTH's mean and std over
-  all of its usable frames (the same affine map for both), which puts MSE in the paper's units
-  and keeps the static mean map from inflating spatial r. ``zscore=False`` scores raw values.
+- Units. Both series are z-scored per grayordinate with ONE mean and std (the same affine map for
+  both), those of the measured data: the truth file's over all its usable frames, or with
+  ``scale_from`` another run's (the measured run when the truth is its noise-free BOLD) or a
+  prepared cache's training-frame statistics (exactly the units of ``eeg2fmri test``). This puts
+  MSE in the paper's units and keeps the static mean map from inflating spatial r. A noise-free
+  truth is refused without ``scale_from``: its own std is smaller than the data's, so its MSE would
+  not be comparable. The output states the normalisation used. ``zscore=False`` scores raw values.
+- Labels. The table names the prediction by ``label``, by default a short form of its file name
+  (the BIDS ``desc-`` value when there is one); the JSON keeps both paths.
 - Metrics (:mod:`eeg2fmri.metrics`): every scored frame is a 1-frame window, so spatial MSE / r /
   cosine are mean ± std over frames; temporal r is per grayordinate over all scored frames (median
   over the region); identification ranks each frame's truth among all scored frames.
@@ -40,6 +46,7 @@ from eeg2fmri.data.cifti import CiftiError, atomic_write_csv, atomic_write_text,
 log = logging.getLogger(__name__)
 
 _CHUNK = 256  # frames per metric update (bounds memory at 91,282 grayordinates)
+LABEL_WIDTH = 22  # the method column of callbacks.format_table
 
 
 def score(
@@ -82,6 +89,8 @@ def evaluate(
     out: str | None = None,
     frames: list[int] | str | None = None,
     zscore: bool = True,
+    scale_from: str | None = None,
+    label: str | None = None,
     identification: bool = True,
     progress: bool = True,
 ) -> dict:
@@ -97,8 +106,12 @@ def evaluate(
             or a folder (evaluate.json + evaluate.csv in it). None: print only.
         frames: score only these frames: 0-based frame indices of the truth (TRs from its first
             frame), or a censor file (its censored frames are scored; see `eeg2fmri fill --help`).
-        zscore: z-score both series per grayordinate with the truth's mean and std over its usable
-            frames before scoring (false: raw values, e.g. already z-scored files).
+        zscore: z-score both series per grayordinate with one mean and std, the measured data's
+            (see scale_from), before scoring (false: raw values, e.g. already z-scored files).
+        scale_from: where that mean and std come from: a .dtseries.nii (its usable frames; give the
+            measured run when --truth is noise-free BOLD) or a prepared cache .h5 (its training
+            frames: the units of `eeg2fmri test`). Default: the truth file.
+        label: the prediction's name in the table (default: a short form of its file name).
         identification: also compute identification among the scored frames.
         progress: print the table.
 
@@ -148,33 +161,96 @@ def evaluate(
     rows = cand[row_ok]
     x, y, idx = x[:, col_ok], y[:, col_ok], common[col_ok]
 
-    if zscore:  # the truth's statistics over all its usable frames (not only the scored ones)
-        yt = Tr.data[:, ct[col_ok]]  # (n_t, V)
-        usable = np.isfinite(yt).all(1)  # (n_t,) includes every scored frame
-        mean, std = yt[usable].mean(0), yt[usable].std(0)
+    if zscore:
+        if scale_from is None and _noise_free(img_t, truth_p):
+            raise CiftiError(
+                f"{truth_p}: noise-free BOLD; z-scored with its own (smaller) std its MSE would not be comparable "
+                "to `eeg2fmri test`'s. Pass --scale_from with the measured run (.dtseries.nii) or the prepared "
+                "cache (.h5), or --zscore false"
+            )
+        mean, std, normalisation = _statistics(scale_from, Tr, ct[col_ok], idx)
         std = np.where(std < 1e-12 * np.maximum(1.0, np.abs(mean)), 1.0, std)
         x, y = (x[rows] - mean) / std, (y[rows] - mean) / std
     else:
         x, y = x[rows], y[rows]
+        normalisation = "none: raw values"
     metrics = score(x, y, idx, regions, identification=identification)
 
     results = {
-        "method": pred_p.name, "pred": str(pred_p), "truth": str(truth_p), "tr": tr_t,
+        "method": label or short_label(pred_p), "pred": str(pred_p), "truth": str(truth_p), "tr": tr_t,
         "frame_offset": int(offset), "scored_frames": (rows + offset).tolist(), "n_frames_scored": int(len(rows)),
         "n_frames_excluded": int(len(cand) - len(rows)), "n_grayordinates": int(col_ok.sum()),
         "n_grayordinates_excluded": int(len(common) - col_ok.sum()), "zscore": zscore,
-        "metrics": {"model": metrics},
+        "normalisation": normalisation, "metrics": {"model": metrics},
     }  # fmt: skip
     if progress:
         print(format_table(results))
         excluded = results["n_frames_excluded"]
+        print(f"evaluate: {results['method']} = {pred_p}, against {truth_p}")
         print(f"evaluate: {len(rows)} frames x {int(col_ok.sum())} grayordinates scored"
               + (f" ({excluded} frames excluded: non-finite)" if excluded else ""))  # fmt: skip
+        print(f"evaluate: units: {normalisation}")
     if out_json is not None:
         _write(results, out_json, out_csv)
         if progress:
             print(f"evaluate: wrote {out_json} and {out_csv}")
     return results
+
+
+def short_label(path: Path) -> str:
+    """A table label for a file: its BIDS ``desc-`` value if it has one, else its name without
+    ``.dtseries.nii``; names longer than the table's column are cut in the middle."""
+    name = path.name.removesuffix(".dtseries.nii").removesuffix(".nii")
+    desc = [part[5:] for part in name.split("_") if part.startswith("desc-") and len(part) > 5]
+    name = desc[0] if desc else name
+    if len(name) <= LABEL_WIDTH:
+        return name
+    head = (LABEL_WIDTH - 1) // 2
+    return f"{name[:head]}…{name[-(LABEL_WIDTH - 1 - head):]}"
+
+
+def _noise_free(img, path: Path) -> bool:
+    """Whether a CIFTI file is noise-free BOLD (the simulator marks it in metadata and name)."""
+    meta = dict(img.header.matrix.metadata or {})
+    return meta.get("desc") == "noise-free" or "desc-noisefree" in path.name
+
+
+def _statistics(scale_from: str | None, Tr, truth_cols: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-grayordinate (mean, std) of the standard grayordinates ``idx`` for the z-scoring, and the
+    sentence that states where they come from."""
+    if scale_from is None:  # the truth's usable frames (not only the scored ones)
+        yt = Tr.data[:, truth_cols]  # (n_t, V)
+        usable = np.isfinite(yt).all(1)  # (n_t,) includes every scored frame
+        return yt[usable].mean(0), yt[usable].std(0), (
+            f"z-scored per grayordinate with the mean and std of the truth {Tr.path} over its {int(usable.sum())} frames"
+        )
+    src = Path(scale_from)
+    if src.suffix in (".h5", ".hdf5"):
+        import h5py
+
+        from eeg2fmri.data.datamodule import CacheError
+
+        try:
+            with h5py.File(src, "r") as h5:
+                mean, std, have = h5["fmri_mean"][:], h5["fmri_std"][:], h5["indices"][:]
+                n_train = int((h5["split"][:] == 0).sum())
+        except (OSError, KeyError) as e:
+            raise CacheError(f"{src}: not a prepared cache with fmri_mean / fmri_std / indices ({e})") from None
+        how = f"the training-frame mean and std of the cache {src} ({n_train} frames; the units of `eeg2fmri test`)"
+    else:
+        ref = read_dtseries(src, dtype=np.float64)
+        have = ref.indices
+        usable = np.isfinite(ref.data).all(1)
+        mean, std = ref.data[usable].mean(0), ref.data[usable].std(0)
+        how = f"the mean and std of {src} over its {int(usable.sum())} frames"
+    pos = np.searchsorted(have, idx)
+    found = (pos < len(have)) & (have[np.minimum(pos, len(have) - 1)] == idx)
+    if not found.all():
+        raise CiftiError(
+            f"{src}: lacks {int((~found).sum())} of the {len(idx)} scored grayordinates; expected statistics "
+            "for every grayordinate of the prediction and truth (the same fsLR-32k layout)"
+        )
+    return mean[pos].astype(np.float64), std[pos].astype(np.float64), f"z-scored per grayordinate with {how}"
 
 
 def _frame_offset(P, Tr, img_t) -> int:

@@ -58,6 +58,7 @@ from typing import Literal
 import numpy as np
 
 from eeg2fmri.data.cifti import CiftiError, atomic_save, atomic_write_text, load_header
+from eeg2fmri.errors import EEG2fMRIError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ METHODS = ("interrecon", "linear", "cubic")
 _BLOCK = 8192  # grayordinates interpolated at a time (bounds memory at 91,282 x thousands of frames)
 
 
-class FillError(ValueError):
+class FillError(EEG2fMRIError):
     """An input ``fill`` cannot use; the message names the file and what was expected."""
 
 

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from eeg2fmri import __version__
 from eeg2fmri import diffusion as D
+from eeg2fmri.errors import EEG2fMRIError
 from eeg2fmri.nn.autoencoder import LinearAutoencoder
 from eeg2fmri.nn.dit import DiT
 from eeg2fmri.nn.eeg_encoder import BandPowerEncoder, EEGEncoder
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 2  # bump when a checkpoint of the previous format can no longer be loaded
 
 
-class CheckpointVersionError(ValueError):
+class CheckpointVersionError(EEG2fMRIError):
     """A checkpoint written by an incompatible version of eeg2fmri (or by another program)."""
 
 
@@ -59,7 +60,7 @@ def check_checkpoint_file(path) -> dict:
     return ckpt
 
 
-class LayoutMismatchError(ValueError):
+class LayoutMismatchError(EEG2fMRIError):
     """A checkpoint applied to data of another grayordinate layout, channel count or window."""
 
 

@@ -16,6 +16,7 @@ from eeg2fmri.data.cinebrain import RawDataError, eeg_stem, fmri_path
 from eeg2fmri.data.datamodule import CacheError, EEGfMRIDataModule
 from eeg2fmri.data.prepare import prepare
 from eeg2fmri.module import CheckpointVersionError, EEG2fMRIDiffusion
+from tests.cli_errors import cli_error
 from tests.conftest import TINY_INDICES, make_raw_subject
 
 
@@ -80,7 +81,7 @@ def test_config_with_a_wrong_type(raw_subject, tmp_path, capsys):
     assert "n_frames" in err and "ten" in err and "Traceback" not in err
 
 
-def test_checkpoint_from_another_version(raw_subject, tmp_path):
+def test_checkpoint_from_another_version(raw_subject, tmp_path, capsys):
     ckpt = tmp_path / "old.ckpt"
     m = EEG2fMRIDiffusion(n_vertices=10, n_chans=4, n_times=16, n_frames=3, latent_dim=4, eeg_embed_dim=4,
                           eeg_channels=4, eeg_blocks=1, hidden_size=8, depth=1, num_heads=2)  # fmt: skip
@@ -92,12 +93,13 @@ def test_checkpoint_from_another_version(raw_subject, tmp_path):
     cache = prepare(raw_subject, tmp_path / "prep", progress=False)
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointVersionError, match=r"junk.ckpt: not a readable eeg2fmri checkpoint"):
-        main(["test", "--data.data_path", str(cache), "--ckpt_path", str(junk)])
+    assert "junk.ckpt: not a readable eeg2fmri checkpoint" in cli_error(capsys, ["test", "--data.data_path", str(cache), "--ckpt_path", str(junk)])
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(ckpt.read_bytes()[:2000])
+    assert "cut.ckpt: not a readable eeg2fmri checkpoint" in cli_error(capsys, ["test", "--data.data_path", str(cache), "--ckpt_path", str(cut)])
+    # with --debug, the error itself (and its traceback) reaches the terminal
     with pytest.raises(CheckpointVersionError, match=r"cut.ckpt: not a readable eeg2fmri checkpoint"):
-        main(["test", "--data.data_path", str(cache), "--ckpt_path", str(cut)])
+        main(["test", "--debug", "--data.data_path", str(cache), "--ckpt_path", str(cut)])
 
 
 def test_nan_run_in_fmri_frames(raw_subject, tmp_path):
@@ -106,3 +108,43 @@ def test_nan_run_in_fmri_frames(raw_subject, tmp_path):
     write_dtseries(fmri_path(raw_subject.parent, 1, 2), x, 0.8, indices=TINY_INDICES)
     with pytest.raises(CiftiError, match=r"run-2.*NaN/Inf at volume 50"):
         prepare(raw_subject, tmp_path / "prep", progress=False)
+
+
+def test_a_cli_error_is_one_line_with_exit_code_2(tmp_path, capsys, monkeypatch):
+    """Through the real interpreter: one line on stderr, exit code 2, no traceback; EEG2FMRI_DEBUG=1
+    (or --debug, see test_checkpoint_from_another_version) gives the traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    junk = tmp_path / "junk.dtseries.nii"
+    junk.write_bytes(b"not a nifti file at all" * 20)
+    args = ["evaluate", "--pred", str(junk), "--truth", str(junk)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("EEG2FMRI_DEBUG", None)
+    p = subprocess.run([sys.executable, "-m", "eeg2fmri", *args], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"eeg2fmri: error: {junk}: cannot be read as CIFTI-2"), lines
+    assert "Traceback" not in p.stderr and p.stdout == ""
+    monkeypatch.setenv("EEG2FMRI_DEBUG", "1")
+    with pytest.raises(CiftiError, match="cannot be read as CIFTI-2"):
+        main(args)
+
+
+def test_messages_use_plain_numbers(tmp_path):
+    """numpy scalars inside tuples print as np.int64(0): messages convert them first."""
+    import nibabel as nib
+    from nibabel.cifti2 import cifti2_axes
+
+    from eeg2fmri.data.cifti import read_dtseries, standard_brain_models
+
+    std = standard_brain_models()
+    bm = cifti2_axes.BrainModelAxis(name=["CIFTI_STRUCTURE_ACCUMBENS_LEFT"], voxel=np.zeros((1, 3), int),
+                                    affine=std.affine, volume_shape=std.volume_shape)  # fmt: skip
+    series = cifti2_axes.SeriesAxis(0, 0.8, 2)
+    nib.Cifti2Image(np.zeros((2, 1), np.float32), nib.Cifti2Header.from_axes((series, bm))).to_filename(tmp_path / "v.dtseries.nii")
+    with pytest.raises(CiftiError, match=r"\(CIFTI_STRUCTURE_ACCUMBENS_LEFT, voxel \(0, 0, 0\)\) is not in the standard") as e:
+        read_dtseries(tmp_path / "v.dtseries.nii")
+    assert "np." not in str(e.value)

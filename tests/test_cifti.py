@@ -1,5 +1,7 @@
-"""CIFTI-2 I/O on the fsLR-32k layout: round trip, independent nibabel files, Workbench."""
+"""CIFTI-2 I/O on the fsLR-32k layout: round trip, independent nibabel files, Workbench, file modes."""
 
+import os
+import stat
 import subprocess
 
 import nibabel as nib
@@ -133,3 +135,27 @@ def test_workbench_reads_our_file(tmp_path):
     out = subprocess.run([wb, "-cifti-stats", str(p), "-reduce", "MEAN"], capture_output=True, text=True, check=True).stdout
     means = np.array([float(v) for v in out.split()])
     np.testing.assert_allclose(means, x.mean(axis=1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=lambda m: f"umask{m:03o}")
+def test_written_files_follow_the_umask(tmp_path, umask):
+    """atomic_save's temporary file is 0600 (mkstemp); what it leaves must have the mode of any file
+    the user's process writes: 0666 minus the umask. So must the prepared cache."""
+    from eeg2fmri.data.cifti import atomic_write_text
+    from eeg2fmri.data.prepare import prepare
+    from tests.conftest import make_raw_subject
+
+    raw = make_raw_subject(tmp_path / "raw") if umask == 0o002 else None  # the cache once (a few seconds)
+    old = os.umask(umask)
+    try:
+        written = [
+            write_dtseries(tmp_path / "a.dtseries.nii", np.ones((2, 10), np.float32), 0.8, indices=np.arange(10)),
+            atomic_write_text(tmp_path / "b.json", "{}"),
+        ]
+        written.append(atomic_write_text(tmp_path / "b.json", "{}"))  # a rewrite too
+        if raw is not None:
+            written.append(prepare(raw, tmp_path / "prep", progress=False))
+    finally:
+        os.umask(old)
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, (path, oct(path.stat().st_mode))

@@ -1,6 +1,7 @@
 """The eeg2fmri command through main([...]): fit -> test -> predict on tiny data, configs, errors."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 
 from eeg2fmri.cli import main
 from eeg2fmri.data.prepare import prepare
+from tests.cli_errors import cli_error
 from tests.conftest import TINY_INDICES, make_raw_subject
 
 CONFIGS = sorted(str(p) for p in Path(__file__).resolve().parents[1].glob("configs/**/*.yaml"))
@@ -45,13 +47,16 @@ def trained(tiny_cache, tmp_path_factory) -> Path:
     return ckpts[0]
 
 
-def test_fit_test_predict_round_trip(trained, tiny_cache, tmp_path):
+def test_fit_test_predict_round_trip(trained, tiny_cache, tmp_path, capsys):
     ckpt = torch.load(trained, map_location="cpu", weights_only=False)
     hp = ckpt["hyper_parameters"]
     assert (hp["n_vertices"], hp["n_chans"], hp["n_times"], hp["n_frames"]) == (len(TINY_INDICES), 64, 800, 3)
     np.testing.assert_array_equal(ckpt["state_dict"]["grayordinates"].numpy(), TINY_INDICES)
     # test: rebuilt from the checkpoint alone (no --model.* arguments), metrics next to it
+    capsys.readouterr()
     main(["test", *common(tiny_cache, tmp_path), "--ckpt_path", str(trained)])
+    printed = capsys.readouterr().out
+    assert "spatial r" in printed and "Test metric" not in printed  # the region table, not also Lightning's list
     res = json.loads((trained.parent / "test_metrics.json").read_text())
     m = res["metrics"]["model"]
     for region in ("whole", "V1", "V1+A1"):
@@ -76,10 +81,10 @@ def test_fit_test_predict_round_trip(trained, tiny_cache, tmp_path):
     assert finite.any() and abs(np.nanmean(data) - 1000) < 50  # de-normalised to the raw BOLD scale
 
 
-def test_checkpoint_from_another_layout_is_refused(trained, tmp_path):
+def test_checkpoint_from_another_layout_is_refused(trained, tmp_path, capsys):
     other = prepare(make_raw_subject(tmp_path / "raw", indices=np.arange(0, 91_282, 300)), tmp_path / "prep", progress=False)
-    with pytest.raises(Exception, match=r"checkpoint was trained on \{'n_vertices': 457.*this run's data gives \{'n_vertices': 305"):
-        main(["test", *common(other, tmp_path), "--ckpt_path", str(trained)])
+    line = cli_error(capsys, ["test", *common(other, tmp_path), "--ckpt_path", str(trained)])
+    assert re.search(r"checkpoint was trained on \{'n_vertices': 457.*this run's data gives \{'n_vertices': 305", line), line
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: Path(p).relative_to(Path(p).parents[1]).as_posix() if "ablation" in p or "baselines" in p else Path(p).name)

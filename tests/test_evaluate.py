@@ -152,3 +152,54 @@ def test_cli_writes_json_and_csv(pair, capsys):
     for r in rows:
         for key in ("mse", "r", "cos", "temporal_r_median", "identification_top1"):
             assert float(r[key]) == pytest.approx(saved["metrics"]["model"][f"{r['region']}/{key}"])
+
+
+def test_one_normalisation_the_measured_datas_stated_in_the_output(pair, tmp_path, capsys):
+    """Against noise-free BOLD, the z-scoring must use the measured data's statistics (its own, much
+    smaller std would inflate MSE against `test`'s units): refused without scale_from; with a run or a
+    prepared cache as scale_from, both series are z-scored with that one mean and std, as stated."""
+    pred_p, _, pred, truth, _ = pair
+    rng = np.random.default_rng(1)
+    measured = (truth + 5 * rng.standard_normal(truth.shape)).astype(np.float32)  # the truth plus scanner noise
+    measured_p = write_dtseries(tmp_path / "measured.dtseries.nii", measured, 0.8, indices=TINY_INDICES)
+    measured = measured.astype(np.float64)
+    clean_p = write_dtseries(tmp_path / "sub-01_task-shape_run-1_desc-noisefree_bold.dtseries.nii", truth.astype(np.float32),
+                             0.8, indices=TINY_INDICES, metadata={"eeg2fmri": "simulated BOLD", "desc": "noise-free"})
+    with pytest.raises(CiftiError, match=r"noise-free BOLD.*--scale_from"):
+        evaluate(str(pred_p), str(clean_p), progress=False)
+    res = evaluate(str(pred_p), str(clean_p), scale_from=str(measured_p), progress=False)
+    check(res["metrics"]["model"], reference(pred, truth, TINY_INDICES, measured.mean(0), measured.std(0)), rel=1e-5)
+    assert str(measured_p) in res["normalisation"] and f"over its {T} frames" in res["normalisation"]
+    own = reference(pred, truth, TINY_INDICES, truth.mean(0), truth.std(0))  # what the truth's own std gave
+    assert own["whole/mse"] > 1.5 * res["metrics"]["model"]["whole/mse"]
+    # a prepared cache: its training-frame statistics, the units of `eeg2fmri test`
+    import h5py
+
+    cache = tmp_path / "sub_0001.h5"
+    m, s = truth.mean(0) + 3.0, truth.std(0) * 2.0
+    with h5py.File(cache, "w") as h5:
+        h5["fmri_mean"], h5["fmri_std"], h5["indices"] = m.astype(np.float32), s.astype(np.float32), TINY_INDICES
+        h5["split"] = np.array([0, 0, 1, 2], np.int8)
+    res = evaluate(str(pred_p), str(clean_p), scale_from=str(cache), progress=False)
+    check(res["metrics"]["model"], reference(pred, truth, TINY_INDICES, m.astype(np.float32), s.astype(np.float32)), rel=1e-5)
+    capsys.readouterr()
+    main(["evaluate", "--pred", str(pred_p), "--truth", str(clean_p), "--scale_from", str(cache)])
+    out = capsys.readouterr().out
+    assert f"units: z-scored per grayordinate with the training-frame mean and std of the cache {cache} (2 frames" in out
+
+
+def test_table_labels_are_short(pair, tmp_path, capsys):
+    _, truth_p, pred, _, _ = pair
+    long = write_dtseries(tmp_path / "sub-0001_task-shape_run-1_space-fsLR_den-91k_desc-eeg2fmri_bold.dtseries.nii",
+                          pred.astype(np.float32), 0.8, indices=TINY_INDICES)
+    other = write_dtseries(tmp_path / "a_very_long_output_name_of_another_tool_v2.dtseries.nii",
+                           pred.astype(np.float32), 0.8, indices=TINY_INDICES)
+    assert evaluate(str(long), str(truth_p), progress=False)["method"] == "eeg2fmri"
+    res = evaluate(str(other), str(truth_p), progress=False, identification=False)
+    assert len(res["method"]) == 22 and res["method"].startswith("a_very_lon") and res["method"].endswith("_tool_v2")
+    assert res["pred"] == str(other)
+    assert evaluate(str(other), str(truth_p), label="theirs", progress=False)["method"] == "theirs"
+    capsys.readouterr()
+    evaluate(str(other), str(truth_p), identification=False)
+    table = capsys.readouterr().out.splitlines()[:4]
+    assert len({len(line) for line in table}) == 1, table  # rows as wide as the header

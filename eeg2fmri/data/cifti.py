@@ -21,6 +21,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.cifti2 import cifti2_axes
 
+from eeg2fmri.errors import EEG2fMRIError
+
 N_GRAYORDINATES = 91_282
 N_CORTEX_LEFT = 29_696
 N_CORTEX_RIGHT = 29_716
@@ -28,7 +30,7 @@ N_SUBCORTICAL = 31_870
 _LAYOUT_FILE = Path(__file__).with_name("layout_91k.npz")
 
 
-class CiftiError(ValueError):
+class CiftiError(EEG2fMRIError):
     """A CIFTI file that cannot be used as it is; the message names the file and what was expected."""
 
 
@@ -115,8 +117,8 @@ def standard_indices(bm: cifti2_axes.BrainModelAxis, path: str | os.PathLike = "
     if bm.volume_shape is not None and bm.volume_mask.any():
         if tuple(bm.volume_shape) != tuple(std.volume_shape) or not np.allclose(bm.affine, std.affine):
             raise CiftiError(
-                f"{path}: subcortical voxels are on a {bm.volume_shape} grid; expected the 2 mm "
-                f"MNI grid {tuple(std.volume_shape)} of the HCP 91k grayordinates."
+                f"{path}: subcortical voxels are on a {_ints(bm.volume_shape)} grid; expected the 2 mm "
+                f"MNI grid {_ints(std.volume_shape)} of the HCP 91k grayordinates."
             )
     keys = _standard_keys()
     idx = np.empty(len(bm), np.int64)
@@ -124,7 +126,7 @@ def standard_indices(bm: cifti2_axes.BrainModelAxis, path: str | os.PathLike = "
         key = (str(name), int(vertex)) if vertex >= 0 else (str(name), *map(int, voxel))
         j = keys.get(key)
         if j is None:
-            what = f"vertex {vertex}" if vertex >= 0 else f"voxel {tuple(voxel)}"
+            what = f"vertex {int(vertex)}" if vertex >= 0 else f"voxel {_ints(voxel)}"
             raise CiftiError(
                 f"{path}: grayordinate {i} ({name}, {what}) is not in the standard fsLR-32k 91,282 "
                 f"layout; expected {N_GRAYORDINATES} standard grayordinates or a subset of them."
@@ -138,6 +140,11 @@ def standard_indices(bm: cifti2_axes.BrainModelAxis, path: str | os.PathLike = "
             "CORTEX_LEFT, CORTEX_RIGHT, then subcortical structures."
         )
     return idx
+
+
+def _ints(values) -> tuple[int, ...]:
+    """Plain ints for messages: (0, 0, 0), not numpy's (np.int64(0), ...)."""
+    return tuple(int(v) for v in values)
 
 
 def _same_models(a: cifti2_axes.BrainModelAxis, b: cifti2_axes.BrainModelAxis) -> bool:
@@ -246,7 +253,10 @@ def write_dtseries(
 
 
 def atomic_save(path: str | os.PathLike, save) -> Path:
-    """Call ``save(tmp_path)`` then rename over ``path``: a half-written file never replaces a good one."""
+    """Call ``save(tmp_path)`` then rename over ``path``: a half-written file never replaces a good one.
+
+    The file's mode is 0o666 minus the process umask, as for a file opened for writing (mkstemp's
+    own 0o600 would make a lab's shared data and results unreadable to colleagues)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
@@ -254,11 +264,27 @@ def atomic_save(path: str | os.PathLike, save) -> Path:
     os.close(fd)
     try:
         save(tmp)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def new_file_mode() -> int:
+    """0o666 minus the process umask: the mode ``open(path, "w")`` gives a new file. The umask is
+    read from /proc on Linux (no side effect), elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eeg2fmri.errors import EEG2fMRIError
+
 # The 64 scalp channels of the BrainProducts actiCAP 64 layout (10-10 system), the montage of
 # CineBrain-style recordings. Order here is the canonical order of the prepared cache.
 CHANNELS_64: tuple[str, ...] = (
@@ -37,7 +39,7 @@ CHANNELS_64: tuple[str, ...] = (
 EEG_SUFFIXES = (".npy", ".vhdr", ".edf", ".bdf", ".set", ".fif")
 
 
-class RawDataError(ValueError):
+class RawDataError(EEG2fMRIError):
     """A raw file that cannot be used; the message names the file, the field and what was expected."""
 
 

@@ -35,11 +35,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from eeg2fmri.data.prepare import SPLITS
 from eeg2fmri.data.regions import region_columns
+from eeg2fmri.errors import EEG2fMRIError
 
 log = logging.getLogger(__name__)
 
 
-class CacheError(ValueError):
+class CacheError(EEG2fMRIError):
     """A prepared cache that cannot be used; the message names the file and what was expected."""
 
 

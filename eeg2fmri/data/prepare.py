@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 from scipy import signal
 
-from eeg2fmri.data.cifti import CiftiError, load_header
+from eeg2fmri.data.cifti import CiftiError, load_header, new_file_mode
 from eeg2fmri.data.cinebrain import CHANNELS_64, RawDataError, Run, discover_runs, read_eeg
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ def prepare(
                 options=json.dumps(asdict(options)),
                 created=time.strftime("%Y-%m-%dT%H:%M:%S"),
             )
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0o600 would hide the cache from colleagues
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
