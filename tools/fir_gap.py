@@ -87,7 +87,7 @@ def main() -> None:
         m.update(torch.from_numpy(pred[rows]).float(), torch.from_numpy(fmri[rows]).float())
         return m.compute()
 
-    table = {}
+    table = {"training mean (0)": score(np.zeros_like(fmri))}
     for name, lags in (("Ridge (own window)", range(0, 1)), ("FIR ridge", range(args.lags[0], args.lags[1] + 1))):
         x = lagged(feat, seg, lags)
         a, predict = ridge_path(x[tr], fmri[tr], x[va], fmri[va], alphas, args.per_target)
