@@ -78,11 +78,11 @@ def test_wrong_count_and_order_are_clear_errors(tmp_path):
     nib.Cifti2Image(np.zeros((2, len(bm)), np.float32), nib.Cifti2Header.from_axes((series, bm))).to_filename(tmp_path / "m.dtseries.nii")
     with pytest.raises(CiftiError, match="40962-vertex surface; expected 32492"):
         read_dtseries(tmp_path / "m.dtseries.nii")
-    # right cortex before left: not the standard order
+    # a grayordinate twice
     std = standard_brain_models()
-    swapped = std[N_CORTEX_LEFT : N_CORTEX_LEFT + 10] + std[:10]
-    nib.Cifti2Image(np.zeros((2, 20), np.float32), nib.Cifti2Header.from_axes((series, swapped))).to_filename(tmp_path / "o.dtseries.nii")
-    with pytest.raises(CiftiError, match="not in the standard order"):
+    twice = std[:10] + std[5:6]
+    nib.Cifti2Image(np.zeros((2, 11), np.float32), nib.Cifti2Header.from_axes((series, twice))).to_filename(tmp_path / "o.dtseries.nii")
+    with pytest.raises(CiftiError, match=r"columns 5 and 10 are the same grayordinate \(CIFTI_STRUCTURE_CORTEX_LEFT, vertex \d+\)"):
         read_dtseries(tmp_path / "o.dtseries.nii")
     # a vertex the standard layout excludes (medial wall)
     medial = np.setdiff1d(np.arange(32492), std.vertex[:N_CORTEX_LEFT])[0]

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -123,8 +124,32 @@ def test_wrong_grayordinates_in_one_run(raw_subject, tmp_path):
 
 def test_fmri_shorter_than_behaviour_says(raw_subject, tmp_path):
     write_dtseries(fmri_path(raw_subject.parent, 1, 2), np.ones((60, len(TINY_INDICES)), np.float32), TR, indices=TINY_INDICES)
-    with pytest.raises(RawDataError, match=r"run-2.*60 frames \(48 s\).*sub_0001_2.csv.*truncated"):
+    with pytest.raises(RawDataError, match=r"run-2.*sub_0001_2.csv plays until 65 s.*ends at 48 s \(60 frames") as e:
         prepare(raw_subject, tmp_path / "prep", progress=False)
+    # what is true (no fMRI volume 4 s later), how to proceed, and no guess that the run is truncated
+    assert "no fMRI volume 4 s later" in str(e.value) and "--drop_unpaired true" in str(e.value)
+    assert "videoStopTime <= 44" in str(e.value) and "truncated" not in str(e.value)
+
+
+def test_drop_unpaired_keeps_the_paired_frames_with_a_warning(raw_subject, tmp_path, caplog):
+    """A movie that runs to the scan's end: with drop_unpaired the frames whose volume would lie past
+    the end are dropped (and counted in a warning); every kept frame is a volume the run has."""
+    n_volumes = 70
+    write_dtseries(fmri_path(raw_subject.parent, 1, 2), np.ones((n_volumes, len(TINY_INDICES)), np.float32) + np.arange(n_volumes)[:, None], TR,
+                   indices=TINY_INDICES)  # fmt: skip
+    full = prepare(raw_subject, tmp_path / "a", options=PrepareOptions(drop_unpaired=True), progress=False)
+    with caplog.at_level(logging.WARNING):
+        run = discover_runs(raw_subject)[1]
+        plan = _plan_run(run, PrepareOptions(drop_unpaired=True))
+    assert "have no fMRI volume 4 s later and are dropped" in caplog.text
+    assert plan.frames.max() == n_volumes - 1  # up to the last volume, none beyond
+    clip = run.clips[-1]
+    last = plan.frames[plan.frame_clip == len(plan.clip_names) - 1]
+    # the kept frames of the cut clip are exactly those whose shifted window lies in the clip
+    first = math.ceil((clip.start + 4.0) / TR - 1e-9)  # the first volume whose window starts in the clip
+    np.testing.assert_array_equal(last, np.arange(first, n_volumes))
+    with h5py.File(full) as h5:
+        assert h5["frame_volume"][:][h5["frame_run"][:] == 2].max() == n_volumes - 1
 
 
 def test_eeg_shorter_than_fmri(raw_subject, tmp_path):
