@@ -329,7 +329,8 @@ def write_floors(floors: dict, out: Path, subjects, ks, protocol: str) -> None:
     md.write("Run mean (train): each test frame predicted by the mean training frame of its run (the nearest run with\n"
              "training frames if it has none). Nearest train frame: by the training frame closest in recording time.\n"
              "EEG shuffled within run: the method's checkpoint tested on test EEG permuted within each run (no frame keeps\n"
-             "its own). A method that scores no better than these does not use the frame's EEG.\n\n")  # fmt: skip
+             "its own). A method that scores no better than these does not use the frame's EEG. Temporal r is undefined\n"
+             "(–) for a floor that is constant over the test frames of a grayordinate.\n\n")  # fmt: skip
     md.write("| K | floor | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " | "
              + " | ".join(f"{r} temporal r" for r in REGIONS) + " |\n")  # fmt: skip
     md.write("|---|---|" + "---|" * len(keys) + "\n")

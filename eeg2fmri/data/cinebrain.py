@@ -145,6 +145,9 @@ class Run:
     task: str = "shape"  # the fMRI file's task; the EEG and the noise-free BOLD follow it
 
 
+_WARNED: set[str] = set()  # files already warned about (one warning per file and process)
+
+
 def discover_runs(subject_dir: Path) -> list[Run]:
     """All runs of a subject folder, sorted by run number. A run needs its fMRI, behaviour CSV and
     EEG; a missing piece is an error naming it (never a silently dropped run). Each run's task is its
@@ -192,7 +195,8 @@ def discover_runs(subject_dir: Path) -> list[Run]:
         stem = eeg_dir / f"sub-{subject:04d}_task-{task}_run-{r}_eeg"
         eeg = next((stem.with_name(stem.name + s) for s in EEG_SUFFIXES if stem.with_name(stem.name + s).exists()), None)
         if eeg is None:
-            other = sorted(p.name for p in eeg_dir.glob(f"sub-{subject:04d}_task-*_run-{r}_eeg.*")) if eeg_dir.is_dir() else []
+            other = sorted(p.name for p in eeg_dir.glob(f"sub-{subject:04d}_task-*_run-{r}_eeg.*")
+                           if bids_task(p.name) != task) if eeg_dir.is_dir() else []  # fmt: skip
             hint = f"; found {', '.join(other)} of another task (the EEG follows the fMRI file's task, {task!r})" if other else ""
             raise RawDataError(
                 f"run {r}: EEG file missing: expected {stem}.npy (+ .json) or one of "
@@ -201,7 +205,8 @@ def discover_runs(subject_dir: Path) -> list[Run]:
         truth = subject_dir / "truth" / f"sub-{subject:04d}_task-{task}_run-{r}_space-fsLR_den-91k_desc-noisefree_bold.dtseries.nii"
         if not truth.exists():
             other = sorted((subject_dir / "truth").glob(f"sub-{subject:04d}_task-*_run-{r}_*desc-noisefree_bold.dtseries.nii"))
-            if other:
+            if other and str(other[0]) not in _WARNED:
+                _WARNED.add(str(other[0]))
                 log.warning(
                     "run %d: %s is a noise-free BOLD of another task than the fMRI's (%r); not used (no noise "
                     "ceiling for this run). Rename it to %s if it belongs to this run", r, other[0], task, truth.name,
