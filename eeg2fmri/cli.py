@@ -1,7 +1,9 @@
 """The ``eeg2fmri`` command: LightningCLI's fit / validate / test / predict, plus the data and
-user-facing jobs (simulate, prepare, fill, evaluate, bench, reproduce), each a small function.
+user-facing jobs (simulate, prepare, import-cinebrain, fill, evaluate, bench, reproduce), each a
+small function.
 
     eeg2fmri simulate --out_dir data/raw --scale ci
+    eeg2fmri import-cinebrain --release_dir /data/CineBrain --subjects [1] --out_dir data/raw
     eeg2fmri prepare --subject_dir data/raw/sub_0001
     eeg2fmri fit --config configs/sub1.yaml
     eeg2fmri test --config configs/sub1.yaml --ckpt_path runs/sub1/checkpoints/last.ckpt

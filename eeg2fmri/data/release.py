@@ -52,7 +52,9 @@ def authors_frames(start_s: float, stop_s: float, shift_s: float = 4.0, tr: floa
     """The CineBrain authors' frames of a movie segment: (first volume, 0-based, and the number of
     frames). Frame i is volume ``int((start_s + shift_s) / tr) + 1 + i``; there are
     ``int((stop_s + shift_s) / tr) - int((start_s + shift_s) / tr)`` of them. The arithmetic is
-    theirs (``dtseries2npy.py``), floating point included, so the pairing is exactly theirs."""
+    theirs (``dtseries2npy.py``), floating point included, so the pairing is exactly theirs; the TR
+    is rounded to 1 µs first, so a header's float32 0.800000011920929 counts as their literal 0.8."""
+    tr = round(float(tr), 6)
     first = int((start_s + shift_s) / tr) + 1
     return first, int((stop_s + shift_s) / tr) - int((start_s + shift_s) / tr)
 
