@@ -612,8 +612,9 @@ def fill(
             censored); or a headerless 0/1 column (1 = censored); or headerless 0-based frame indices.
         out: the filled .dtseries.nii to write (refused if it exists, unless --overwrite).
         ckpt_path: diffusion checkpoint from `eeg2fmri fit` (interrecon only).
-        eeg: the run's EEG: .npy + .json sidecar (sfreq in Hz, ch_names, volume_onsets in samples)
-            or an MNE-readable file with volume markers (interrecon only). Frame k gets the EEG of one
+        eeg: the run's EEG: .npy + .json sidecar (sfreq in Hz, ch_names, volume_onsets in samples or
+            volume_onsets_s in seconds) or an MNE-readable file with volume markers (interrecon only),
+            a continuous recording (not per-frame windows). Frame k gets the EEG of one
             TR starting shift_s seconds (the checkpoint's, 4 s by default) before volume k's onset.
         method: interrecon (EEG-conditioned null-space sampling), linear or cubic (interpolation in time).
         stride: frames (TRs) between consecutive K-frame windows; overlapping fills are averaged.

@@ -80,6 +80,8 @@ class _Windows:
             except (tarfile.TarError, OSError, EOFError) as e:
                 raise RawDataError(f"{path}: cannot be read as a tar archive (truncated or corrupt? {e})") from e
             self.names = sorted(self._members)
+        # AppleDouble files ("._0.npy", written by macOS tar beside every file) are not windows
+        self.names = [n for n in self.names if not n.rsplit("/", 1)[-1].startswith("._")]
 
     def where(self, name: str) -> str:
         return f"{self.path}:{name}" if self._tar is not None else str(self.path / name)
