@@ -48,9 +48,9 @@ def make_release(root: Path, packed: bool = True, seed: int = 0, member=lambda r
         write_dtseries(folder / "dtseries" / f"sub-0001_task-{TASK}_run-{r}_space-fsLR_den-91k_bold.dtseries.nii",
                        bold[r][:, perm], TR, brain_models=bm[perm])  # fmt: skip
         (folder / "beh_data").mkdir(parents=True, exist_ok=True)
-        # the authors read the first row only; a second row is not a second clip of theirs
+        # the authors read the first row only: a second row (here not even a valid one) is not read
         (folder / "beh_data" / f"sub_0001_{r}.csv").write_text(
-            f"videoStartTime,videoStopTime,trial\n{start},{stop},1\n{stop + 1},{stop + 2},2\n"
+            f"videoStartTime,videoStopTime,trial\n{start},{stop},1\n,,2\n"
         )
         n = len(authors(start, stop))
         w = (20 * rng.standard_normal((n, 65, 800))).astype(np.float32)

@@ -24,6 +24,7 @@ volume), so ``eeg2fmri prepare`` pairs every kept frame with exactly its release
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from eeg2fmri.data.cifti import atomic_write_text, load_header
-from eeg2fmri.data.cinebrain import CHANNELS_64, RawDataError, bids_task, read_ch_names, read_clips, write_npy_eeg
+from eeg2fmri.data.cinebrain import CHANNELS_64, RawDataError, bids_task, read_ch_names, write_npy_eeg
 
 log = logging.getLogger(__name__)
 
@@ -192,14 +193,38 @@ def _release_runs(folder: Path, subject: int, shift_s: float) -> list[_ReleaseRu
                     if (folder / "beh_data" / f"{pre}_{r}.csv").exists()), None)  # fmt: skip
         if beh is None:
             raise RawDataError(f"run {r}: behaviour file {folder / 'beh_data' / f'sub_{subject:04d}_{r}.csv'} is missing")
-        clips = read_clips(beh)
-        if len(clips) > 1:
-            log.info("%s: %d rows; the first is the run's movie segment (as the authors read it), the rest ignored", beh, len(clips))
+        start, stop = first_row(beh)
         img, _, tr, _ = load_header(found[r])
-        first, n = authors_frames(clips[0].start, clips[0].stop, shift_s, tr)
+        first, n = authors_frames(start, stop, shift_s, tr)
         runs.append(_ReleaseRun(r, bids_task(found[r].name) or "shape", found[r], beh, int(img.shape[0]), tr,
-                                clips[0].start, clips[0].stop, first, n))  # fmt: skip
+                                start, stop, first, n))  # fmt: skip
     return runs
+
+
+def first_row(path: Path) -> tuple[float, float]:
+    """(videoStartTime, videoStopTime) of a behaviour CSV's first row, the run's movie segment as
+    the authors read it; later rows are not read (they may hold anything)."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            row = next(reader, None)
+            rest = sum(1 for _ in reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise RawDataError(f"{path}: cannot be read as CSV ({e})") from e
+    if row is None or "videoStartTime" not in row or "videoStopTime" not in row:
+        raise RawDataError(f"{path}: expected columns videoStartTime and videoStopTime (seconds) and at least one row")
+    try:
+        start, stop = float(row["videoStartTime"]), float(row["videoStopTime"])
+    except (TypeError, ValueError):
+        raise RawDataError(
+            f"{path}, row 1: videoStartTime={row['videoStartTime']!r}, videoStopTime={row['videoStopTime']!r}; "
+            "expected numbers (seconds)"
+        ) from None
+    if not (np.isfinite(start) and np.isfinite(stop) and 0 <= start < stop):
+        raise RawDataError(f"{path}, row 1: expected 0 <= videoStartTime < videoStopTime, got {start}, {stop}")
+    if rest:
+        log.info("%s: the first row is the run's movie segment (as the authors read it); %d later row(s) not read", path, rest)
+    return start, stop
 
 
 def _eeg_source(folder: Path, eeg_name: str) -> Path:
