@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 SCALE ?= ci
 SUBJECTS ?= 1
+PROTOCOL ?= project
 RAW ?= data/raw
 PREPARED ?= data/prepared
 RESULTS ?= results
@@ -54,8 +55,8 @@ test-slow: install ## run the slow tests (fault injection, DDP, reproduce at sma
 bench: install ## benchmark the training step and sampler against a bare-PyTorch reference (SCALE=ci|paper)
 	$(VENV)/bin/eeg2fmri bench --scale $(SCALE)
 
-reproduce-table1: install ## Table 1 / S1-S3: every method x K in {3,10,30} x region (SCALE=ci|small|paper)
-	$(VENV)/bin/eeg2fmri reproduce table1 --scale $(SCALE) --subjects [$(SUBJECTS)] --raw $(RAW) --prepared $(PREPARED) --results $(RESULTS)
+reproduce-table1: install ## Table 1 / S1-S3 + floors: every method x K in {3,10,30} x region (SCALE=ci|small|paper, PROTOCOL=project|paper)
+	$(VENV)/bin/eeg2fmri reproduce table1 --scale $(SCALE) --subjects [$(SUBJECTS)] --raw $(RAW) --prepared $(PREPARED) --results $(RESULTS) --protocol $(PROTOCOL)
 
 reproduce-table2: install ## Table 2 + Figure 3: InterRecon vs linear interpolation and the gap sweep
 	$(VENV)/bin/eeg2fmri reproduce table2 --scale $(SCALE) --subjects [$(SUBJECTS)] --raw $(RAW) --prepared $(PREPARED) --results $(RESULTS)

@@ -345,6 +345,9 @@ def write_synthetic_cache(path: str | Path, every: int, n_clips: int, clip_frame
         h5["run_files"] = np.array([f"synthetic_run-{r}" for r in range(1, n_runs + 1)], dtype=h5py.string_dtype())
         h5["run_numbers"] = np.arange(1, n_runs + 1, dtype=np.int32)
         h5["run_n_volumes"] = np.full(n_runs, 2 * clip_frames + 30, np.int32)
+        h5["run_tasks"] = np.array(["synthetic"] * n_runs, dtype=h5py.string_dtype())
+        h5["run_file_indices"] = np.tile(indices.astype(np.int32), (n_runs, 1))
+        h5.attrs.update(normalize="train", split="clips", detrend="none", protocol="synthetic (bench): no preprocessing")
         h5.attrs.update(
             tr=0.8, sfreq=1000.0, shift_s=4.0, n_times=N_TIMES, ch_names=json.dumps(list(CHANNELS_64)),
             flat_channels="[]", n_vertices=V, layout="fsLR-32k 91k" if V == 91_282 else "fsLR-32k 91k subset",

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, WeightAv
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 
-from eeg2fmri.data.cifti import atomic_save, atomic_write_csv, atomic_write_text, write_dtseries
+from eeg2fmri.data.cifti import atomic_save, atomic_write_csv, atomic_write_text, standard_brain_models, write_dtseries
 from eeg2fmri.data.regions import region_columns
 from eeg2fmri.interpolate import linear_fill
 from eeg2fmri.metrics import RegionMetrics
@@ -210,6 +210,8 @@ class Evaluator(Callback):
             "sampling": pl_module.sampling,
             "estimator": _estimator_label(pl_module.sampling) if pl_module.sampling else "deterministic",
             "eeg_seconds": eeg_seconds(dm, pl_module),
+            "protocol": getattr(dm, "protocol", None),  # the cache's normalisation / split (prepare)
+            "eeg": getattr(dm, "eeg_note", "as recorded"),  # ShuffleEEG: the permutation floor
             "seed": _seed(),
             "metrics": results,
         }
@@ -326,7 +328,8 @@ class CiftiWriter(BasePredictionWriter):
     """Write ``predict`` outputs as one ``.dtseries.nii`` per test run, in BOLD units.
 
     Each file has the cache's brain models (the whole 91,282 layout when the data had it, even if
-    the model was trained on a region: grayordinates outside the modelled region are NaN), a
+    the model was trained on a region: grayordinates outside the modelled region are NaN) in the
+    column order of the run's own fMRI file, is named after that file's task, and has a
     SeriesAxis with the run's TR starting at the first predicted volume, and NaN for volumes the
     model did not predict (outside the test clips). Predictions are de-normalised with the
     training statistics stored in the cache (x · std + mean).
@@ -355,6 +358,7 @@ class CiftiWriter(BasePredictionWriter):
         with h5py.File(dm.data_path, "r") as h5:
             mean, std = h5["fmri_mean"][:], h5["fmri_std"][:]
             frame_run, frame_volume = h5["frame_run"][:], h5["frame_volume"][:]
+            layouts = run_layouts(h5)
         out_dir = Path(self.output_dir) if self.output_dir else _default_pred_dir(trainer)
         subject = Path(dm.data_path).stem
         by_run: dict[int, list[int]] = {}
@@ -367,14 +371,36 @@ class CiftiWriter(BasePredictionWriter):
             data = np.full((last - first + 1, V_file), np.nan, np.float32)  # (T_span, V_file)
             for r, v in zip(rs, vols):
                 data[v - first, dm.columns] = frame_pred[r] * std[dm.columns] + mean[dm.columns]
-            name = f"{subject.replace('sub_', 'sub-')}_task-shape_run-{run}_space-fsLR_den-91k_desc-eeg2fmri_bold.dtseries.nii"
+            task, file_indices = layouts.get(run, ("shape", None))
+            name = f"{subject.replace('sub_', 'sub-')}_task-{task}_run-{run}_space-fsLR_den-91k_desc-eeg2fmri_bold.dtseries.nii"
+            models = None  # the run file's own column order, so the output lines up with the user's file
+            if file_indices is not None and not np.array_equal(file_indices, dm.indices_all):
+                data = data[:, np.searchsorted(dm.indices_all, file_indices)]  # (T_span, V_file) file order
+                models = standard_brain_models()[file_indices]
             path = write_dtseries(
-                out_dir / name, data, dm.tr, indices=dm.indices_all, start=first * dm.tr,
+                out_dir / name, data, dm.tr, indices=dm.indices_all, brain_models=models, start=first * dm.tr,
                 metadata={"eeg2fmri": f"predicted from EEG by {type(pl_module).__name__}; NaN = not predicted",
                           "checkpoint": str(trainer.ckpt_path)},
             )  # fmt: skip
             self.written.append(path)
         print(f"predict: wrote {len(self.written)} file(s) to {out_dir}")
+
+
+def run_layouts(h5) -> dict[int, tuple[str, np.ndarray | None]]:
+    """run -> (task, standard index of each column of the run's fMRI file in its own order) from a
+    prepared cache. Caches written before these were recorded give the task of the file name (or
+    ``shape``) and no column order (standard order)."""
+    from eeg2fmri.data.cinebrain import bids_task
+
+    runs = h5["run_numbers"][:].tolist() if "run_numbers" in h5 else []
+    files = [f.decode() if isinstance(f, bytes) else f for f in h5["run_files"][:]] if "run_files" in h5 else []
+    tasks = [t.decode() if isinstance(t, bytes) else t for t in h5["run_tasks"][:]] if "run_tasks" in h5 else []
+    order = h5["run_file_indices"][:].astype(np.int64) if "run_file_indices" in h5 else None
+    out = {}
+    for i, r in enumerate(runs):
+        task = tasks[i] if tasks else (bids_task(files[i]) if i < len(files) else None) or "shape"
+        out[int(r)] = (task, None if order is None else order[i])
+    return out
 
 
 def _default_pred_dir(trainer) -> Path:

@@ -1,7 +1,9 @@
 """The ``eeg2fmri`` command: LightningCLI's fit / validate / test / predict, plus the data and
-user-facing jobs (simulate, prepare, fill, evaluate, bench, reproduce), each a small function.
+user-facing jobs (simulate, prepare, import-cinebrain, fill, evaluate, bench, reproduce), each a
+small function.
 
     eeg2fmri simulate --out_dir data/raw --scale ci
+    eeg2fmri import-cinebrain --release_dir /data/CineBrain --subjects [1] --out_dir data/raw
     eeg2fmri prepare --subject_dir data/raw/sub_0001
     eeg2fmri fit --config configs/sub1.yaml
     eeg2fmri test --config configs/sub1.yaml --ckpt_path runs/sub1/lightning_logs/version_0/checkpoints/last.ckpt
@@ -30,6 +32,7 @@ from eeg2fmri.callbacks import EMA, CiftiWriter, Compile, Evaluator, FiniteLossG
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.errors import EEG2fMRIError
 from eeg2fmri.figures import SurfaceFigures
+from eeg2fmri.floors import ShuffleEEG
 from eeg2fmri.module import EEGfMRIModule, check_checkpoint_file
 from eeg2fmri.progress import LineProgressBar
 
@@ -57,6 +60,7 @@ class EEG2fMRICLI(LightningCLI):
         parser.add_lightning_class_args(FiniteLossGuard, "loss_guard")
         parser.add_lightning_class_args(CiftiWriter, "writer")
         parser.add_lightning_class_args(SurfaceFigures, "surface")
+        parser.add_lightning_class_args(ShuffleEEG, "shuffle_eeg")
         # data facts stated once, in the data; the model receives them
         parser.link_arguments("data.n_frames", "model.init_args.n_frames")
         parser.link_arguments("data.eeg_context", "model.init_args.eeg_context")
@@ -249,6 +253,14 @@ def cmd_prepare(argv: list[str]) -> None:
     print(f"prepare: {len(written)} cache(s) ready: {', '.join(map(str, written))}")
 
 
+def cmd_import_cinebrain(argv: list[str]) -> None:
+    from eeg2fmri.data.release import import_cinebrain
+
+    written = _run_function("import-cinebrain", import_cinebrain, argv)
+    print(f"import-cinebrain: {len(written)} subject folder(s) ready: {', '.join(map(str, written))}\n"
+          f"next: eeg2fmri prepare --subject_dir {written[0] if written else '<raw>/sub_0001'}")  # fmt: skip
+
+
 def cmd_bench(argv: list[str]) -> None:
     from eeg2fmri.bench import bench, format_table
 
@@ -309,6 +321,7 @@ def cmd_table(argv: list[str]) -> None:
 EXTRA: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "simulate": (cmd_simulate, "write simulated subjects in the CineBrain layout (EEG + CIFTI + behaviour)"),
     "prepare": (cmd_prepare, "raw subject folder -> HDF5 cache (filter, align with the 4 s shift, split, normalise)"),
+    "import-cinebrain": (cmd_import_cinebrain, "the CineBrain release as published (per-frame EEG windows) -> raw subject folders"),
     "reproduce": (cmd_reproduce, "the paper's tables and figures: table1, table2 (+ Figure 3), ablation (Table S4), fill"),
     "fill": (cmd_fill, "fill censored / lost frames of a CIFTI run from its EEG (InterRecon; or linear, cubic)"),
     "evaluate": (cmd_evaluate, "score any predicted CIFTI run against a reference with every metric, per region"),
@@ -327,9 +340,9 @@ TRAINER_COMMANDS = {
 def _overview() -> str:
     lines = ["usage: eeg2fmri <command> [options]   (eeg2fmri <command> --help for its options)", "", "commands:"]
     for name, text in TRAINER_COMMANDS.items():
-        lines.append(f"  {name:<10} {text}")
+        lines.append(f"  {name:<16} {text}")
     for name, (_, text) in EXTRA.items():
-        lines.append(f"  {name:<10} {text}")
+        lines.append(f"  {name:<16} {text}")
     return "\n".join(lines)
 
 

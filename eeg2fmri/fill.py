@@ -308,6 +308,11 @@ def run_eeg_windows(eeg_path: str | os.PathLike, prep: dict, n_volumes: int, fra
 
     o = _options(prep)
     eeg = read_eeg(Path(eeg_path), o.volume_marker)
+    if eeg.windowed:
+        raise RawDataError(
+            f"{eeg.path}: EEG cut into one window per frame (window_volumes in its sidecar, e.g. an imported "
+            "CineBrain release); fill needs the run's continuous recording to cut the windows of every frame it fills"
+        )
     sfreq, n_times = float(prep["sfreq"]), int(prep["n_times"])
     if not math.isclose(eeg.sfreq, sfreq):
         raise RawDataError(
@@ -508,8 +513,12 @@ def _interrecon(ckpt_path, eeg_path, data, censored, indices, tr, fmri, stride, 
     model, prep = load_model(ckpt_path, device)
     K = int(model.hparams.n_frames)
     gray = np.asarray(prep["grayordinates"], np.int64)  # (V_model,) standard indices
-    pos = np.searchsorted(indices, gray)
-    inside = (pos < len(indices)) & (indices[np.minimum(pos, len(indices) - 1)] == gray)
+    # the file's column of each modelled grayordinate (the file may be in any column order: fMRIPrep
+    # <= 23.1 wrote subcortical voxels row-major), so the output keeps the file's own order
+    srt = np.argsort(indices, kind="stable")
+    at = np.minimum(np.searchsorted(indices[srt], gray), len(indices) - 1)
+    inside = indices[srt][at] == gray
+    pos = srt[at]  # (V_model,) file columns
     if not inside.all():
         raise CiftiError(
             f"{fmri}: has {len(indices)} grayordinates but the checkpoint {ckpt_path} models {len(gray)}, of which "
@@ -609,8 +618,9 @@ def fill(
             censored); or a headerless 0/1 column (1 = censored); or headerless 0-based frame indices.
         out: the filled .dtseries.nii to write (refused if it exists, unless --overwrite).
         ckpt_path: diffusion checkpoint from `eeg2fmri fit` (interrecon only).
-        eeg: the run's EEG: .npy + .json sidecar (sfreq in Hz, ch_names, volume_onsets in samples)
-            or an MNE-readable file with volume markers (interrecon only). Frame k gets the EEG of one
+        eeg: the run's EEG: .npy + .json sidecar (sfreq in Hz, ch_names, volume_onsets in samples or
+            volume_onsets_s in seconds) or an MNE-readable file with volume markers (interrecon only),
+            a continuous recording (not per-frame windows). Frame k gets the EEG of one
             TR starting shift_s seconds (the checkpoint's, 4 s by default) before volume k's onset.
         method: interrecon (EEG-conditioned null-space sampling), linear or cubic (interpolation in time).
         stride: frames (TRs) between consecutive K-frame windows; overlapping fills are averaged.

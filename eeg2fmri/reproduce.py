@@ -96,12 +96,18 @@ def _say(msg: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def ensure_subject(subject: int, scale: Scale, raw: Path, prepared: Path) -> Path:
-    """The prepared cache of a subject: real data under ``raw`` if present, else simulated."""
+def ensure_subject(subject: int, scale: Scale, raw: Path, prepared: Path, protocol: str = "project") -> Path:
+    """The prepared cache of a subject: real data under ``raw`` if present, else simulated.
+
+    ``protocol="paper"`` (the CineBrain authors' choices) goes through the release form: the
+    release at ``raw/release/sub-000N`` (simulated in that form when absent) is imported into
+    ``raw/imported/sub_000N`` with ``import_cinebrain`` and prepared with normalize=all, split=tail."""
     from eeg2fmri.data.cinebrain import subject_dirname
     from eeg2fmri.data.prepare import prepare
     from eeg2fmri.data.simulate import simulate
 
+    if protocol == "paper":
+        return _ensure_release_subject(subject, scale, raw, prepared)
     folder = raw / subject_dirname(subject)
     if not folder.exists():
         _say(f"simulating subject {subject} ({scale.simulate}, grayordinates {scale.grayordinates}) into {raw}")
@@ -148,10 +154,11 @@ def run_cell(
 
 def table1(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", prepared: str = "data/prepared",  # noqa: B006
            results: str = "results", methods: list[str] | None = None, ks: list[int] | None = None,
-           force: bool = False) -> Path:  # fmt: skip
-    """Table 1 (+ S1-S3 and the temporal / identification / ceiling table): every method x K x region."""
+           force: bool = False, protocol: str = "project") -> Path:  # fmt: skip
+    """Table 1 (+ S1-S3 and the temporal / identification / ceiling table): every method x K x region,
+    then the floors of Table 1c (run mean, nearest training frame, EEG shuffled within run)."""
     sc = SCALES[scale]
-    raw_p, prep_p, out = Path(raw), Path(prepared) / scale, Path(results) / scale
+    raw_p, prep_p, out = Path(raw), Path(prepared) / protocol_tag(scale, protocol), Path(results) / protocol_tag(scale, protocol)
     slugs = methods or [s for s, _ in METHODS.values()]
     unknown = [s for s in slugs if s not in SLUGS]
     if unknown:
@@ -159,12 +166,15 @@ def table1(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", 
     ks_ = tuple(ks or sc.ks)
     cells = [(s, k, m) for s in subjects for k in ks_ for m in slugs]
     res: dict[tuple[int, int, str], dict] = {}
+    caches: dict[int, Path] = {}
     for i, (s, k, m) in enumerate(cells, 1):
-        cache = ensure_subject(s, sc, raw_p / scale, prep_p)
+        caches[s] = cache = ensure_subject(s, sc, raw_p / scale, prep_p, protocol)
         _say(f"[{i}/{len(cells)}] subject {s}, K={k}, {SLUGS[m]}")
         res[(s, k, m)] = run_cell(s, k, m, sc, cache, out / "cells" / f"sub{s}" / f"K{k}" / m, force=force)
     write_table1(res, out, subjects, ks_, slugs)
-    _say(f"Table 1 written to {out / 'table1.md'} and {out / 'table1.csv'}")
+    floors = table1_floors(caches, res, out, subjects, ks_, slugs, force=force)
+    write_floors(floors, out, subjects, ks_, _cache_protocol(caches[subjects[0]]))
+    _say(f"Table 1 written to {out / 'table1.md'} and {out / 'table1.csv'} (floors: {out / 'table1_floors.csv'})")
     return out / "table1.md"
 
 
@@ -210,7 +220,6 @@ def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
     names = [n for n, _, _ in _rows_of(slugs) if any(r["method"] == n for r in rows)]
     eeg_s = {r["method"]: r["eeg_seconds"] for r in rows}
     n = len(subjects)
-    protocol = next(iter(res.values())).get("protocol", "clip split, training statistics")
 
     def cell(k, name, region, metric):
         row = look.get((k, name, region, metric))
@@ -221,8 +230,8 @@ def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
 
     md = io.StringIO()
     md.write(f"# Table 1 — mean over {n} subject(s): MSE / r / cos per region\n\n")
-    md.write(f"Protocol: {protocol}. Spatial metrics per test frame (paper, Table 1); ± is the std over subjects when\n"
-             "there are several. Rows of the sampling models: *posterior mean* (the estimate that minimises MSE: x̂₀\n"
+    md.write("Spatial metrics per test frame (paper, Table 1); ± is the std over subjects when there are several.\n"
+             "Rows of the sampling models: *posterior mean* (the estimate that minimises MSE: x̂₀\n"
              "at the noisiest step, or the average of N samples, as the cell's evaluator says) and *one sample* (one\n"
              "DDIM draw: about twice the posterior variance in MSE). *EEG s*: seconds of EEG one predicted frame\n"
              "may depend on (own window 0.8 s; the FIR lags; a K-frame window plus its EEG context).\n\n")  # fmt: skip
@@ -274,6 +283,134 @@ def _fmt(row: dict, n_subjects: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# The protocol, and the floors of Table 1c
+# ---------------------------------------------------------------------------------------------
+
+PROTOCOLS = {
+    "project": "the project's: fMRI z-scored with training statistics, random whole clips as test",
+    "paper": "the CineBrain authors': the release form imported, z-score over all frames (ddof 1), the recording's last 20 % as test",
+}
+
+
+def protocol_tag(scale: str, protocol: str) -> str:
+    """The folder of a scale's caches and results under a protocol (``ci``, ``ci-paper``)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    return scale if protocol == "project" else f"{scale}-{protocol}"
+
+
+def _ensure_release_subject(subject: int, scale: Scale, raw: Path, prepared: Path) -> Path:
+    from eeg2fmri.data.prepare import PrepareOptions, prepare
+    from eeg2fmri.data.release import import_cinebrain
+    from eeg2fmri.data.simulate import release_dirname, simulate
+
+    release = raw / "release"
+    if not (release / release_dirname(subject)).exists() and not (release / f"sub_{subject:04d}").exists():
+        _say(f"simulating subject {subject} in the CineBrain release form ({scale.simulate}) into {release}")
+        simulate(out_dir=str(release), subjects=[subject], scale=scale.simulate, grayordinates=scale.grayordinates,
+                 form="release", progress=False)  # fmt: skip
+    (folder,) = import_cinebrain(str(release), [subject], str(raw / "imported"), overwrite=True)
+    return prepare(folder, prepared, PrepareOptions(normalize="all", split="tail"), progress=False)
+
+
+def _cache_protocol(cache: Path) -> str:
+    import h5py
+
+    with h5py.File(cache, "r") as h5:
+        return str(h5.attrs.get("protocol", "normalize=train; split=clips; detrend=none"))
+
+
+def shuffled_eeg_cell(cell: Path, force: bool = False) -> dict:
+    """A finished cell's model tested again on EEG shuffled within each run (the permutation floor,
+    ``--shuffle_eeg.enabled true``), with the cell's own arguments; reused when done."""
+    from eeg2fmri.cli import main
+
+    args = json.loads((cell / "cell_args.json").read_text())
+    ckpt = cell / "checkpoints" / "last.ckpt"
+    out = cell / "eeg_shuffled"
+    stamp = [*args, str(ckpt.stat().st_mtime_ns)]
+    done = out / "test_metrics.json"
+    if not force and done.exists() and (out / "cell_args.json").exists() and json.loads((out / "cell_args.json").read_text()) == stamp:
+        return json.loads(done.read_text())
+    main(["test", *args, "--ckpt_path", str(ckpt), "--shuffle_eeg.enabled", "true", "--evaluator.results_dir", str(out)])
+    atomic_write_text(out / "cell_args.json", json.dumps(stamp))
+    return json.loads(done.read_text())
+
+
+def table1_floors(caches: dict[int, Path], res: dict, out: Path, subjects, ks, slugs, force: bool = False) -> dict:
+    """(subject, K, floor name) -> metrics: the session floors of each subject's cache, and every
+    EEG model's cell scored on EEG shuffled within run."""
+    from eeg2fmri.floors import session_floors
+
+    floors = {}
+    for s in subjects:
+        for k in ks:
+            for name, metrics in session_floors(caches[s], k, REGIONS).items():
+                floors[(s, k, name)] = metrics
+            for m in slugs:
+                if m == "mean":  # no EEG to shuffle
+                    continue
+                _say(f"subject {s}, K={k}, {SLUGS[m]}: tested on EEG shuffled within run")
+                shuffled = shuffled_eeg_cell(out / "cells" / f"sub{s}" / f"K{k}" / m, force=force)
+                floors[(s, k, f"{SLUGS[m]} (EEG shuffled within run)")] = shuffled["metrics"]["model"]
+    return floors
+
+
+def write_floors(floors: dict, out: Path, subjects, ks, protocol: str) -> None:
+    """Table 1c appended to table1.md, and table1_floors.csv; the protocol line goes on top of
+    table1.md and in a column of both CSVs."""
+    names = list(dict.fromkeys(name for (_, _, name) in floors))
+    keys = [f"{r}/{m}" for r in REGIONS for m in ("mse", "r", "cos")] + [f"{r}/temporal_r_median" for r in REGIONS]
+    rows = []
+    md = io.StringIO()
+    md.write("\n# Table 1c — floors: what the scores above are made of under this protocol\n\n")
+    md.write("Run mean (train): each test frame predicted by the mean training frame of its run (the nearest run with\n"
+             "training frames if it has none). Nearest train frame: by the training frame closest in recording time.\n"
+             "EEG shuffled within run: the method's checkpoint tested on test EEG permuted within each run (no frame keeps\n"
+             "its own). A method that scores no better than these does not use the frame's EEG. Temporal r is undefined\n"
+             "(–) for a floor that is constant over the test frames of a grayordinate.\n\n")  # fmt: skip
+    md.write("| K | floor | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " | "
+             + " | ".join(f"{r} temporal r" for r in REGIONS) + " |\n")  # fmt: skip
+    md.write("|---|---|" + "---|" * len(keys) + "\n")
+    for k in ks:
+        for name in names:
+            per = [floors.get((s, k, name)) for s in subjects]
+            if any(p is None for p in per):
+                continue
+            vals = {key: _mean_std([p.get(key) for p in per]) for key in keys}
+            cells = [f"{m:.3f}" + (f" ± {sd:.3f}" if len(subjects) > 1 else "") if math.isfinite(m) else "–" for m, sd in vals.values()]
+            md.write(f"| {k} | {name} | " + " | ".join(cells) + " |\n")
+            for key, (m, sd) in vals.items():
+                region, metric = key.split("/")
+                rows.append({"K": k, "method": name, "region": region, "metric": metric, "mean": m, "std_over_subjects": sd,
+                             "n_subjects": len(subjects), "per_subject": json.dumps([p.get(key) for p in per]),
+                             "protocol": protocol})  # fmt: skip
+    text = (out / "table1.md").read_text()
+    head, _, rest = text.partition("\n")
+    atomic_write_text(out / "table1.md", f"{head}\n\nProtocol: {protocol}\n{rest}{md.getvalue()}")
+    if rows:
+        atomic_write_csv(out / "table1_floors.csv", rows, list(rows[0]))
+    _add_column(out / "table1.csv", "protocol", protocol)
+
+
+def stamp_protocol(md: Path, csv_path: Path, cache: Path) -> None:
+    """The cache's protocol line under a markdown table's title, and as a column of its CSV."""
+    protocol = _cache_protocol(cache)
+    head, _, rest = md.read_text().partition("\n")
+    atomic_write_text(md, f"{head}\n\nProtocol: {protocol}\n{rest}")
+    _add_column(csv_path, "protocol", protocol)
+
+
+def _add_column(path: Path, name: str, value: str) -> None:
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and name not in rows[0]:
+        atomic_write_csv(path, [{**r, name: value} for r in rows], [*rows[0], name])
+
+
+# ---------------------------------------------------------------------------------------------
 # Table S4: latent dimension
 # ---------------------------------------------------------------------------------------------
 
@@ -300,6 +437,7 @@ def ablation(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw"
         lines.append(f"| {d} | " + " | ".join(f"{vals[f'{r}/{m}']:.3f}" for r in REGIONS for m in ("mse", "r", "cos")) + " |")
     atomic_write_text(out / "table_s4.md", "\n".join(lines) + "\n")
     _write_csv(out / "table_s4.csv", rows)
+    stamp_protocol(out / "table_s4.md", out / "table_s4.csv", cache)
     _say(f"Table S4 written to {out / 'table_s4.md'}")
     return out / "table_s4.md"
 
@@ -402,6 +540,7 @@ def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", 
     sweep_rows = [{"gap": g, **{name: _mean_std(sweep[name][g])[0] for name in methods}} for g in range(1, k - 1)]
     _write_csv(out / "fig3_gap_sweep.csv", sweep_rows)
     _plot_sweep(sweep_rows, methods, out / "fig3_gap_sweep.png")
+    stamp_protocol(out / "table2.md", out / "table2.csv", cache)
     _say(f"Table 2 written to {out / 'table2.md'}; Figure 3 to {out / 'fig3_gap_sweep.png'}")
     return out / "table2.md"
 
@@ -570,6 +709,7 @@ def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/ra
     _write_fill_table(rows_out, out, subjects, k)
     _write_csv(out / "fill.csv", rows_out)
     _plot_fill(rows_out, out / "fill.png")
+    stamp_protocol(out / "fill.md", out / "fill.csv", cache)
     _say(f"fill study written to {out / 'fill.md'}, {out / 'fill.csv'} and {out / 'fill.png'}")
     return out / "fill.md"
 
@@ -669,6 +809,7 @@ def reproduce(
     methods: list[str] | None = None,
     ks: list[int] | None = None,
     force: bool = False,
+    protocol: Literal["project", "paper"] = "project",
 ) -> Path:
     """Regenerate a table of the paper (cells already finished are reused).
 
@@ -685,10 +826,16 @@ def reproduce(
         methods: table1 only: method slugs (mean, ridge, cnn_tc, cnn_tag, e2fnet, e2fgan, diffusion).
         ks: table1 only: window lengths K in frames (default 3, 10, 30).
         force: recompute finished cells.
+        protocol: project (z-score with training statistics, random whole clips as test) or paper (the
+            CineBrain authors': the release form imported with import-cinebrain, z-score over all frames,
+            the recording's last 20 % as test); table1 only. Caches and results of paper go to
+            <scale>-paper folders.
     """
     common = dict(scale=scale, subjects=subjects, raw=raw, prepared=prepared, results=results, force=force)
+    if protocol != "project" and target != "table1":
+        raise ValueError(f"protocol={protocol!r} is implemented for table1; {target} runs on the project's protocol")
     if target == "table1":
-        return table1(methods=methods, ks=ks, **common)
+        return table1(methods=methods, ks=ks, protocol=protocol, **common)
     if target == "table2":
         return table2(**common)
     if target == "fill":

@@ -28,6 +28,7 @@ def make_raw_subject(
     seed: int = 0,
     indices: np.ndarray = TINY_INDICES,
     eeg_lead_s: float = 1.0,
+    task: str = "shape",
 ) -> Path:
     """Random but well-formed subject: each run n_volumes at TR 0.8 s, EEG starting eeg_lead_s
     before the first volume with one trigger per volume, clips_per_run clips separated by rests."""
@@ -35,12 +36,12 @@ def make_raw_subject(
     n_per_tr = int(TR * SFREQ)
     for r in range(1, n_runs + 1):
         bold = 1000 + rng.standard_normal((n_volumes, len(indices))).astype(np.float32)
-        write_dtseries(fmri_path(root, subject, r), bold, TR, indices=indices)
+        write_dtseries(fmri_path(root, subject, r, task), bold, TR, indices=indices)
         lead = int(eeg_lead_s * SFREQ)
         n_samples = lead + n_volumes * n_per_tr + 2000
         eeg = rng.standard_normal((64, n_samples)).astype(np.float32) * 20
         onsets = lead + np.arange(n_volumes) * n_per_tr
-        write_npy_eeg(eeg_stem(root, subject, r), eeg, SFREQ, CHANNELS_64, onsets)
+        write_npy_eeg(eeg_stem(root, subject, r, task), eeg, SFREQ, CHANNELS_64, onsets)
         dur = n_volumes * TR - 6.0  # leave room for the 4 s shift
         edges = np.linspace(1.0, dur, clips_per_run + 1)
         p = beh_path(root, subject, r)

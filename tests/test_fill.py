@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from eeg2fmri.cli import main
-from eeg2fmri.data.cifti import CiftiError, write_dtseries
+from eeg2fmri.data.cifti import CiftiError, fmriprep_row_major_order, write_dtseries
 from eeg2fmri.data.cinebrain import RawDataError, eeg_stem, fmri_path
 from eeg2fmri.data.prepare import prepare
 from eeg2fmri.fill import FillError, fill_run, plan_windows, read_censor, write_censor
@@ -106,6 +106,21 @@ def test_wb_command_reads_the_filled_file(filled):
     cens = _mask(CENSORED)
     np.testing.assert_allclose(wb_mean[cens], data[cens].mean(1), rtol=0, atol=2e-3)  # wb prints 3 decimals
     np.testing.assert_allclose(wb_mean, data.mean(1), rtol=0, atol=2e-3)
+
+
+def test_interrecon_on_a_file_in_fmriprep_row_major_order(tiny, filled, tmp_path):
+    """The same run with its subcortical columns in fMRIPrep <= 23.1's order (nipreps/niworkflows#814):
+    fill finds every modelled grayordinate's column, so the result is the standard file's fill with
+    its columns permuted, and the output keeps the input's own column order."""
+    src = nib.load(tiny["fmri"])
+    bm = src.header.get_axis(1)
+    perm = fmriprep_row_major_order(bm)
+    assert not np.array_equal(perm, np.arange(len(perm)))
+    old = write_dtseries(tmp_path / "old.dtseries.nii", np.asarray(src.dataobj)[:, perm], 0.8, brain_models=bm[perm])
+    out = fill_run(tiny["ckpt"], old, tiny["eeg"], tiny["censor"], tmp_path / "out.dtseries.nii", num_inference_steps=4,
+                   progress=False)  # fmt: skip
+    assert nib.load(out).header.get_axis(1) == bm[perm]
+    np.testing.assert_allclose(np.asarray(nib.load(out).dataobj), np.asarray(nib.load(filled).dataobj)[:, perm], rtol=1e-6, atol=1e-4)
 
 
 @pytest.mark.parametrize("method", ["linear", "cubic"])

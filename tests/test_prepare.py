@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -123,8 +124,32 @@ def test_wrong_grayordinates_in_one_run(raw_subject, tmp_path):
 
 def test_fmri_shorter_than_behaviour_says(raw_subject, tmp_path):
     write_dtseries(fmri_path(raw_subject.parent, 1, 2), np.ones((60, len(TINY_INDICES)), np.float32), TR, indices=TINY_INDICES)
-    with pytest.raises(RawDataError, match=r"run-2.*60 frames \(48 s\).*sub_0001_2.csv.*truncated"):
+    with pytest.raises(RawDataError, match=r"run-2.*sub_0001_2.csv plays until 65 s.*ends at 48 s \(60 frames") as e:
         prepare(raw_subject, tmp_path / "prep", progress=False)
+    # what is true (no fMRI volume 4 s later), how to proceed, and no guess that the run is truncated
+    assert "no fMRI volume 4 s later" in str(e.value) and "--drop_unpaired true" in str(e.value)
+    assert "videoStopTime <= 44" in str(e.value) and "truncated" not in str(e.value)
+
+
+def test_drop_unpaired_keeps_the_paired_frames_with_a_warning(raw_subject, tmp_path, caplog):
+    """A movie that runs to the scan's end: with drop_unpaired the frames whose volume would lie past
+    the end are dropped (and counted in a warning); every kept frame is a volume the run has."""
+    n_volumes = 70
+    write_dtseries(fmri_path(raw_subject.parent, 1, 2), np.ones((n_volumes, len(TINY_INDICES)), np.float32) + np.arange(n_volumes)[:, None], TR,
+                   indices=TINY_INDICES)  # fmt: skip
+    full = prepare(raw_subject, tmp_path / "a", options=PrepareOptions(drop_unpaired=True), progress=False)
+    with caplog.at_level(logging.WARNING):
+        run = discover_runs(raw_subject)[1]
+        plan = _plan_run(run, PrepareOptions(drop_unpaired=True))
+    assert "have no fMRI volume 4 s later and are dropped" in caplog.text
+    assert plan.frames.max() == n_volumes - 1  # up to the last volume, none beyond
+    clip = run.clips[-1]
+    last = plan.frames[plan.frame_clip == len(plan.clip_names) - 1]
+    # the kept frames of the cut clip are exactly those whose shifted window lies in the clip
+    first = math.ceil((clip.start + 4.0) / TR - 1e-9)  # the first volume whose window starts in the clip
+    np.testing.assert_array_equal(last, np.arange(first, n_volumes))
+    with h5py.File(full) as h5:
+        assert h5["frame_volume"][:][h5["frame_run"][:] == 2].max() == n_volumes - 1
 
 
 def test_eeg_shorter_than_fmri(raw_subject, tmp_path):
@@ -233,3 +258,119 @@ def test_not_enough_disk(raw_subject, tmp_path, monkeypatch):
     monkeypatch.setattr(sh, "disk_usage", lambda p: sh._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
     with pytest.raises(OSError, match=r"needs about .* GiB but only 0.00 GiB is free"):
         prepare(raw_subject, tmp_path / "prep", progress=False)
+
+
+# ------------------------------------------------------------------------------- the task, sidecars, channels
+
+
+def test_another_task_round_trips_and_a_truth_of_another_task_warns(tmp_path, caplog):
+    """The task comes from the fMRI file: EEG and noise-free BOLD are looked up under it, and the
+    cache records it for predict's file names (tests/test_release.py checks predict's output)."""
+    subject = make_raw_subject(tmp_path / "raw", task="movie")
+    runs = discover_runs(subject)
+    assert [r.task for r in runs] == ["movie", "movie"] and "task-movie" in runs[0].eeg.name
+    truth = subject / "truth" / "sub-0001_task-shape_run-1_space-fsLR_den-91k_desc-noisefree_bold.dtseries.nii"
+    write_dtseries(truth, np.ones((90, len(TINY_INDICES)), np.float32), TR, indices=TINY_INDICES)
+    with caplog.at_level(logging.WARNING):
+        runs = discover_runs(subject)
+    assert runs[0].truth is None and "noise-free BOLD of another task than the fMRI's ('movie')" in caplog.text
+    p = prepare(subject, tmp_path / "prep", progress=False)
+    with h5py.File(p) as h5:
+        assert [t.decode() for t in h5["run_tasks"][:]] == ["movie", "movie"]
+    # an EEG named for another task than the fMRI is not silently paired
+    eeg = runs[1].eeg
+    eeg.rename(eeg.with_name(eeg.name.replace("task-movie", "task-shape")))
+    with pytest.raises(RawDataError, match=r"run 2: EEG file missing.*task-movie_run-2_eeg.*found sub-0001_task-shape_run-2_eeg.npy of another task"):
+        discover_runs(subject)
+
+
+def test_sidecar_unknown_keys_warn_and_onsets_in_seconds_work(raw_subject, tmp_path, caplog):
+    ref = prepare(raw_subject, tmp_path / "ref", progress=False)
+    for run in (1, 2):  # the same triggers in seconds, plus a key the reader does not know
+        npy, meta = _eeg(raw_subject, run)
+        meta["volume_onsets_s"] = [v / SFREQ for v in meta.pop("volume_onsets")]
+        meta["onsets"] = meta["volume_onsets_s"]
+        npy.with_suffix(".json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING):
+        got = prepare(raw_subject, tmp_path / "got", progress=False)
+    assert "unknown key(s) ['onsets'] ignored (volume onsets go under volume_onsets, in samples, or volume_onsets_s" in caplog.text
+    with h5py.File(ref) as a, h5py.File(got) as b:
+        np.testing.assert_array_equal(a["frame_volume"][:], b["frame_volume"][:])
+        np.testing.assert_array_equal(a["eeg"][:], b["eeg"][:])
+    # seconds under the samples key are refused, not truncated to sample 0, 1, 2, ...
+    npy, meta = _eeg(raw_subject, 1)
+    meta["volume_onsets"] = meta.pop("volume_onsets_s")
+    npy.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(RawDataError, match=r"volume_onsets holds \[1.8, 2.6, 3.4\], not whole sample indices; onsets in seconds go under volume_onsets_s"):
+        prepare(raw_subject, tmp_path / "bad", progress=False)
+    meta["volume_onsets_s"] = [0.0]
+    npy.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(RawDataError, match="both volume_onsets .samples. and volume_onsets_s .seconds. are given"):
+        prepare(raw_subject, tmp_path / "bad", progress=False)
+
+
+def test_ch_names_as_a_list_or_a_file_through_the_cli(raw_subject, tmp_path, monkeypatch):
+    from eeg2fmri.cli import main
+
+    names = [f"E{i + 1}" for i in range(64)]
+    for run in (1, 2):
+        npy, meta = _eeg(raw_subject, run)
+        meta["ch_names"] = names
+        npy.with_suffix(".json").write_text(json.dumps(meta))
+    # the default montage: none of its names match, said in one line with what was found instead
+    with pytest.raises(RawDataError) as e:
+        main(["prepare", "--subject_dir", str(raw_subject), "--out_dir", str(tmp_path / "a"), "--progress", "false"])
+    msg = str(e.value)
+    assert "none of the 64 expected channel names match; first found: E1, E2, E3, E4, E5, ... (64 channels)" in msg
+    assert "--ch_names [Fp1,Fp2,...]" in msg and "montage.txt" in msg and "E60" not in msg and "Oz" not in msg
+    # list syntax, in another order (the cache follows --ch_names)
+    order = names[::-1]
+    main(["prepare", "--subject_dir", str(raw_subject), "--out_dir", str(tmp_path / "b"), "--progress", "false",
+          "--ch_names", "[" + ",".join(order) + "]"])  # fmt: skip
+    with h5py.File(tmp_path / "b" / "sub_0001.h5") as b:
+        assert json.loads(b.attrs["ch_names"]) == order
+    # a file with one name per line (comments and blank lines skipped) reaches prepare as that list
+    f = tmp_path / "montage.txt"
+    f.write_text("# my cap\n" + "\n".join(order) + "\n\n")
+    seen = {}
+    monkeypatch.setattr("eeg2fmri.data.prepare.prepare", lambda d, out, options, **k: seen.setdefault("o", options))
+    main(["prepare", "--subject_dir", str(raw_subject), "--ch_names", str(f)])
+    assert seen["o"].ch_names == tuple(order)
+    with pytest.raises(RawDataError, match=r"ch_names='nofile.txt': expected a list of channel names"):
+        main(["prepare", "--subject_dir", str(raw_subject), "--ch_names", "nofile.txt"])
+
+
+# ------------------------------------------------------------------------------- the protocol options
+
+
+def test_normalize_all_split_tail_and_detrend(raw_subject, tmp_path):
+    # a linear ramp in every grayordinate of run 2 (scanner drift): detrend=linear removes it
+    f = fmri_path(raw_subject.parent, 1, 2)
+    x = np.asarray(nib.load(f).dataobj) + 5.0 * np.linspace(-1, 1, 90)[:, None].astype(np.float32)
+    write_dtseries(f, x, TR, indices=TINY_INDICES)
+    p = prepare(raw_subject, tmp_path / "all", PrepareOptions(normalize="all", split="tail"), progress=False)
+    with h5py.File(p) as h5:
+        z, split, run = h5["fmri"][:].astype(np.float64), h5["split"][:], h5["frame_run"][:]
+        assert "normalize=all: z-score over all frames (ddof 1); split=tail" in h5.attrs["protocol"]
+        assert json.loads(h5.attrs["options"])["split"] == "tail"
+    # all frames z-scored together, sample std (ddof 1), test frames included
+    np.testing.assert_allclose(z.mean(0), 0, atol=5e-3)
+    np.testing.assert_allclose(z.std(0, ddof=1), 1, atol=5e-3)
+    # tail: the recording's last 20 % of frames is test, the 10 % before it val, in recording order
+    n = len(split)
+    np.testing.assert_array_equal(split, np.r_[np.zeros(n - round(0.2 * n) - round(0.1 * n)), np.ones(round(0.1 * n)),
+                                               np.full(round(0.2 * n), 2)])  # fmt: skip
+    assert (run[split == 2] == 2).all()
+    # the ramp makes run 2's z-scores drift; detrending per run removes it
+    ramp = np.linspace(-1, 1, 90)
+    with h5py.File(p) as h5:
+        vol = h5["frame_volume"][:]
+    r2 = run == 2
+
+    def drift(z):
+        return abs(np.corrcoef(ramp[vol[r2]], z[r2].mean(1))[0, 1])
+
+    assert drift(z) > 0.9
+    q = prepare(raw_subject, tmp_path / "dt", PrepareOptions(detrend="linear"), progress=False)
+    with h5py.File(q) as h5:
+        assert drift(h5["fmri"][:].astype(np.float64)) < 0.3 and h5.attrs["detrend"] == "linear"

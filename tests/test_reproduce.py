@@ -25,9 +25,14 @@ def table(tmp_path_factory):
 def test_table1_shape_and_numbers_match_saved_predictions(table):
     root, md, _ = table
     text = md.read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| 3 |")]
+    tables, _, floors = text.partition("# Table 1c")
+    rows = [line for line in tables.splitlines() if line.startswith("| 3 |")]
     # Table 1, Table 1b and the per-subject table: (2 methods + ceiling) + (2 + ceiling) + 2 rows
     assert len(rows) == 3 + 3 + 2
+    # Table 1c: the two session floors and the EEG model on shuffled EEG (the mean frame has no EEG)
+    assert [line.split(" | ")[1] for line in floors.splitlines() if line.startswith("| 3 |")] == [
+        "Run mean (train)", "Nearest train frame", "Ridge (EEG shuffled within run)"]
+    assert "Protocol: normalize=train: z-score with train-frame statistics; split=clips" in text
     header = next(line for line in text.splitlines() if line.startswith("| K | method | EEG s | whole MSE"))
     assert header.count("|") == 3 + 3 * len(REGIONS) + 1
     assert "| 3 | Ridge | 0.8 |" in text  # the seconds of EEG a frame's prediction sees
@@ -67,3 +72,48 @@ def test_finished_cells_are_reused(table, monkeypatch):
 
     monkeypatch.setattr(eeg2fmri.cli, "main", boom)
     assert reproduce("table1", methods=["mean", "ridge"], ks=[3], **args) == md
+
+
+def test_floors_and_the_permutation_floor(table):
+    """The shuffled-EEG floor is the Ridge checkpoint tested through the CLI on EEG permuted within
+    each run: its numbers are that test's, its results say so and live beside the cell's own, which
+    stay the recorded-EEG results; the protocol is a column of both CSVs."""
+    root, md, _ = table
+    out = root / "results" / "ci"
+    cell = out / "cells" / "sub1" / "K3" / "ridge"
+    own, shuffled = (json.loads((d / "test_metrics.json").read_text()) for d in (cell, cell / "eeg_shuffled"))
+    assert own["eeg"] == "as recorded" and shuffled["eeg"].startswith("shuffled within each run")
+    assert own["metrics"]["model"]["whole/r"] != shuffled["metrics"]["model"]["whole/r"]
+    with open(out / "table1_floors.csv") as f:
+        rows = {(r["method"], r["region"], r["metric"]): r for r in csv.DictReader(f)}
+    got = rows[("Ridge (EEG shuffled within run)", "whole", "r")]
+    assert float(got["mean"]) == pytest.approx(shuffled["metrics"]["model"]["whole/r"], rel=1e-9)
+    assert got["protocol"].startswith("normalize=train") and ("Run mean (train)", "V1", "mse") in rows
+    with open(out / "table1.csv") as f:
+        assert all(r["protocol"].startswith("normalize=train") for r in csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_table1_paper_protocol_through_the_release_form(tmp_path):
+    """make reproduce-table1 PROTOCOL=paper at the smallest size: the simulator writes the release
+    form, import-cinebrain reads it, prepare applies the authors' normalisation and tail split, and
+    the table says so."""
+    from eeg2fmri.data.release import authors_frames
+
+    args = dict(scale="ci", subjects=[1], raw=str(tmp_path / "raw"), prepared=str(tmp_path / "prep"),
+                results=str(tmp_path / "results"))  # fmt: skip
+    md = reproduce("table1", methods=["mean", "ridge"], ks=[3], protocol="paper", **args)
+    assert md == tmp_path / "results" / "ci-paper" / "table1.md"
+    text = md.read_text()
+    assert "Protocol: normalize=all: z-score over all frames (ddof 1); split=tail" in text and "# Table 1c" in text
+    assert (tmp_path / "raw" / "ci" / "release" / "sub-0001" / "EEG_preprocessed_data.tar").exists()
+    with h5py.File(tmp_path / "prep" / "ci-paper" / "sub_0001.h5") as h5:
+        assert h5.attrs["normalize"] == "all" and h5.attrs["split"] == "tail" and "fmri_clean" in h5
+        run, vol = h5["frame_run"][:], h5["frame_volume"][:]
+    sim = json.loads((tmp_path / "raw" / "ci" / "release" / "sub-0001" / "simulation.json").read_text())
+    for r in sim["runs"]:
+        (clip,) = r["clips"]
+        first, n = authors_frames(clip["start"], clip["stop"])
+        np.testing.assert_array_equal(vol[run == r["run"]], first + np.arange(n))
+    shuffled = json.loads((md.parent / "cells" / "sub1" / "K3" / "ridge" / "eeg_shuffled" / "test_metrics.json").read_text())
+    assert shuffled["protocol"].startswith("normalize=all")

@@ -2,15 +2,18 @@
 
 The layout is read from every file's header and checked against the HCP standard, never assumed.
 A file may hold the whole standard layout or a declared subset of it (some vertices / voxels of
-the standard brain models, in standard order); :func:`read_dtseries` returns, with the data, the
-index of every column in the 91,282 standard layout, which is how regions and predictions are
-mapped back to the whole brain.
+the standard brain models); :func:`read_dtseries` returns, with the data, the index of every
+column in the 91,282 standard layout, which is how regions and predictions are mapped back to the
+whole brain. Columns in another order (fMRIPrep <= 23.1 wrote the subcortical voxels row-major,
+nipreps/niworkflows#814) are read by grayordinate with one warning per file; writers that start
+from a user's file keep that file's column order.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ N_CORTEX_LEFT = 29_696
 N_CORTEX_RIGHT = 29_716
 N_SUBCORTICAL = 31_870
 _LAYOUT_FILE = Path(__file__).with_name("layout_91k.npz")
+log = logging.getLogger(__name__)
 
 
 class CiftiError(EEG2fMRIError):
@@ -42,27 +46,23 @@ def _layout() -> dict[str, np.ndarray]:
 
 @lru_cache(maxsize=1)
 def standard_brain_models() -> cifti2_axes.BrainModelAxis:
-    """The HCP standard 91,282-grayordinate BrainModelAxis (see tools/extract_layout.py)."""
+    """The HCP standard 91,282-grayordinate BrainModelAxis (see tools/extract_layout.py), built in
+    one constructor call (adding the 21 structures' axes one by one costs seconds per process)."""
     lay = _layout()
     n_mesh = int(lay["surface_n_vertices"])
-    axes = [
-        cifti2_axes.BrainModelAxis.from_mask(_vertex_mask(lay["vertices_left"], n_mesh), name="CortexLeft"),
-        cifti2_axes.BrainModelAxis.from_mask(_vertex_mask(lay["vertices_right"], n_mesh), name="CortexRight"),
-    ]
-    shape = tuple(int(s) for s in lay["volume_shape"])
-    affine = lay["volume_affine"]
-    start = 0
+    left, right = np.asarray(lay["vertices_left"], np.int64), np.asarray(lay["vertices_right"], np.int64)
+    ijk = np.asarray(lay["voxels_ijk"], np.int64)  # (31870, 3)
+    names = ["CIFTI_STRUCTURE_CORTEX_LEFT"] * len(left) + ["CIFTI_STRUCTURE_CORTEX_RIGHT"] * len(right)
     for name, count in zip(lay["structures"][2:], lay["counts"][2:]):
-        ijk = lay["voxels_ijk"][start : start + count].astype(np.int64)
-        start += count
-        axes.append(
-            cifti2_axes.BrainModelAxis(
-                name=[str(name)] * len(ijk), voxel=ijk, affine=affine, volume_shape=shape
-            )
-        )
-    bm = axes[0]
-    for ax in axes[1:]:
-        bm = bm + ax
+        names += [str(name)] * int(count)
+    n_surf = len(left) + len(right)
+    vertex = np.concatenate([left, right, np.full(len(ijk), -1, np.int64)])  # (91282,)
+    voxel = np.concatenate([np.full((n_surf, 3), -1, np.int64), ijk])  # (91282, 3)
+    bm = cifti2_axes.BrainModelAxis(
+        name=np.array(names, dtype=object), voxel=voxel, vertex=vertex, affine=lay["volume_affine"],
+        volume_shape=tuple(int(s) for s in lay["volume_shape"]),
+        nvertices={"CIFTI_STRUCTURE_CORTEX_LEFT": n_mesh, "CIFTI_STRUCTURE_CORTEX_RIGHT": n_mesh},
+    )  # fmt: skip
     assert len(bm) == N_GRAYORDINATES
     return bm
 
@@ -96,8 +96,14 @@ def _standard_keys() -> dict[tuple, int]:
 
 
 def standard_indices(bm: cifti2_axes.BrainModelAxis, path: str | os.PathLike = "<brain models>") -> np.ndarray:
-    """Index in the 91,282 standard layout of each column of ``bm``; raises CiftiError if ``bm`` is
-    not the standard layout or a declared subset of it (in standard order)."""
+    """Index in the 91,282 standard layout of each column of ``bm``, in the file's own column order.
+
+    Each column's structure and vertex (or voxel) are in the header, so a file whose columns are
+    standard grayordinates in another order is read by grayordinate: fMRIPrep up to 23.1
+    (niworkflows < 1.8.1, nipreps/niworkflows#814) wrote the subcortical voxels of each structure in
+    row-major (i, j, k) order instead of the HCP order, and such files are common. The returned
+    indices are then not increasing (:func:`standard_order` sorts them), and a warning says so once
+    per file. Raises CiftiError if a column is not a standard grayordinate or appears twice."""
     std = standard_brain_models()
     if len(bm) == N_GRAYORDINATES and _same_models(bm, std):
         return np.arange(N_GRAYORDINATES)
@@ -126,25 +132,91 @@ def standard_indices(bm: cifti2_axes.BrainModelAxis, path: str | os.PathLike = "
         key = (str(name), int(vertex)) if vertex >= 0 else (str(name), *map(int, voxel))
         j = keys.get(key)
         if j is None:
-            what = f"vertex {int(vertex)}" if vertex >= 0 else f"voxel {_ints(voxel)}"
             raise CiftiError(
-                f"{path}: grayordinate {i} ({name}, {what}) is not in the standard fsLR-32k 91,282 "
-                f"layout; expected {N_GRAYORDINATES} standard grayordinates or a subset of them."
+                f"{path}: grayordinate {i} ({name}, {_where(vertex, voxel)}) is not in the standard fsLR-32k "
+                f"91,282 layout; expected {N_GRAYORDINATES} standard grayordinates or a subset of them."
             )
         idx[i] = j
     if np.any(np.diff(idx) <= 0):
-        first = int(np.argmax(np.diff(idx) <= 0)) + 1
-        raise CiftiError(
-            f"{path}: grayordinates are not in the standard order (column {first} comes before "
-            f"column {first - 1} in the fsLR-32k 91,282 layout); expected the HCP order "
-            "CORTEX_LEFT, CORTEX_RIGHT, then subcortical structures."
-        )
+        order = np.argsort(idx, kind="stable")
+        same = np.flatnonzero(np.diff(idx[order]) == 0)
+        if len(same):
+            a, b = sorted(order[same[0] : same[0] + 2])
+            raise CiftiError(
+                f"{path}: columns {int(a)} and {int(b)} are the same grayordinate ({bm.name[a]}, "
+                f"{_where(bm.vertex[a], bm.voxel[a])}); expected each grayordinate once."
+            )
+        _note_reordered(bm, idx, path)
     return idx
 
 
 def _ints(values) -> tuple[int, ...]:
     """Plain ints for messages: (0, 0, 0), not numpy's (np.int64(0), ...)."""
     return tuple(int(v) for v in values)
+
+
+def fmriprep_row_major_order(bm: cifti2_axes.BrainModelAxis) -> np.ndarray:
+    """The column permutation that turns standard-order brain models into what fMRIPrep <= 23.1
+    wrote: ``bm[perm]`` has each subcortical structure's voxels sorted by (i, j, k), k fastest
+    (nipreps/niworkflows#814). For writing test and simulated files in that order."""
+    perm = []
+    for _, sl, sub in bm.iter_structures():
+        cols = np.arange(len(bm))[sl]
+        if sub.volume_mask.any():
+            v = np.asarray(sub.voxel, np.int64)
+            cols = cols[np.lexsort((v[:, 2], v[:, 1], v[:, 0]))]
+        perm.append(cols)
+    return np.concatenate(perm)
+
+
+def standard_order(indices: np.ndarray) -> np.ndarray | None:
+    """The permutation that puts a file's columns in standard order (``data[:, order]`` has columns
+    ``indices[order]``, increasing), or None when they already are."""
+    indices = np.asarray(indices)
+    if len(indices) < 2 or np.all(np.diff(indices) > 0):
+        return None
+    return np.argsort(indices, kind="stable")
+
+
+def _where(vertex, voxel) -> str:
+    return f"vertex {int(vertex)}" if vertex >= 0 else f"voxel {tuple(int(v) for v in voxel)}"
+
+
+_REORDER_NOTED: set[str] = set()  # files already reported as reordered (one warning per file)
+
+
+def _note_reordered(bm: cifti2_axes.BrainModelAxis, idx: np.ndarray, path) -> None:
+    key = str(Path(path).resolve()) if str(path) != "<brain models>" else None
+    if key is not None and key in _REORDER_NOTED:
+        return
+    if key is not None:
+        _REORDER_NOTED.add(key)
+    if is_fmriprep_row_major(bm, idx):
+        what = (
+            "its subcortical voxels are in the row-major (i, j, k) order of fMRIPrep <= 23.1 "
+            "(niworkflows < 1.8.1, nipreps/niworkflows#814), not the HCP order"
+        )
+    else:
+        what = "its columns are not in the HCP standard order"
+    log.warning(
+        "%s: %s. It is read by grayordinate (each column's structure and voxel are in its header); "
+        "files written from it keep its column order", path, what,
+    )  # fmt: skip
+
+
+def is_fmriprep_row_major(bm: cifti2_axes.BrainModelAxis, idx: np.ndarray) -> bool:
+    """True when ``bm`` differs from the standard order only inside subcortical structures, whose
+    voxels are sorted by (i, j, k) with k fastest: what fMRIPrep <= 23.1 wrote (HCP: i fastest)."""
+    if np.any(np.diff(idx[bm.surface_mask]) <= 0):
+        return False
+    for _, _, sub in bm.iter_structures():
+        if sub.volume_mask.any():
+            v = np.asarray(sub.voxel, np.int64)
+            if not np.array_equal(np.lexsort((v[:, 2], v[:, 1], v[:, 0])), np.arange(len(v))):
+                return False
+    # structures themselves in standard order: each structure's columns all follow the previous one's
+    blocks = [np.sort(idx[sl]) for _, sl, _ in bm.iter_structures()]
+    return all(a[-1] < b[0] for a, b in zip(blocks, blocks[1:]))
 
 
 def _same_models(a: cifti2_axes.BrainModelAxis, b: cifti2_axes.BrainModelAxis) -> bool:
@@ -158,13 +230,17 @@ def _same_models(a: cifti2_axes.BrainModelAxis, b: cifti2_axes.BrainModelAxis) -
 
 @dataclass
 class DenseSeries:
-    """A dtseries read from disk: data (n_frames, n_vertices), column indices into 91,282, TR."""
+    """A dtseries read from disk: data (n_frames, n_vertices) with its columns in standard order
+    (whatever the file's order), their indices into 91,282, TR. ``order`` is how the file's columns
+    were permuted (``data = file_data[:, order]``; None: the file was in standard order) and
+    ``brain_models`` the file's own, so a result can be written back in the file's order."""
 
-    data: np.ndarray  # (T, V)
-    indices: np.ndarray  # (V,) standard grayordinate index of each column
+    data: np.ndarray  # (T, V) columns in standard order
+    indices: np.ndarray  # (V,) standard grayordinate index of each column (increasing)
     tr: float  # seconds
     brain_models: cifti2_axes.BrainModelAxis
     path: Path
+    order: np.ndarray | None = None  # (V,) file column of each returned column; None: unchanged
 
     @property
     def n_frames(self) -> int:
@@ -172,7 +248,8 @@ class DenseSeries:
 
 
 def load_header(path: str | os.PathLike) -> tuple[nib.Cifti2Image, cifti2_axes.BrainModelAxis, float, np.ndarray]:
-    """Open a .dtseries.nii lazily: (image, brain models, TR in seconds, standard indices)."""
+    """Open a .dtseries.nii lazily: (image, brain models, TR in seconds, standard index of each of
+    the file's columns, in the file's order: see :func:`standard_indices` and :func:`standard_order`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such CIFTI file")
@@ -198,7 +275,8 @@ def load_header(path: str | os.PathLike) -> tuple[nib.Cifti2Image, cifti2_axes.B
 
 
 def read_dtseries(path: str | os.PathLike, frames: slice | None = None, dtype=np.float32) -> DenseSeries:
-    """Read a dense time series, checking its layout. ``frames`` selects rows without reading all."""
+    """Read a dense time series, checking its layout, with its columns in standard order.
+    ``frames`` selects rows without reading all."""
     img, bm, tr, idx = load_header(path)
     try:
         data = np.asarray(img.dataobj[frames if frames is not None else slice(None)], dtype=dtype)
@@ -207,7 +285,10 @@ def read_dtseries(path: str | os.PathLike, frames: slice | None = None, dtype=np
             f"{path}: data block cannot be read (truncated or corrupt file? header promises "
             f"{img.shape[0]} frames x {img.shape[1]} grayordinates): {e}"
         ) from e
-    return DenseSeries(data=data, indices=idx, tr=tr, brain_models=bm, path=Path(path))
+    order = standard_order(idx)
+    if order is not None:
+        data, idx = data[:, order], idx[order]  # (T, V) in standard order
+    return DenseSeries(data=data, indices=idx, tr=tr, brain_models=bm, path=Path(path), order=order)
 
 
 def read_first_map(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -215,6 +215,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
             self.sfreq = float(h5.attrs.get("sfreq", 1000.0))
             self.ch_names = json.loads(h5.attrs.get("ch_names", "[]"))
             self.has_truth = "fmri_clean" in h5
+            self.protocol = str(h5.attrs.get("protocol", "normalize=train; split=clips; detrend=none"))
         self.indices = self.indices_all[self.columns]  # (V,) standard index of each model column
         self.n_vertices = len(self.columns)
         self.store: dict[str, torch.Tensor] | None = None

@@ -10,10 +10,15 @@ What happens, run by run, streaming (one run in memory at a time):
    n_times = TR·sfreq (800 at 1000 Hz and TR 0.8 s). The fMRI frame thus sees the EEG of its own TR
    window ``shift_s`` earlier: the hemodynamic delay.
 3. EEG: band-pass (Butterworth, zero phase) + notch, per run, on float64.
-4. Split clip-wise into train / val / test (a clip never straddles two splits).
-5. Normalise with statistics of the TRAIN frames only: fMRI z-scored per grayordinate; EEG
-   centred and scaled per channel to (−1, 1) by its 99.9th percentile of |x| (clipped beyond).
-   The CineBrain authors z-score with all frames, which leaks test statistics; we do not.
+4. Split clip-wise into train / val / test (a clip never straddles two splits), or, with
+   ``split="tail"`` (the CineBrain authors' benchmark), the last frames of the recording are test.
+5. Normalise with statistics of the TRAIN frames only: fMRI z-scored per grayordinate (optionally
+   after removing a per-run polynomial trend); EEG centred and scaled per channel to (−1, 1) by its
+   99.9th percentile of |x| (clipped beyond). The CineBrain authors z-score the fMRI with all frames
+   (``normalize="all"``, ddof = 1), which uses test statistics; the default does not.
+
+EEG already cut into one window per frame (the imported CineBrain release: ``window_volumes`` in
+the sidecar) is paired as given: each window with its volume, no shift applied here.
 
 The cache is written to a temporary file beside the target and renamed when complete; a re-run
 with the same inputs (paths, sizes, modification times) and options returns the existing cache.
@@ -32,13 +37,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import h5py
 import numpy as np
 from scipy import signal
 
-from eeg2fmri.data.cifti import CiftiError, load_header, new_file_mode
-from eeg2fmri.data.cinebrain import CHANNELS_64, RawDataError, Run, discover_runs, read_eeg
+from eeg2fmri.data.cifti import CiftiError, load_header, new_file_mode, standard_order
+from eeg2fmri.data.cinebrain import CHANNELS_64, RawDataError, Run, discover_runs, read_ch_names, read_eeg, window_length
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,23 @@ class PrepareOptions:
     split_seed: int = 0  # seed of the clip-wise split
     volume_marker: str = "R128"  # annotation marking fMRI volume onsets in MNE-readable EEG
     eeg_clip_quantile: float = 0.999  # |x| quantile (train) that maps to ±1
+    # the protocol (recorded in the cache and in every results table): the defaults are the project's;
+    # normalize="all", split="tail" are the CineBrain authors' (make reproduce-table1 PROTOCOL=paper)
+    normalize: Literal["train", "all"] = "train"  # fMRI z-score statistics: train frames (ddof 0), or all frames (ddof 1)
+    split: Literal["clips", "tail"] = "clips"  # random whole clips, or the recording's last frames as test (val before)
+    detrend: Literal["none", "constant", "linear", "quadratic"] = "none"  # per-run polynomial removed from the fMRI
+    drop_unpaired: bool = False  # frames without an fMRI volume or EEG window: dropped with a warning, not refused
+
+
+DETREND_ORDER = {"none": -1, "constant": 0, "linear": 1, "quadratic": 2}
+
+
+def protocol(o: PrepareOptions) -> str:
+    """One line naming the protocol options, as the results tables print it."""
+    norm = "z-score over all frames (ddof 1)" if o.normalize == "all" else "z-score with train-frame statistics"
+    split = (f"tail (last {o.test_fraction:.0%} of the recording is test, {o.val_fraction:.0%} before it val)"
+             if o.split == "tail" else f"clips (random whole clips: {o.test_fraction:.0%} test, {o.val_fraction:.0%} val)")  # fmt: skip
+    return f"normalize={o.normalize}: {norm}; split={split}; detrend={o.detrend}"
 
 
 def cache_path(subject_dir: str | Path, out_dir: str | Path) -> Path:
@@ -90,7 +113,10 @@ def prepare(
     _check_headers(runs)
     plans = [_plan_run(run, options) for run in runs]
     _check_consistent(plans)
-    split_of_clip = _split_clips([c for p in plans for c in p.clip_names], options, subject_dir)
+    if options.split == "tail":
+        split_of_clip = _tail_split(plans, options, subject_dir)
+    else:
+        split_of_clip = _split_clips([c for p in plans for c in p.clip_names], options, subject_dir)
     n_frames = sum(len(p.frames) for p in plans)
     n_vertices = len(plans[0].indices)
     n_chans, n_times = len(options.ch_names), plans[0].n_times
@@ -110,6 +136,10 @@ def prepare(
                 subject=subject_dir.name,
                 source=str(subject_dir.resolve()),
                 options=json.dumps(asdict(options)),
+                normalize=options.normalize,
+                split=options.split,
+                detrend=options.detrend,
+                protocol=protocol(options),
                 created=time.strftime("%Y-%m-%dT%H:%M:%S"),
             )
         os.chmod(tmp, new_file_mode())  # mkstemp's 0o600 would hide the cache from colleagues
@@ -130,7 +160,8 @@ def prepare(
 class RunPlan:
     run: Run
     tr: float
-    indices: np.ndarray  # (V,) standard grayordinate index of each column
+    indices: np.ndarray  # (V,) standard grayordinate index of each column of the cache (increasing)
+    file_indices: np.ndarray  # (V,) standard index of each column of the run's file, in the file's order
     n_volumes: int
     sfreq: float
     n_times: int  # EEG samples per frame window
@@ -140,6 +171,7 @@ class RunPlan:
     window_starts: np.ndarray  # (T_run,) EEG sample where each kept frame's window starts
     frame_clip: np.ndarray  # (T_run,) index into clip_names
     clip_names: list[str] = field(default_factory=list)
+    windowed: bool = False  # EEG given as one window per frame: window_starts index the windows side by side
 
 
 def _check_options(o: PrepareOptions) -> None:
@@ -152,16 +184,22 @@ def _check_options(o: PrepareOptions) -> None:
             f"test_fraction={o.test_fraction}, val_fraction={o.val_fraction}: expected fractions in (0, 1) summing below 1"
         )
     if len(set(o.ch_names)) != len(o.ch_names):
-        raise ValueError("ch_names lists a channel twice")
+        dup = sorted({c for c in o.ch_names if o.ch_names.count(c) > 1})
+        raise ValueError(f"ch_names lists channel(s) {dup} twice")
+    for name, value, allowed in (("normalize", o.normalize, ("train", "all")), ("split", o.split, ("clips", "tail")),
+                                 ("detrend", o.detrend, tuple(DETREND_ORDER))):  # fmt: skip
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
 
 
 def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
-    _, _, tr, indices = load_header(run.fmri)
+    _, _, tr, file_indices = load_header(run.fmri)
+    indices = np.sort(file_indices)
     img_shape = _cifti_shape(run.fmri)
     n_volumes = img_shape[0]
     if run.truth is not None:
         _, _, tr_t, idx_t = load_header(run.truth)
-        if _cifti_shape(run.truth)[0] != n_volumes or not np.array_equal(idx_t, indices):
+        if _cifti_shape(run.truth)[0] != n_volumes or not np.array_equal(np.sort(idx_t), indices):
             raise CiftiError(f"{run.truth}: noise-free BOLD does not match {run.fmri.name} in frames or grayordinates")
     if not tr > 0:
         raise CiftiError(f"{run.fmri}: TR (SeriesAxis step) is {tr}; expected a positive repetition time in seconds")
@@ -179,39 +217,112 @@ def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
         raise RawDataError(f"{eeg.path}: TR {tr} s x {eeg.sfreq} Hz is not a whole number of EEG samples")
     n_times = int(round(n_times))
     ch_order, flat = _check_channels(eeg, o)
+    base = dict(run=run, tr=tr, indices=indices, file_indices=file_indices, n_volumes=n_volumes, sfreq=eeg.sfreq,
+                n_times=n_times, ch_order=ch_order, flat=flat)  # fmt: skip
+    if eeg.windowed:
+        return _plan_windowed(eeg, o, base)
 
     onsets = volume_onsets(eeg, n_volumes, n_times)
-
     frames, starts, fclip, names = [], [], [], []
-    for ci, clip in enumerate(run.clips):
+    n_samples = eeg.data.shape[1]
+    for clip in run.clips:
         # the movie's last needed volume: its EEG window (shifted) ends at the clip's end
         need_s = clip.stop + o.shift_s
-        if need_s > n_volumes * tr + 1e-9:
+        end_s = n_volumes * tr
+        if need_s > end_s + 1e-9 and not o.drop_unpaired:
             raise RawDataError(
-                f"{run.fmri}: {n_volumes} frames ({n_volumes * tr:g} s) but {run.beh.name} says clip "
-                f"{clip.name!r} plays until {clip.stop:g} s, so with the {o.shift_s:g} s shift frames up to "
-                f"{need_s:g} s ({math.ceil(need_s / tr)} frames) are needed. Is the run truncated?"
+                f"{run.fmri}: clip {clip.name!r} of {run.beh.name} plays until {clip.stop:g} s, but the run's fMRI ends "
+                f"at {end_s:g} s ({n_volumes} frames of {tr:g} s): the clip's last {need_s - end_s:g} s have no fMRI volume "
+                f"{o.shift_s:g} s later (the hemodynamic shift), so their frames cannot be paired. Trim the clip "
+                f"(videoStopTime <= {end_s - o.shift_s:g} in {run.beh}) or prepare with --drop_unpaired true, which "
+                "drops the unpaired frames with a warning."
             )
         keep, st = clip_frames(onsets, clip.start, clip.stop, o.shift_s, eeg.sfreq, n_times)
+        if need_s > end_s + 1e-9:  # drop_unpaired: say how many frames the missing volumes cost
+            extra = int(math.ceil((need_s - end_s) / tr)) + 1
+            longer = np.concatenate([onsets, onsets[-1] + n_times * np.arange(1, extra + 1)])
+            lost = len(clip_frames(longer, clip.start, clip.stop, o.shift_s, eeg.sfreq, n_times)[0]) - len(keep)
+            log.warning(
+                "%s: clip %r plays until %g s but the fMRI ends at %g s: %d frame(s) at its end have no fMRI volume "
+                "%g s later and are dropped (drop_unpaired)", run.fmri, clip.name, clip.stop, end_s, lost, o.shift_s,
+            )  # fmt: skip
+        inside = (st >= 0) & (st + n_times <= n_samples)
+        if not inside.all() and o.drop_unpaired:
+            log.warning(
+                "%s: %d frame(s) of clip %r need EEG samples outside the recording (%d samples); dropped "
+                "(drop_unpaired)", eeg.path, int((~inside).sum()), clip.name, n_samples,
+            )  # fmt: skip
+            keep, st = keep[inside], st[inside]
         if len(keep) == 0:
+            if o.drop_unpaired:
+                log.warning("%s: clip %r keeps no frame; left out", run.beh, clip.name)
+                continue
             raise RawDataError(f"{run.beh}: clip {clip.name!r} ({clip.start:g}-{clip.stop:g} s) is shorter than one TR")
         frames.append(keep)
         starts.append(st)
-        fclip.append(np.full(len(keep), ci))
+        fclip.append(np.full(len(keep), len(names)))
         names.append(clip.name)
+    if not frames:
+        raise RawDataError(f"{run.beh}: no clip of run {run.run} keeps a frame")
     starts_all = np.concatenate(starts)
-    n_samples = eeg.data.shape[1]
     if starts_all.min() < 0 or starts_all.max() + n_times > n_samples:
         raise RawDataError(
             f"{eeg.path}: EEG has {n_samples} samples ({n_samples / eeg.sfreq:g} s) but the movie frames "
             f"need samples {starts_all.min()}..{starts_all.max() + n_times} (with the {o.shift_s:g} s shift); "
-            "the EEG is shorter than the fMRI it should cover"
+            "the EEG is shorter than the fMRI it should cover (or prepare with --drop_unpaired true to drop "
+            "the frames it does not cover, with a warning)"
         )
-    return RunPlan(
-        run=run, tr=tr, indices=indices, n_volumes=n_volumes, sfreq=eeg.sfreq, n_times=n_times,
-        ch_order=ch_order, flat=flat, frames=np.concatenate(frames), window_starts=starts_all,
-        frame_clip=np.concatenate(fclip), clip_names=names,
-    )  # fmt: skip
+    return RunPlan(**base, frames=np.concatenate(frames), window_starts=starts_all,
+                   frame_clip=np.concatenate(fclip), clip_names=names)  # fmt: skip
+
+
+def _plan_windowed(eeg, o: PrepareOptions, base: dict) -> RunPlan:
+    """Frames of a run whose EEG is one window per frame: each window pairs with the volume its
+    sidecar names (the pairing, shift included, was made when the windows were cut), and belongs to
+    the clip that owns that volume by the CineBrain authors' rule (see release.authors_frames)."""
+    from eeg2fmri.data.release import authors_frames
+
+    run, tr, n_volumes, n_times = base["run"], base["tr"], base["n_volumes"], base["n_times"]
+    side = eeg.path.with_suffix(".json").name
+    w = window_length(eeg)
+    if w != n_times:
+        raise RawDataError(
+            f"{eeg.path}: windows of {w} samples; expected {n_times} (one TR of {tr:g} s at {eeg.sfreq:g} Hz)"
+        )
+    if eeg.window_shift_s is not None and not math.isclose(eeg.window_shift_s, o.shift_s):
+        raise RawDataError(
+            f"{eeg.path}: the windows were paired with their volumes with a {eeg.window_shift_s:g} s shift ({side}), "
+            f"not the {o.shift_s:g} s asked for; windows cut per frame cannot be re-paired: prepare with "
+            f"--shift_s {eeg.window_shift_s:g}"
+        )
+    vols = eeg.window_volumes
+    pos = np.arange(len(vols))
+    keep = vols < n_volumes
+    if not keep.all():
+        msg = (f"{eeg.path}: {int((~keep).sum())} window(s) pair with volumes {int(vols[~keep][0])}..{int(vols[-1])}, but "
+               f"{run.fmri.name} has {n_volumes} volumes (more windows than frames)")  # fmt: skip
+        if not o.drop_unpaired:
+            raise RawDataError(msg + "; expected every window's volume in the run, or --drop_unpaired true")
+        log.warning("%s; dropped (drop_unpaired)", msg)
+    owner = np.full(len(vols), -1)
+    for c, clip in enumerate(run.clips):
+        first, n = authors_frames(clip.start, clip.stop, o.shift_s, tr)
+        owner[(vols >= first) & (vols < first + n) & (owner < 0)] = c
+    orphan = keep & (owner < 0)
+    if orphan.any():
+        msg = (f"{eeg.path}: window {int(pos[orphan][0])} pairs with volume {int(vols[orphan][0])}, which no clip of "
+               f"{run.beh.name} covers ({int(orphan.sum())} such window(s))")  # fmt: skip
+        if not o.drop_unpaired:
+            raise RawDataError(msg + "; expected windows of the movie's frames only")
+        log.warning("%s; dropped (drop_unpaired)", msg)
+    keep &= owner >= 0
+    if not keep.any():
+        raise RawDataError(f"{eeg.path}: no window pairs with a volume of the run's clips")
+    used = sorted(set(owner[keep].tolist()))
+    remap = {c: i for i, c in enumerate(used)}
+    return RunPlan(**base, frames=vols[keep], window_starts=pos[keep] * n_times,
+                   frame_clip=np.array([remap[c] for c in owner[keep]]), clip_names=[run.clips[c].name for c in used],
+                   windowed=True)  # fmt: skip
 
 
 def volume_onsets(eeg, n_volumes: int, n_times: int) -> np.ndarray:
@@ -257,9 +368,18 @@ def _check_channels(eeg, o: PrepareOptions) -> tuple[np.ndarray, list[str]]:
         raise RawDataError(f"{eeg.path}: channel name(s) {dup} appear more than once; expected unique channel names")
     missing = [c for c in o.ch_names if c not in names]
     if missing:
+        how = ("(set --ch_names to the montage you recorded: a list, --ch_names [Fp1,Fp2,...], or a text file with "
+               "one name per line, --ch_names montage.txt)")  # fmt: skip
+        if len(missing) == len(o.ch_names):
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise RawDataError(
+                f"{eeg.path}: none of the {len(o.ch_names)} expected channel names match; first found: {shown} "
+                f"({len(names)} channels) {how}"
+            )
+        shown = repr(missing) if len(missing) <= 8 else repr(missing[:8])[:-1] + f", ...] ({len(missing)} in all)"
         raise RawDataError(
-            f"{eeg.path}: channel(s) {missing} missing; expected the {len(o.ch_names)} channels "
-            f"{', '.join(o.ch_names[:4])}, ... (set ch_names to the montage you recorded)"
+            f"{eeg.path}: channel(s) {shown} missing; expected the {len(o.ch_names)} channels "
+            f"{', '.join(o.ch_names[:4])}, ... {how}"
         )
     extra = [c for c in names if c not in o.ch_names]
     if extra:
@@ -290,6 +410,7 @@ def _check_headers(runs: list[Run]) -> None:
     first = None
     for run in runs:
         _, _, tr, indices = load_header(run.fmri)
+        indices = np.sort(indices)  # runs may differ in column order (read by grayordinate), not in layout
         if first is None:
             first = (run, tr, indices)
             continue
@@ -330,6 +451,41 @@ def _split_clips(names: list[str], o: PrepareOptions, where: Path) -> dict[str, 
     return split
 
 
+def _tail_split(plans: list[RunPlan], o: PrepareOptions, where: Path) -> dict[str, int]:
+    """The CineBrain authors' benchmark split: frames in recording order (runs, then volumes), the
+    last ``test_fraction`` of them test, the ``val_fraction`` before them val, the rest train. A
+    clip cut by a boundary becomes one clip per part (``<clip>#train``, ``#val``, ``#test``), so
+    windows never cross it. Rewrites the plans' clip tables; returns clip name -> split."""
+    n = sum(len(p.frames) for p in plans)
+    n_test = max(1, round(o.test_fraction * n))
+    n_val = max(1, round(o.val_fraction * n)) if o.val_fraction > 0 else 0
+    if n - n_test - n_val < 1:
+        raise RawDataError(f"{where}: {n} frames cannot be split into train/val/test with test_fraction={o.test_fraction}")
+    split = np.zeros(n, np.int8)  # (T,) in recording order
+    split[n - n_test - n_val : n - n_test] = SPLITS["val"]
+    split[n - n_test :] = SPLITS["test"]
+    names = {v: k for k, v in SPLITS.items()}
+    out: dict[str, int] = {}
+    offset = 0
+    for p in plans:
+        sp = split[offset : offset + len(p.frames)]
+        offset += len(p.frames)
+        new_names: list[str] = []
+        new_clip = np.empty(len(p.frames), np.int64)
+        for c, name in enumerate(p.clip_names):
+            rows = np.flatnonzero(p.frame_clip == c)
+            parts = sorted(set(sp[rows].tolist()))
+            for part in parts:
+                label = name if len(parts) == 1 else f"{name}#{names[part]}"
+                new_clip[rows[sp[rows] == part]] = len(new_names)
+                new_names.append(label)
+                out[label] = part
+        p.clip_names, p.frame_clip = new_names, new_clip
+    if len(out) != sum(len(p.clip_names) for p in plans):
+        raise RawDataError(f"{where}: clip names repeat across runs; expected unique clips")
+    return out
+
+
 def _check_disk(folder: Path, need: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
@@ -353,10 +509,21 @@ def _filter_sos(sfreq: float, o: PrepareOptions) -> np.ndarray:
     return sos
 
 
-def _filtered_windows(plan: RunPlan, sos: np.ndarray) -> np.ndarray:
-    """Band-passed EEG windows of the kept frames of a run: (T_run, C, n_times) float32."""
-    eeg = read_eeg(plan.run.eeg)
-    return eeg_windows(eeg.data, plan.window_starts, plan.n_times, sos, plan.ch_order, plan.sfreq)
+def _filtered_windows(plan: RunPlan, sos: np.ndarray, volume_marker: str = "R128") -> np.ndarray:
+    """Band-passed EEG windows of the kept frames of a run: (T_run, C, n_times) float32. Windowed
+    EEG is filtered per stretch of windows of consecutive volumes (contiguous in time), so the
+    filter never runs across a gap between two windows."""
+    eeg = read_eeg(plan.run.eeg, volume_marker)
+    if not plan.windowed:
+        return eeg_windows(eeg.data, plan.window_starts, plan.n_times, sos, plan.ch_order, plan.sfreq)
+    W = plan.n_times
+    pos = plan.window_starts // W  # (T_run,) window of each frame
+    brk = np.flatnonzero((np.diff(pos) != 1) | (np.diff(plan.frames) != 1)) + 1
+    out = np.empty((len(pos), len(plan.ch_order), W), np.float32)
+    for a, b in zip(np.r_[0, brk], np.r_[brk, len(pos)]):
+        lo, hi = int(pos[a]) * W, (int(pos[b - 1]) + 1) * W
+        out[a:b] = eeg_windows(eeg.data[:, lo:hi], plan.window_starts[a:b] - lo, W, sos, plan.ch_order, plan.sfreq)
+    return out
 
 
 def eeg_windows(
@@ -406,25 +573,48 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
     clean = h5.create_dataset("fmri_clean", (n_frames, n_vertices), np.float16) if has_truth else None
     eeg = h5.create_dataset("eeg", (n_frames, n_chans, n_times), np.float16)
 
-    bar = tqdm(total=3 * len(plans), desc="prepare", unit="pass·run", disable=not progress)
-    # pass 1a: fMRI statistics per grayordinate over the train frames (float64 sums)
+    order = DETREND_ORDER[o.detrend]
+    bar = tqdm(total=(4 if order >= 0 else 3) * len(plans), desc="prepare", unit="pass·run", disable=not progress)
+    # pass 0 (detrend only): each run's polynomial trend per grayordinate, fitted on its kept frames
+    trends: dict[tuple[int, str], np.ndarray] = {}  # (plan, "fmri" | "truth") -> (order + 1, V) coefficients
+    if order >= 0:
+        for i, p in enumerate(plans):
+            for kind, path in (("fmri", p.run.fmri), ("truth", p.run.truth)):
+                if path is not None and (kind == "fmri" or has_truth):
+                    trends[(i, kind)] = _fit_trend(path, p, order)
+            bar.update()
+
+    def blocks(i: int, kind: str, frames: np.ndarray, rows_of: np.ndarray):
+        """(rows, block) of a run's frames, detrended when asked; ``rows_of`` maps rows to the plan's frames."""
+        p = plans[i]
+        for rows, block in _cifti_blocks(p.run.fmri if kind == "fmri" else p.run.truth, frames):
+            if (i, kind) in trends:
+                block = block - _trend_basis(p.frames[rows_of[rows]], p.n_volumes, order) @ trends[(i, kind)]
+            yield rows, block
+
+    # pass 1a: fMRI statistics per grayordinate over the train frames (normalize="all": every frame;
+    # float64 sums)
+    use = train if o.normalize == "train" else np.ones_like(train)
     s1 = np.zeros(n_vertices)
     s2 = np.zeros(n_vertices)
     offset = 0
-    for p in plans:
-        sel = train[offset : offset + len(p.frames)]
-        for rows, block in _cifti_blocks(p.run.fmri, p.frames[sel]):
+    for i, p in enumerate(plans):
+        sel = np.flatnonzero(use[offset : offset + len(p.frames)])
+        for rows, block in blocks(i, "fmri", p.frames[sel], sel):
             s1 += block.sum(0, dtype=np.float64)
             s2 += np.square(block, dtype=np.float64).sum(0)
         offset += len(p.frames)
         bar.update()
     n_train = train.sum()
-    mean = s1 / n_train
-    std = np.sqrt(np.maximum(s2 / n_train - mean**2, 0.0))
+    n_stat = int(use.sum())
+    mean = s1 / n_stat
+    # train: population std of the training frames; all: the authors' sample std (ddof = 1)
+    ddof = 0 if o.normalize == "train" else 1
+    std = np.sqrt(np.maximum((s2 - n_stat * mean**2) / max(n_stat - ddof, 1), 0.0))
     dead = std < 1e-6 * np.maximum(1.0, np.abs(mean))
     std[dead] = 1.0  # constant grayordinates (outside the brain mask) stay at 0 after z-scoring
     if dead.any():
-        log.warning("%d grayordinate(s) are constant over the training frames; they are written as 0", dead.sum())
+        log.warning("%d grayordinate(s) are constant over the statistics' frames; they are written as 0", dead.sum())
 
     # pass 1b: EEG windows filtered, per-channel train statistics, stored provisionally as float16
     # in units of a per-channel scale u from the first run (undone in pass 2; it only keeps float16
@@ -435,7 +625,7 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
     offset = 0
     rng = np.random.default_rng(0)
     for p in plans:
-        w = _filtered_windows(p, sos)  # (T_run, C, W) float32
+        w = _filtered_windows(p, sos, o.volume_marker)  # (T_run, C, W) float32
         if unit is None:
             unit = np.maximum(w.std(axis=(0, 2)), 1e-30).astype(np.float64)  # (C,)
         w /= unit[None, :, None].astype(np.float32)
@@ -462,11 +652,11 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
         x[:, flat_mask] = 0.0
         eeg[start : start + 512] = x.astype(np.float16)
     offset = 0
-    for p in plans:
-        for dset, path in ((fmri, p.run.fmri), (clean, p.run.truth)):
+    for i, p in enumerate(plans):
+        for dset, kind in ((fmri, "fmri"), (clean, "truth")):
             if dset is None:
                 continue
-            for rows, block in _cifti_blocks(path, p.frames):
+            for rows, block in blocks(i, kind, p.frames, np.arange(len(p.frames))):
                 z = (block - mean) / std
                 z[:, dead] = 0.0
                 dset[offset + rows.start : offset + rows.stop] = z.astype(np.float16)
@@ -485,6 +675,10 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
     h5["run_files"] = np.array([str(p.run.fmri) for p in plans], dtype=h5py.string_dtype())
     h5["run_numbers"] = np.array([p.run.run for p in plans], np.int32)
     h5["run_n_volumes"] = np.array([p.n_volumes for p in plans], np.int32)
+    h5["run_tasks"] = np.array([p.run.task for p in plans], dtype=h5py.string_dtype())
+    # each run file's own column order (standard index per file column): predictions written back
+    # for a run keep it, so they line up with the user's files column for column
+    h5["run_file_indices"] = np.stack([p.file_indices for p in plans]).astype(np.int32)
     h5.attrs.update(
         tr=plans[0].tr, sfreq=plans[0].sfreq, shift_s=o.shift_s, n_times=n_times,
         ch_names=json.dumps(list(o.ch_names)), flat_channels=json.dumps(flat),
@@ -493,14 +687,37 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
     )  # fmt: skip
 
 
+def _trend_basis(volumes: np.ndarray, n_volumes: int, order: int) -> np.ndarray:
+    """Legendre polynomials P_0..P_order of the volume index scaled to [-1, 1] over the run: (T, order + 1)."""
+    x = 2.0 * np.asarray(volumes, np.float64) / max(n_volumes - 1, 1) - 1.0
+    return np.polynomial.legendre.legvander(x, order)
+
+
+def _fit_trend(path: Path, plan: RunPlan, order: int) -> np.ndarray:
+    """Least-squares polynomial trend of every grayordinate of a run over its kept frames: (order + 1, V)."""
+    X = _trend_basis(plan.frames, plan.n_volumes, order)  # (T_run, order + 1)
+    if len(X) <= order:
+        raise RawDataError(f"{path}: {len(X)} kept frames cannot fit a polynomial of order {order} (detrend)")
+    xty = np.zeros((order + 1, len(plan.indices)))
+    for rows, block in _cifti_blocks(path, plan.frames):
+        xty += X[rows].T @ block.astype(np.float64)
+    return np.linalg.solve(X.T @ X, xty)
+
+
 def _cifti_blocks(path: Path, frames: np.ndarray):
-    """Yield (row slice into ``frames``, (b, V) float32 block) reading only the needed volumes."""
-    img, _, _, _ = load_header(path)
+    """Yield (row slice into ``frames``, (b, V) float32 block) reading only the needed volumes, with
+    the columns in standard order whatever the file's order."""
+    img, _, _, file_indices = load_header(path)
+    order = standard_order(file_indices)
     for start in range(0, len(frames), _FMRI_BLOCK):
         sel = frames[start : start + _FMRI_BLOCK]
+        if len(sel) == 0:
+            return
         lo, hi = int(sel[0]), int(sel[-1]) + 1
         try:
             block = np.asarray(img.dataobj[lo:hi], np.float32)[sel - lo]  # (b, V)
+            if order is not None:
+                block = block[:, order]  # (b, V) standard order
         except Exception as e:
             raise CiftiError(
                 f"{path}: cannot read volumes {lo}..{hi} (header promises {img.shape[0]} volumes x "
@@ -548,11 +765,15 @@ def prepare_subjects(
     h_freq: float = 75.0,
     notch_freq: float | None = 50.0,
     sfreq: float | None = 1000.0,
-    ch_names: list[str] | None = None,
+    ch_names: list[str] | str | None = None,
     test_fraction: float = 0.2,
     val_fraction: float = 0.1,
     split_seed: int = 0,
     volume_marker: str = "R128",
+    normalize: Literal["train", "all"] = "train",
+    split: Literal["clips", "tail"] = "clips",
+    detrend: Literal["none", "constant", "linear", "quadratic"] = "none",
+    drop_unpaired: bool = False,
     force: bool = False,
     progress: bool = True,
 ) -> list[Path]:
@@ -566,11 +787,23 @@ def prepare_subjects(
         h_freq: EEG low-pass edge, Hz.
         notch_freq: line-noise notch, Hz (null: none).
         sfreq: expected EEG sampling rate, Hz (null: accept the files' own rate).
-        ch_names: expected EEG channels in cache order (default: the 64-channel 10-10 montage).
-        test_fraction: fraction of clips held out for testing.
-        val_fraction: fraction of clips used for validation.
+        ch_names: expected EEG channels in cache order (default: the 64-channel actiCAP 10-10 montage,
+            eeg2fmri.data.cinebrain.CHANNELS_64): a list, ``--ch_names [Fp1,Fp2,F7,...]``, or a text file
+            with one name per line, ``--ch_names montage.txt``.
+        test_fraction: fraction of clips (split=tail: of the frames) held out for testing.
+        val_fraction: fraction of clips (split=tail: of the frames) used for validation.
         split_seed: seed of the clip-wise split.
         volume_marker: EEG annotation that marks fMRI volume onsets (MNE-readable formats).
+        normalize: fMRI z-scoring statistics per grayordinate: train (the training frames', the
+            default) or all (every kept frame, ddof 1: the CineBrain authors' choice, which lets
+            test statistics into the normalisation).
+        split: clips (random whole clips, the default) or tail (the last test_fraction of the
+            recording's frames is test and the val_fraction before it val: the authors' benchmark).
+        detrend: polynomial trend removed per run and grayordinate before z-scoring (fitted on the
+            run's kept frames): none, constant (the run's mean), linear or quadratic.
+        drop_unpaired: frames that lack their partner (a clip's final seconds with no fMRI volume
+            shift_s later, EEG that does not cover a frame, windows beyond the run) are dropped with
+            a warning instead of refusing the run.
         force: rebuild even if an up-to-date cache exists.
         progress: show a progress bar.
     """
@@ -578,7 +811,8 @@ def prepare_subjects(
         subject_dir = [subject_dir]
     options = PrepareOptions(
         shift_s=shift_s, l_freq=l_freq, h_freq=h_freq, notch_freq=notch_freq, sfreq=sfreq,
-        ch_names=tuple(ch_names) if ch_names else CHANNELS_64, test_fraction=test_fraction,
+        ch_names=read_ch_names(ch_names, CHANNELS_64), test_fraction=test_fraction,
         val_fraction=val_fraction, split_seed=split_seed, volume_marker=volume_marker,
+        normalize=normalize, split=split, detrend=detrend, drop_unpaired=drop_unpaired,
     )  # fmt: skip
     return [prepare(d, out_dir, options, force=force, progress=progress) for d in subject_dir]

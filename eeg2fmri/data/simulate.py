@@ -52,6 +52,7 @@ from eeg2fmri.data.cifti import (
     N_GRAYORDINATES,
     atomic_save,
     atomic_write_text,
+    fmriprep_row_major_order,
     standard_brain_models,
     subset_brain_models,
     write_dtseries,
@@ -723,9 +724,10 @@ def _poisson_times(rng, rate: float, duration: float) -> np.ndarray:
 
 def _write_run(
     root: Path, subject: int, run: int, anat: _Anatomy, brain_models, n_frames: int, seed: int, scale: dict,
-    p: SimulationParams,
+    p: SimulationParams, release=None,
 ) -> dict:
-    """Simulate and write one run; returns its description for simulation.json."""
+    """Simulate and write one run; returns its description for simulation.json. ``release`` (a
+    ReleaseEEGWriter) writes the run in the CineBrain release form instead (see _write_release_run)."""
     movie_rng = _rng(seed, 1, run)  # shared by every subject: the same movie
     run_seeds = np.random.SeedSequence([seed, 3, subject, run]).spawn(3)
     neural_rng, bold_rng, eeg_rng = (np.random.default_rng(s) for s in run_seeds)
@@ -744,8 +746,15 @@ def _write_run(
     truth, bold = _bold(bold_rng, anat, drive, p)
     meta = {"eeg2fmri": "simulated BOLD", "seed": str(seed)}
     noise_free = {**meta, "desc": "noise-free"}
-    write_dtseries(truth_path(root, subject, run), truth, p.tr, brain_models=brain_models, metadata=noise_free)
-    write_dtseries(fmri_path(root, subject, run), bold, p.tr, brain_models=brain_models, metadata=meta)
+    paths = _release_paths(root, subject, run) if release is not None else {
+        "fmri": fmri_path(root, subject, run), "truth": truth_path(root, subject, run),
+        "beh": beh_path(root, subject, run)}  # fmt: skip
+    cols = None
+    if release is not None:  # fMRIPrep <= 23.1's subcortical voxel order (nipreps/niworkflows#814), as such releases have
+        cols = fmriprep_row_major_order(brain_models)
+        truth, bold, brain_models = truth[:, cols], bold[:, cols], brain_models[cols]
+    write_dtseries(paths["truth"], truth, p.tr, brain_models=brain_models, metadata=noise_free)
+    write_dtseries(paths["fmri"], bold, p.tr, brain_models=brain_models, metadata=meta)
     del truth, bold
 
     lead = int(eeg_rng.integers(int(p.eeg_lead_s[0] * p.sfreq), int(p.eeg_lead_s[1] * p.sfreq) + 1))
@@ -753,18 +762,50 @@ def _write_run(
     n_samples = lead + n_frames * samples_per_tr + int(round(p.eeg_tail_s * p.sfreq))
     eeg = _eeg(eeg_rng, anat.sources, activity, t_fine, lead, n_samples, p)  # (64, n)
     onsets = lead + np.arange(n_frames) * samples_per_tr  # EEG sample of each volume onset
-    write_npy_eeg(eeg_stem(root, subject, run), eeg, p.sfreq, CHANNELS_64, volume_onsets=onsets)
+    names = [f"run{run:02d}_clip{i + 1:02d}" for i in range(len(clips))]
+    extra = {}
+    if release is not None:
+        extra = _write_release_run(release, run, eeg, onsets, clips, p, eeg_rng)
+    else:
+        write_npy_eeg(eeg_stem(root, subject, run), eeg, p.sfreq, CHANNELS_64, volume_onsets=onsets)
     del eeg
 
-    names = [f"run{run:02d}_clip{i + 1:02d}" for i in range(len(clips))]
-    _write_csv(beh_path(root, subject, run), [(f"{a:.3f}", f"{b:.3f}", n) for (a, b), n in zip(clips, names)])
-    _save_npy(sources_path(root, subject, run, "activity"), activity.astype(np.float32))
-    _save_npy(sources_path(root, subject, run, "drive"), drive.astype(np.float32))
+    _write_csv(paths["beh"], [(f"{a:.3f}", f"{b:.3f}", n) for (a, b), n in zip(clips, names)], clip_column=release is None)
+    truth_dir = paths["truth"].parent
+    _save_npy(truth_dir / sources_path(root, subject, run, "activity").name, activity.astype(np.float32))
+    _save_npy(truth_dir / sources_path(root, subject, run, "drive").name, drive.astype(np.float32))
     return dict(
         run=run, n_frames=n_frames, n_eeg_samples=n_samples, eeg_lead_samples=lead,
         clips=[dict(clip=n, start=a, stop=b) for (a, b), n in zip(clips, names)],
-        neural_time=dict(start_s=float(t_fine[0]), step_s=dt, n_steps=n_fine),
+        neural_time=dict(start_s=float(t_fine[0]), step_s=dt, n_steps=n_fine), **extra,
     )  # fmt: skip
+
+
+def _release_paths(root: Path, subject: int, run: int) -> dict[str, Path]:
+    """Where the CineBrain release keeps a run (``sub-000S/``; truth/ is the simulator's own)."""
+    folder = Path(root) / release_dirname(subject)
+    return {
+        "fmri": folder / "dtseries" / fmri_path(root, subject, run).name,
+        "truth": folder / "truth" / truth_path(root, subject, run).name,
+        "beh": folder / "beh_data" / beh_path(root, subject, run).name,
+    }
+
+
+def release_dirname(subject: int) -> str:
+    """The release's subject folder name: ``sub-0001``."""
+    return f"sub-{subject:04d}"
+
+
+def _write_release_run(release, run: int, eeg: np.ndarray, onsets: np.ndarray, clips, p: SimulationParams, rng) -> dict:
+    """The run's EEG as the release has it: one window per frame of the run's movie segment, paired
+    by the authors' rule, 64 EEG rows plus one ECG row (simulation.json records the pairing)."""
+    from eeg2fmri.data.release import release_windows, synthetic_ecg
+
+    (start, stop), = clips  # the release form has one movie segment per run
+    rows = np.concatenate([eeg, synthetic_ecg(rng, eeg.shape[1], p.sfreq)[None]])  # (65, n)
+    windows, first = release_windows(rows, onsets, start, stop, p.tr, p.sfreq)  # (n_frames, 65, W)
+    release.add_run(run, windows)
+    return {"release_first_volume": int(first), "release_n_windows": int(len(windows))}
 
 
 def sources_path(root: Path, subject: int, run: int, what: Literal["activity", "drive"]) -> Path:
@@ -779,12 +820,12 @@ def source_maps_path(root: Path, subject: int) -> Path:
     return truth_path(root, subject, 1).with_name(f"sub-{subject:04d}_desc-sourcemaps.npy")
 
 
-def _write_csv(path: Path, rows: list[tuple]) -> None:
+def _write_csv(path: Path, rows: list[tuple], clip_column: bool = True) -> None:
     def save(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["videoStartTime", "videoStopTime", "clip"])
-            w.writerows(rows)
+            w.writerow(["videoStartTime", "videoStopTime", "clip"][: 3 if clip_column else 2])
+            w.writerows(r[: 3 if clip_column else 2] for r in rows)
 
     atomic_save(path, save)
 
@@ -830,6 +871,7 @@ def simulate(
     n_runs: int | None = None,
     run_seconds: float | None = None,
     signal_gain: float = 1.0,
+    form: Literal["project", "release"] = "project",
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[Path]:
@@ -849,6 +891,11 @@ def simulate(
         signal_gain: multiplies the sources' BOLD signal change and the amplitude of their EEG
             oscillations (1: the realistic default, where EEG predicts little of each grayordinate;
             the demo uses 3 so that a CPU-minute model can show what it learns).
+        form: ``project`` (the raw layout ``prepare`` reads: ``sub_000S/``, continuous EEG with
+            triggers) or ``release`` (the CineBrain release as published: ``sub-000S/``, one movie
+            segment per run, EEG cut into per-frame windows with an extra ECG row in
+            ``EEG_preprocessed_data.tar``, subcortical voxels in fMRIPrep <= 23.1's order; read it
+            with ``eeg2fmri import-cinebrain``).
         overwrite: replace existing subject folders (otherwise an existing one is an error).
         progress: show a progress bar over runs.
 
@@ -867,6 +914,10 @@ def simulate(
             + tuple(c for c in p.eeg_coupling if c[0] == "global"),
         )  # fmt: skip
     cfg = dict(SCALES[scale])
+    if form not in ("project", "release"):
+        raise ValueError(f"form={form!r}: expected project or release")
+    if form == "release":  # one movie segment per run, as the release's behaviour rows give
+        cfg["clip_seconds"] = (1e9, 1e9)
     cfg["n_runs"] = int(n_runs if n_runs is not None else cfg["n_runs"])
     cfg["run_seconds"] = float(run_seconds if run_seconds is not None else cfg["run_seconds"])
     n_frames = int(math.floor(cfg["run_seconds"] / p.tr + 1e-9))
@@ -880,10 +931,11 @@ def simulate(
     columns = _columns(grayordinates)
     brain_models = standard_brain_models() if columns is None else subset_brain_models(columns)
     out = Path(out_dir)
+    dirname = release_dirname if form == "release" else subject_dirname
     for s in subjects:  # fail before any work
-        if (out / subject_dirname(s)).exists() and not overwrite:
+        if (out / dirname(s)).exists() and not overwrite:
             raise FileExistsError(
-                f"{out / subject_dirname(s)} already exists; pass overwrite=True (--overwrite true) "
+                f"{out / dirname(s)} already exists; pass overwrite=True (--overwrite true) "
                 "to replace it, or choose another out_dir"
             )
     out.mkdir(parents=True, exist_ok=True)
@@ -894,25 +946,32 @@ def simulate(
     with tqdm(total=len(subjects) * cfg["n_runs"], desc="simulate", unit="run", disable=not progress) as bar:
         for s in subjects:
             # the subject is built in a hidden folder beside its target and renamed when complete
-            tmp_root = Path(tempfile.mkdtemp(prefix=f".{subject_dirname(s)}.", suffix=".tmp", dir=out))
+            tmp_root = Path(tempfile.mkdtemp(prefix=f".{dirname(s)}.", suffix=".tmp", dir=out))
+            release = None
             try:
                 anat = _anatomy(_rng(seed, 2, s), p, slice(None) if columns is None else columns)
+                sub_tmp = tmp_root / dirname(s)
+                if form == "release":
+                    from eeg2fmri.data.release import ReleaseEEGWriter
+
+                    release = ReleaseEEGWriter(sub_tmp)
                 runs = []
                 for r in range(1, cfg["n_runs"] + 1):
                     bar.set_postfix_str(f"sub {s} run {r}")
-                    runs.append(_write_run(tmp_root, s, r, anat, brain_models, n_frames, seed, cfg, p))
+                    runs.append(_write_run(tmp_root, s, r, anat, brain_models, n_frames, seed, cfg, p, release))
                     bar.update()
-                sub_tmp = tmp_root / subject_dirname(s)
-                _save_npy(source_maps_path(tmp_root, s), anat.maps)
+                if release is not None:
+                    release.close()
+                _save_npy(sub_tmp / "truth" / source_maps_path(tmp_root, s).name, anat.maps)
                 info = dict(
-                    eeg2fmri_version=_package_version(), seed=seed, subject=s, scale=scale,
+                    eeg2fmri_version=_package_version(), seed=seed, subject=s, scale=scale, form=form,
                     scale_settings=cfg, grayordinates=grayordinates, n_vertices=int(anat.maps.shape[1]),
                     n_frames_per_run=n_frames, features=list(FEATURES), params=asdict(p),
                     sources=[src.describe() for src in anat.sources], runs=runs,
                 )  # fmt: skip
                 text = json.dumps(info, indent=2) + "\n"
                 atomic_write_text(sub_tmp / "simulation.json", text)
-                final, old = out / subject_dirname(s), tmp_root / "replaced"
+                final, old = out / dirname(s), tmp_root / "replaced"
                 if final.exists():  # overwrite: move the old folder aside, then swap in the new one
                     final.rename(old)
                 try:
@@ -923,5 +982,7 @@ def simulate(
                     raise
                 written.append(final)
             finally:
+                if release is not None:
+                    release.close()
                 shutil.rmtree(tmp_root, ignore_errors=True)
     return written
