@@ -187,28 +187,37 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
     """The diffusion model: linear fMRI autoencoder + EEG encoder + DiT over K-frame latents.
 
     Two forms share this class. **As published** (``configs/paper/``: ``eeg_features="conv"``,
-    ``regression=False``, ``parameterization="eps"``, no EEG context): the DiT denoises the frame
-    latents z with ε-prediction, cross-attending to one strided-convolution token per frame window.
-    **The project's default** keeps the autoencoder, the DiT over K-frame latents with EEG
-    cross-attention, DDIM and InterRecon, and changes what the simulator showed does not learn the
-    EEG (notes/model.md has the measurements):
+    ``regression=False``, ``parameterization="eps"``, ``loss_weighting="eps"``, the autoencoder
+    trained jointly, no EEG context): the DiT denoises the frame latents z with ε-prediction,
+    cross-attending to one strided-convolution token per frame window. On the simulator it does
+    not learn the EEG at the budgets we can give it, and the field's FIR ridge beats it.
+    **The project's default** keeps the linear autoencoder, the DiT over K-frame latents with EEG
+    cross-attention, DDIM and InterRecon, and changes what the measurements (notes/model.md)
+    showed to be the causes:
 
     - the EEG front end is log band power per channel (:class:`BandPowerEncoder`): the paper's
       convolutions see 91 ms, shorter than one alpha cycle;
-    - the batch brings ``eeg_context`` windows before and after the K frames (default from the
-      configs: 8 before, 2 after), so the first frames of a window see the EEG that drives them
-      through the ~10 s hemodynamic response;
-    - a regression stage (``regression=True``, :class:`FIRHead`, CorrDiff's split of Mardani et al.
-      2023): μ(EEG), the latents' mean given the EEG of frames k − P … k + F, trained with the MSE of
-      its decoded frames; the DiT diffuses the residual z − μ, conditioned on the EEG and on μ, and
-      the model's frames are D(μ + r). Its posterior mean can only tie or beat the regression stage.
+    - the batch brings ``eeg_context`` windows before and after the K frames (the configs: 8
+      before, 2 after), so the first frames of a window see the EEG that drives them through the
+      ~10 s hemodynamic response;
+    - a regression stage (``regression=True``, :class:`FIRHead`; CorrDiff's split, Mardani et al.
+      2023): μ(EEG), the latents' mean given the EEG of frames k − P … k + F. It is linear in the
+      band powers, so it starts at its least-squares optimum (``regression_start="ridge"``: the
+      FIR ridge per grayordinate, mapped into the latents, which drops the part of the prediction
+      outside the frames' leading modes) and, like the autoencoder at its PCA start, is not moved by
+      gradient steps (``train_regression``, ``train_autoencoder``): on a subject's few hundred to
+      few thousand frames those steps overfit, and a moving autoencoder misaligns μ;
+    - the DiT diffuses the residual z − μ, conditioned on the EEG and on μ, with the v-weighted
+      loss (``loss_weighting="v"``), which trains the high-noise steps where x̂₀ is decided; the
+      model's frames are D(μ + r). Its posterior mean can only tie or beat the regression stage;
+      what the DiT adds is the distribution around it: samples and InterRecon.
 
-    Loss = diffusion (ε-loss on z, or on z − μ) + ``recon_weight`` · ‖x − D(z)‖² +
-    ``regression_weight`` · ‖x − D(μ)‖² (D's weights held fixed in the last term, so the regression
-    stage follows the autoencoder and not the other way round). z are the autoencoder's normalised
-    latents (unit variance per dim, see LinearAutoencoder). Latent collapse is prevented in two
-    ways: the non-affine BatchNorm on z divides out any rescaling of the encoder (shrinking z cannot
-    make ε-prediction trivial), and the reconstruction loss forces z to keep the frame's content.
+    Loss = diffusion (on z, or on z − μ) + ``recon_weight`` · ‖x − D(z)‖² + ``regression_weight``
+    · ‖x − D(μ)‖² (D's weights held fixed in the last term; both extra terms only train what is not
+    fixed). z are the autoencoder's normalised latents (unit variance per dim, see
+    LinearAutoencoder). When the autoencoder trains, latent collapse is prevented in two ways: the
+    non-affine BatchNorm on z divides out any rescaling of the encoder (shrinking z cannot make
+    ε-prediction trivial), and the reconstruction loss forces z to keep the frame's content.
 
     Args:
         n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer, eeg_context: see
@@ -222,12 +231,18 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         sfreq: EEG sampling rate (Hz) of the prepared data (``bandpower``).
         regression: a regression stage μ(EEG) with diffusion of the residual (see above).
         regression_weight: weight of the regression stage's MSE.
-        regression_start: ``ridge``: at fit, start the regression stage at its least-squares
-            optimum, the ridge regression of the training frames' latents on their lagged EEG
-            features with a penalty per latent dim chosen on the validation frames (the stage is
-            linear in those features; like the PCA start of the autoencoder, this spares a short
-            run the search). ``zero``: start at the mean latent (no EEG effect).
-        freeze_regression: keep the regression stage at its start (no gradient steps).
+        regression_start: ``ridge``: at fit, start the regression stage at the FIR ridge of every
+            grayordinate on the lagged EEG features of the training frames (penalty per
+            grayordinate chosen on the validation frames, as the FIR ridge baseline), mapped into
+            the autoencoder's latents. The stage is linear in those features, so this is its
+            least-squares optimum; the map onto the leading PCA modes keeps the part of the ridge
+            prediction that lies in the frames' main directions (a reduced-rank estimate).
+            ``zero``: start at the mean latent (no EEG effect).
+        train_regression: take gradient steps on the regression stage after its start (it then
+            overfits short runs: notes/model.md).
+        train_autoencoder: take gradient steps on the autoencoder (the paper trains it jointly);
+            otherwise it stays at its PCA start, the least-squares optimum of a linear autoencoder
+            of the training frames, and encodes with its running statistics.
         hidden_size: DiT width (paper: 1024).
         depth: DiT blocks (paper: 6).
         num_heads: attention heads (paper: 8).
@@ -265,7 +280,8 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         regression: bool = True,
         regression_weight: float = 1.0,
         regression_start: Literal["ridge", "zero"] = "ridge",
-        freeze_regression: bool = False,
+        train_regression: bool = False,
+        train_autoencoder: bool = False,
         hidden_size: int = 1024,
         depth: int = 6,
         num_heads: int = 8,
@@ -276,7 +292,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         recon_weight: float = 1.0,
         cond_drop_prob: float = 0.1,
         parameterization: Literal["eps", "v"] = "v",
-        loss_weighting: Literal["eps", "v"] = "eps",
+        loss_weighting: Literal["eps", "v"] = "v",
         init_pca: bool = True,
         pca_frames: int = 4096,
         lr: float = 1e-4,
@@ -317,8 +333,10 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
                 self._start_features(dm, device)
             if self.regression_head is not None and self.hparams.regression_start == "ridge":
                 self._start_regression(dm, device)
-        if self.regression_head is not None and self.hparams.freeze_regression:
+        if self.regression_head is not None and not self.hparams.train_regression:
             self.regression_head.requires_grad_(False)
+        if not self.hparams.train_autoencoder:
+            self.autoencoder.requires_grad_(False)
 
     @torch.no_grad()
     def _start_features(self, dm, device) -> None:
@@ -329,34 +347,45 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
 
     @torch.no_grad()
     def _start_regression(self, dm, device) -> None:
-        """The regression stage's ridge start (see ``regression_start``): float64 Gram sums of the
-        FIR design and the latents over the training frames, validation frames kept as rows."""
-        was_training = self.autoencoder.training
-        self.autoencoder.eval()  # latents with the running (PCA) statistics, as InterRecon encodes
+        """The regression stage's ridge start (see ``regression_start``): the FIR ridge of every
+        grayordinate on the lagged EEG features of the training frames, with its penalty chosen
+        on the validation frames, mapped into the latents by the autoencoder (z = A x + c): μ =
+        A μ_x + c. Float64 Gram sums of the design, float32 sums against the grayordinates."""
+        A, c = self.autoencoder.latent_map()  # (d, V), (d,) in evaluation mode: the PCA start
         sums: dict[str, Tensor] = {}
-        val_x, val_z = [], []
+        val_x, val_y = [], []
         for split in ("train", "val"):
             for b in dm.iter_frames(split, device=device):
                 h = self.eeg_encoder.features(b["eeg"], b["eeg_mask"])  # (b, N, Fe)
                 x = self.regression_head.design(h, b["eeg_mask"])[:, 0].double()  # (b, L (Fe + 1))
-                z = self.autoencoder.encode(b["fmri"][:, 0]).double()  # (b, d)
+                y = b["fmri"][:, 0].float()  # (b, V)
                 if split == "val":
                     val_x.append(x)
-                    val_z.append(z)
+                    val_y.append(y)
                     continue
                 for k, v in (("n", torch.tensor(float(len(x)), dtype=torch.float64, device=x.device)), ("sx", x.sum(0)),
-                             ("sz", z.sum(0)), ("sxx", x.T @ x), ("sxz", x.T @ z)):  # fmt: skip
+                             ("sy", y.double().sum(0)), ("sxx", x.T @ x), ("sxy", x.float().T @ y)):  # fmt: skip
                     sums[k] = sums[k] + v if k in sums else v
-        self.autoencoder.train(was_training)
         n = sums["n"]
-        mx, mz = sums["sx"] / n, sums["sz"] / n
-        cxx, cxz = sums["sxx"] - n * torch.outer(mx, mx), sums["sxz"] - n * torch.outer(mx, mz)
+        mx, my = sums["sx"] / n, sums["sy"] / n  # (F,), (V,)
+        cxx = sums.pop("sxx") - n * torch.outer(mx, mx)  # (F, F)
+        cxy = sums.pop("sxy").sub_(torch.outer(n * mx, my).float())  # (F, V) centred, in place
         xv = torch.cat(val_x) - mx if val_x else None
-        zv = torch.cat(val_z) - mz if val_z else None
-        w, alpha = ridge_per_target(cxx, cxz, n, torch.tensor(DEFAULT_ALPHAS, dtype=torch.float64), xv, zv)  # (F, d), (d,)
-        self.regression_head.set_linear(w.float(), (mz - mx @ w).float())
-        log.info("regression stage: ridge start from %d training frames, penalty per latent dim %.3g-%.3g (median %.3g)",
-                 int(n), float(alpha.min()), float(alpha.max()), float(alpha.median()))  # fmt: skip
+        yv = torch.cat(val_y) - my.float() if val_y else None
+        alphas = torch.tensor(DEFAULT_ALPHAS, dtype=torch.float64)
+        w, alpha = ridge_per_target(cxx, cxy, n, alphas, xv, yv, project=A.T.to(cxy))  # (F, d): W_x A^T
+        bias = my.float() @ A.T + c - mx.float() @ w  # (d,): A (my - mx W_x) + c
+        self.regression_head.set_linear(w, bias)
+        log.info("regression stage: ridge start from %d training frames, %d validation frames; penalty per grayordinate "
+                 "median %.3g", int(n), 0 if yv is None else len(yv), float(alpha.median()))  # fmt: skip
+
+    def train(self, mode: bool = True):
+        # a fixed autoencoder encodes with its running (PCA) statistics in training too, so that the
+        # latents the DiT and the regression stage see are those of the start
+        super().train(mode)
+        if not self.hparams.train_autoencoder:
+            self.autoencoder.eval()
+        return self
 
     # ------------------------------------------------------------------ EEG side
     def encode_eeg(self, eeg: Tensor, eeg_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

@@ -1,7 +1,7 @@
 """Ridge regression with a penalty per target, chosen on validation data: pure tensor functions.
 
-Shared by the FIR ridge baseline (targets: grayordinates) and the diffusion model's regression
-stage start (targets: latent dims). The fit works from the centred Gram matrices of a design X
+Shared by the FIR ridge baseline and the diffusion model's regression stage start (targets:
+grayordinates; the model maps the solution to its latents with ``project``). The fit works from the centred Gram matrices of a design X
 and targets Y, so callers can accumulate them over batches (float64 sums): with
 X^T X = Q diag(λ) Q^T, the ridge solution for penalty α is W_α = Q diag(1 / (λ + α)) Q^T X^T Y,
 and the whole path over a grid of α costs one eigendecomposition. Directions with λ = 0 are
@@ -19,17 +19,27 @@ DEFAULT_ALPHAS: tuple[float, ...] = tuple(10.0 ** (e / 2) for e in range(2, 15))
 
 
 def ridge_per_target(
-    cxx: Tensor, cxy: Tensor, n: Tensor | float, alphas: Tensor, x_val: Tensor | None = None, y_val: Tensor | None = None
+    cxx: Tensor,
+    cxy: Tensor,
+    n: Tensor | float,
+    alphas: Tensor,
+    x_val: Tensor | None = None,
+    y_val: Tensor | None = None,
+    project: Tensor | None = None,
+    chunk: int = 8192,
 ) -> tuple[Tensor, Tensor]:
     """W (F, V) and α (V,): for every target v, the ridge solution on the standardised design,
     (X_s^T X_s + α_v I)^-1 X_s^T y_v with X_s = X / std (each column's training std; constant
     columns stay as they are), mapped back so that predictions are ``x @ W``; α_v is the value of
     ``alphas`` whose predictions ``x_val @ W`` have the least squared error on ``y_val``, or
-    without validation data the geometric middle of ``alphas``.
+    without validation data the geometric middle of ``alphas``. With ``project`` (V, d) the result
+    is ``W @ project`` (F, d) instead, without W ever being held whole (a whole-brain ridge mapped
+    to a few latents).
 
     cxx: (F, F) centred X^T X; cxy: (F, V) centred X^T Y; n: the training rows they sum over;
     alphas: (A,) positive penalties; x_val: (n_val, F) validation design centred with the
-    *training* means; y_val: (n_val, V) validation targets centred likewise. The eigendecomposition
+    *training* means; y_val: (n_val, V) validation targets centred likewise; chunk: targets per
+    step of the validation and projection products (bounds their memory). The eigendecomposition
     runs in float64, the (·, V) products in cxy's dtype (float32 keeps a whole-brain fit within
     memory), on the inputs' device. Why standardise every column: a penalty treats all directions
     alike only on a common scale; e.g. a 0/1 indicator that is rarely 1 would otherwise be shrunk away.
@@ -42,12 +52,19 @@ def ridge_per_target(
     lam, q = lam[keep], q[:, keep]  # (r,), (F, r)
     qs = q / sd[:, None]  # (F, r): maps the unscaled design to the eigenbasis (no scaled copy of cxy)
     g = qs.T.to(cxy.dtype) @ cxy  # (r, V) the targets' cross-products in the eigenbasis, cxy's dtype
+    V = g.shape[1]
     if x_val is None or y_val is None or len(y_val) == 0:
-        best = alphas.log().mean().exp().expand(g.shape[1])  # (V,)
+        best = alphas.log().mean().exp().expand(V).clone()  # (V,)
     else:
         xq = (x_val.double() @ qs).to(g.dtype)  # (n_val, r)
-        lam_g = lam.to(g.dtype)
-        err = torch.stack([((xq / (lam_g + a)) @ g - y_val.to(g.dtype)).square().sum(0) for a in alphas.tolist()])  # (A, V)
-        best = alphas[err.argmin(0)]  # (V,)
-    g /= (lam[:, None] + best[None, :]).to(g.dtype)  # in place: (r, V)
-    return qs.to(g.dtype) @ g, best  # (F, V), (V,)
+        best = torch.empty(V, dtype=torch.float64, device=g.device)
+        for c in range(0, V, chunk):
+            yc = y_val[:, c : c + chunk].to(g.dtype)  # (n_val, c)
+            err = torch.stack([((xq / (lam.to(g.dtype) + a)) @ g[:, c : c + chunk] - yc).square().sum(0)
+                               for a in alphas.tolist()])  # fmt: skip  (A, c)
+            best[c : c + chunk] = alphas[err.argmin(0)]
+    g /= (lam[:, None] + best[None, :]).to(g.dtype)  # in place: (r, V) the solution in the eigenbasis
+    if project is None:
+        return qs.to(g.dtype) @ g, best  # (F, V), (V,)
+    gp = sum(g[:, c : c + chunk] @ project[c : c + chunk].to(g.dtype) for c in range(0, V, chunk))  # (r, d)
+    return qs.to(g.dtype) @ gp, best  # (F, d), (V,)

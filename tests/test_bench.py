@@ -20,7 +20,7 @@ from tests.conftest import make_raw_subject
 
 TINY = dict(
     latent_dim=32, eeg_embed_dim=16, eeg_blocks=3, eeg_channels=8, hidden_size=48, depth=2, num_heads=2, mlp_ratio=2.0,
-    eeg_features="conv", regression=False,  # the paper's architecture, which the bench's reference describes
+    eeg_features="conv", regression=False, train_autoencoder=True, loss_weighting="eps",  # what the bench's reference trains
 )  # fmt: skip
 
 

@@ -97,6 +97,13 @@ class LinearAutoencoder(nn.Module):
         self.decoder.weight[:, q:] = 0.0
         self.decoder.bias.copy_(mean)
 
+    @torch.no_grad()
+    def latent_map(self) -> tuple[Tensor, Tensor]:
+        """The affine map of ``encode`` in evaluation mode, z = x @ A^T + c: A (d, V), c (d,)
+        (the encoder followed by BatchNorm's running statistics)."""
+        s = (self.norm.running_var + self.norm.eps).sqrt()  # (d,)
+        return self.encoder.weight / s[:, None], (self.encoder.bias - self.norm.running_mean) / s
+
     def encode(self, x: Tensor) -> Tensor:
         """x (..., V) -> normalised latents z (..., d), float32 (batch statistics in training mode)."""
         h = self.encoder(x)  # (..., d)
