@@ -84,10 +84,10 @@ def test_config_with_a_wrong_type(raw_subject, tmp_path, capsys):
 def test_checkpoint_from_another_version(raw_subject, tmp_path, capsys):
     ckpt = tmp_path / "old.ckpt"
     m = EEG2fMRIDiffusion(n_vertices=10, n_chans=4, n_times=16, n_frames=3, latent_dim=4, eeg_embed_dim=4,
-                          eeg_channels=4, eeg_blocks=1, hidden_size=8, depth=1, num_heads=2)  # fmt: skip
+                          eeg_channels=4, eeg_blocks=1, hidden_size=8, depth=1, num_heads=2, eeg_features="conv")  # fmt: skip
     torch.save({"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams), "eeg2fmri_format": 0,
                 "eeg2fmri_version": "0.0.1", "pytorch-lightning_version": "2.6.0"}, ckpt)  # fmt: skip
-    with pytest.raises(CheckpointVersionError, match=r"checkpoint format 0 \(written by eeg2fmri 0.0.1\); this eeg2fmri .* reads format 1"):
+    with pytest.raises(CheckpointVersionError, match=r"checkpoint format 0 \(written by eeg2fmri 0.0.1\); this eeg2fmri .* reads format 2"):
         EEG2fMRIDiffusion.load_from_checkpoint(ckpt, map_location="cpu")
     # a file that is not a checkpoint at all, and a truncated one, through the CLI
     cache = prepare(raw_subject, tmp_path / "prep", progress=False)

@@ -309,8 +309,9 @@ def test_sidecar_unknown_keys_warn_and_onsets_in_seconds_work(raw_subject, tmp_p
         prepare(raw_subject, tmp_path / "bad", progress=False)
 
 
-def test_ch_names_as_a_list_or_a_file_through_the_cli(raw_subject, tmp_path, monkeypatch):
+def test_ch_names_as_a_list_or_a_file_through_the_cli(raw_subject, tmp_path, monkeypatch, capsys):
     from eeg2fmri.cli import main
+    from tests.cli_errors import cli_error
 
     names = [f"E{i + 1}" for i in range(64)]
     for run in (1, 2):
@@ -318,9 +319,7 @@ def test_ch_names_as_a_list_or_a_file_through_the_cli(raw_subject, tmp_path, mon
         meta["ch_names"] = names
         npy.with_suffix(".json").write_text(json.dumps(meta))
     # the default montage: none of its names match, said in one line with what was found instead
-    with pytest.raises(RawDataError) as e:
-        main(["prepare", "--subject_dir", str(raw_subject), "--out_dir", str(tmp_path / "a"), "--progress", "false"])
-    msg = str(e.value)
+    msg = cli_error(capsys, ["prepare", "--subject_dir", str(raw_subject), "--out_dir", str(tmp_path / "a"), "--progress", "false"])
     assert "none of the 64 expected channel names match; first found: E1, E2, E3, E4, E5, ... (64 channels)" in msg
     assert "--ch_names [Fp1,Fp2,...]" in msg and "montage.txt" in msg and "E60" not in msg and "Oz" not in msg
     # list syntax, in another order (the cache follows --ch_names)
@@ -336,8 +335,8 @@ def test_ch_names_as_a_list_or_a_file_through_the_cli(raw_subject, tmp_path, mon
     monkeypatch.setattr("eeg2fmri.data.prepare.prepare", lambda d, out, options, **k: seen.setdefault("o", options))
     main(["prepare", "--subject_dir", str(raw_subject), "--ch_names", str(f)])
     assert seen["o"].ch_names == tuple(order)
-    with pytest.raises(RawDataError, match=r"ch_names='nofile.txt': expected a list of channel names"):
-        main(["prepare", "--subject_dir", str(raw_subject), "--ch_names", "nofile.txt"])
+    msg = cli_error(capsys, ["prepare", "--subject_dir", str(raw_subject), "--ch_names", "nofile.txt"])
+    assert "ch_names='nofile.txt': expected a list of channel names" in msg
 
 
 # ------------------------------------------------------------------------------- the protocol options
