@@ -71,7 +71,8 @@ CompileMode = Literal["none", "default", "reduce-overhead"]
 
 # the architecture the FLOP/byte model and the bare reference describe: the paper's as published
 # (strided-convolution EEG encoder, K EEG tokens, no regression stage; configs/paper/)
-PAPER_ARCHITECTURE = dict(eeg_features="conv", regression=False, train_autoencoder=True, loss_weighting="eps")
+PAPER_ARCHITECTURE = dict(eeg_features="conv", regression=False, train_autoencoder=True, loss_weighting="eps",
+                          cond_drop_prob=0.1)
 SCALES: dict[str, dict] = {
     # every 20th grayordinate (the tests' simulator subset), 10 clips of 50 frames, a tiny model
     "ci": dict(

@@ -207,10 +207,17 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
       outside the frames' leading modes) and, like the autoencoder at its PCA start, is not moved by
       gradient steps (``train_regression``, ``train_autoencoder``): on a subject's few hundred to
       few thousand frames those steps overfit, and a moving autoencoder misaligns μ;
-    - the DiT diffuses the residual z − μ, conditioned on the EEG and on μ, with the v-weighted
-      loss (``loss_weighting="v"``), which trains the high-noise steps where x̂₀ is decided; the
-      model's frames are D(μ + r). Its posterior mean can only tie or beat the regression stage;
-      what the DiT adds is the distribution around it: samples and InterRecon.
+    - the DiT diffuses the residual z − μ with the v-weighted loss (``loss_weighting="v"``),
+      which trains the high-noise steps where x̂₀ is decided; the model's frames are D(μ + r).
+      By default it is an unconditional prior of the residual sequences (``cond_drop_prob=1``,
+      ``residual_cond=False``): the EEG reaches the frames through μ, and the DiT supplies the
+      spatiotemporal structure around it that samples and InterRecon need. Conditioned on the
+      EEG tokens or on μ, it learns the residual of each training window from its conditioning
+      on a subject's few hundred windows, and adds a residual of that size to test frames where
+      there is none (its x̂₀ then raises the whole-brain MSE above μ's); with far more frames per
+      subject, ``cond_drop_prob=0.1`` (the paper's classifier-free guidance) and
+      ``residual_cond=True`` are the options to try. The posterior mean of the default is D(μ)
+      up to the prior's mean residual, so it ties or beats the regression stage.
 
     Loss = diffusion (on z, or on z − μ) + ``recon_weight`` · ‖x − D(z)‖² + ``regression_weight``
     · ‖x − D(μ)‖² (D's weights held fixed in the last term; both extra terms only train what is not
@@ -238,6 +245,8 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             least-squares optimum; the map onto the leading PCA modes keeps the part of the ridge
             prediction that lies in the frames' main directions (a reduced-rank estimate).
             ``zero``: start at the mean latent (no EEG effect).
+        residual_cond: the DiT also sees μ of each frame (an embedded latent added to its token),
+            besides the EEG tokens.
         train_regression: take gradient steps on the regression stage after its start (it then
             overfits short runs: notes/model.md).
         train_autoencoder: take gradient steps on the autoencoder (the paper trains it jointly);
@@ -252,7 +261,8 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         beta_end: β_N of the linear schedule.
         recon_weight: weight of the autoencoder reconstruction loss.
         cond_drop_prob: probability of replacing a window's EEG by the null token in training
-            (classifier-free guidance; 0 disables it).
+            (classifier-free guidance: the paper's 0.1; 0 disables it; 1, the default with the
+            regression stage, trains the DiT as an unconditional prior of the residual).
         loss_weighting: ``eps``: the paper's ‖ε − ε_θ‖², uniform over n. ``v``: the same error
             divided by ᾱ_n, i.e. ‖v − v_θ‖² (with ``parameterization="v"``), which weights the
             high-noise steps, where the ε-loss barely depends on the window's content.
@@ -280,6 +290,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         regression: bool = True,
         regression_weight: float = 1.0,
         regression_start: Literal["ridge", "zero"] = "ridge",
+        residual_cond: bool = True,
         train_regression: bool = False,
         train_autoencoder: bool = False,
         hidden_size: int = 1024,
@@ -311,7 +322,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         before, after = self.eeg_context
         self.dit = DiT(latent_dim, eeg_embed_dim, n_frames, hidden_size, depth, num_heads, mlp_ratio,
                        max_frames=max(64, n_frames + before + after), eeg_context=self.eeg_context,
-                       latent_cond=regression)  # fmt: skip
+                       latent_cond=regression and residual_cond)  # fmt: skip
         self.regression_head = FIRHead(n_features, latent_dim, before, after) if regression else None
         betas = D.linear_beta_schedule(num_train_timesteps, beta_start, beta_end)
         self.register_buffer("alphas_cumprod", D.alphas_cumprod(betas).float(), persistent=False)
@@ -467,6 +478,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
     def _eps(self, x_t: Tensor, t: Tensor, h: Tensor, drop: Tensor | None = None, eeg_mask: Tensor | None = None,
              mu: Tensor | None = None) -> Tensor:  # fmt: skip
         """ε_θ(x_t, t, h_EEG[, μ]) (B, K, d) float32, from the DiT's output per ``parameterization``."""
+        mu = mu if self.dit.latent_cond_embedder is not None else None
         out = self.dit(x_t, t, h, drop_cond=drop, cond_mask=eeg_mask, x_cond=mu)  # (B, K, d)
         if self.hparams.parameterization == "v":
             return D.eps_from_v(x_t, out, self.alphas_cumprod[t])

@@ -56,8 +56,9 @@ def _assert_same_metrics(one: dict, two: dict) -> None:
     a, b = one["metrics"]["model"], two["metrics"]["model"]
     assert set(a) == set(b)
     for key in a:
-        # float64 sums over a different split of the windows: equal up to summation order
-        np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=1e-7, equal_nan=True, err_msg=key)
+        # sums over a different split of the windows: equal up to summation order (float32 per-grayordinate
+        # correlations near 0 differ by ~1e-7 in absolute terms, so the bound is absolute)
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=key)
 
 
 def test_two_processes_give_the_single_process_metrics(cache, tmp_path):
