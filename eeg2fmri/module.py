@@ -290,7 +290,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         regression: bool = True,
         regression_weight: float = 1.0,
         regression_start: Literal["ridge", "zero"] = "ridge",
-        residual_cond: bool = True,
+        residual_cond: bool = False,
         train_regression: bool = False,
         train_autoencoder: bool = False,
         hidden_size: int = 1024,
@@ -301,7 +301,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         recon_weight: float = 1.0,
-        cond_drop_prob: float = 0.1,
+        cond_drop_prob: float = 1.0,
         parameterization: Literal["eps", "v"] = "v",
         loss_weighting: Literal["eps", "v"] = "v",
         init_pca: bool = True,
@@ -479,6 +479,8 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
              mu: Tensor | None = None) -> Tensor:  # fmt: skip
         """ε_θ(x_t, t, h_EEG[, μ]) (B, K, d) float32, from the DiT's output per ``parameterization``."""
         mu = mu if self.dit.latent_cond_embedder is not None else None
+        if self.hparams.cond_drop_prob >= 1.0:
+            h = None  # an unconditional prior saw only the null token in training: sample with it too
         out = self.dit(x_t, t, h, drop_cond=drop, cond_mask=eeg_mask, x_cond=mu)  # (B, K, d)
         if self.hparams.parameterization == "v":
             return D.eps_from_v(x_t, out, self.alphas_cumprod[t])
