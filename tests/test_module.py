@@ -9,6 +9,7 @@ from scipy.interpolate import CubicSpline
 from eeg2fmri.callbacks import EMA, Evaluator, FiniteLossGuard
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.interpolate import cubic_fill, linear_fill
+from eeg2fmri import diffusion as D
 from eeg2fmri.module import EEG2fMRIDiffusion
 
 TINY = dict(latent_dim=16, eeg_embed_dim=16, eeg_channels=8, eeg_blocks=2, hidden_size=32, depth=1, num_heads=2,
@@ -69,7 +70,7 @@ def test_interrecon_needs_an_anchor_and_a_gap():
 
 
 def test_sampling_is_seeded_and_guidance_changes_it():
-    m = tiny_model().eval()
+    m = tiny_model(cond_drop_prob=0.1).eval()  # a conditioned DiT (the default is an unconditional prior)
     # make the DiT non-trivial (adaLN-zero starts at exactly zero output)
     for p in m.dit.parameters():
         p.data.normal_(0, 0.05)
@@ -239,7 +240,7 @@ def _nonzero_dit(m):
 def test_posterior_mean_is_x0_at_the_noisiest_step(context):
     from eeg2fmri import diffusion as D
 
-    m = _nonzero_dit(tiny_model(eeg_context=context)).eval()
+    m = _nonzero_dit(tiny_model(eeg_context=context, cond_drop_prob=0.1, residual_cond=True)).eval()
     b = batch(B=2)
     b["eeg"] = torch.randn(2, 4 + sum(context), 4, 64, generator=torch.Generator().manual_seed(2))
     b["eeg_mask"] = torch.ones(2, 4 + sum(context), dtype=torch.bool)
@@ -258,6 +259,32 @@ def test_posterior_mean_is_x0_at_the_noisiest_step(context):
     assert not torch.allclose(got, m.predict_frames(b, estimator="sample", seed=3, num_inference_steps=5), atol=1e-3)
     # the same x0 through the sampler's own formulas (eps from v, then x0 from eps)
     assert torch.allclose(D.predict_x0(x_T, D.eps_from_v(x_T, v, a), a), x0, atol=1e-3)
+
+
+def test_an_unconditional_prior_samples_with_the_null_token():
+    """cond_drop_prob = 1 (the default with the regression stage): the DiT saw only the null token
+    in training, so sampling must not feed it EEG tokens it never saw; the EEG then reaches the
+    frames through mu alone, and two EEG batches with the same mu give the same frames."""
+    m = _nonzero_dit(tiny_model()).eval()
+    assert m.hparams.cond_drop_prob == 1.0 and m.dit.latent_cond_embedder is None
+    x_t = torch.randn(2, 4, m.hparams.latent_dim, generator=torch.Generator().manual_seed(0))
+    t = torch.full((2,), 500)
+    h1, h2 = torch.randn(2, 2, 4, m.hparams.eeg_embed_dim, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(m._eps(x_t, t, h1), m._eps(x_t, t, h2))
+    v = m.dit(x_t, t, None)  # the null token everywhere
+    assert torch.allclose(m._eps(x_t, t, h1), D.eps_from_v(x_t, v, m.alphas_cumprod[t]))
+    cond = _nonzero_dit(tiny_model(cond_drop_prob=0.1)).eval()
+    assert not torch.allclose(cond._eps(x_t, t, h1), cond._eps(x_t, t, h2))
+    # training drops every window's EEG too: the loss does not depend on the EEG tokens' values
+    b = batch(B=2)
+    m.train()
+    torch.manual_seed(0)
+    a = m._losses(b)["diffusion"]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in m.eeg_encoder.parameters():
+            p.add_(1.0)
+    assert torch.equal(a, m._losses(b)["diffusion"])
 
 
 def test_mean_of_n_samples_is_their_average():
