@@ -21,6 +21,7 @@ from tests.conftest import make_raw_subject
 TINY = dict(
     latent_dim=32, eeg_embed_dim=16, eeg_blocks=3, eeg_channels=8, hidden_size=48, depth=2, num_heads=2, mlp_ratio=2.0,
     eeg_features="conv", regression=False, train_autoencoder=True, loss_weighting="eps",  # what the bench's reference trains
+    cond_drop_prob=0.1,  # the paper's classifier-free guidance dropout (bench.PAPER_ARCHITECTURE)
 )  # fmt: skip
 
 
@@ -98,7 +99,7 @@ def test_step_and_sampler_flops_match_torch_flop_counter():
 def test_reference_loss_is_the_module_loss():
     """The bare-PyTorch reference trains the same function as EEG2fMRIDiffusion._losses."""
     V, B, K = 120, 3, 4
-    m = EEG2fMRIDiffusion(n_vertices=V, n_frames=K, cond_drop_prob=0.5, **TINY).train()
+    m = EEG2fMRIDiffusion(n_vertices=V, n_frames=K, **{**TINY, "cond_drop_prob": 0.5}).train()
     batch = {"fmri": torch.randn(B, K, V), "eeg": torch.randn(B, K, 64, 800)}
     torch.manual_seed(1)
     want = m._losses(batch, generator=torch.Generator().manual_seed(3))["loss"]

@@ -145,6 +145,18 @@ def test_composed_configs_write_to_distinct_folders(cache, tmp_path, monkeypatch
     assert {p: p.read_bytes() for p in demo_dir.rglob("*") if p.is_file()} == before
 
 
+def test_a_closed_form_baseline_fits_without_lightning_notices(cache, tmp_path):
+    """FIR ridge has no optimizer and swaps the EMA out by design: Lightning's notices of both say
+    nothing to the user and are not printed (the demo printed them for both ridge baselines)."""
+    p = run(["fit", "--config", str(ROOT / "configs" / "baselines" / "fir_ridge.yaml"), *data(cache),
+             "--trainer.default_root_dir", str(tmp_path / "fir"), "--trainer.logger", "false"], tmp_path)  # fmt: skip
+    log = p.stdout + p.stderr
+    assert p.returncode == 0, log[-3000:]
+    assert (tmp_path / "fir" / "checkpoints" / "last.ckpt").exists()
+    quiet = ("configure_optimizers` returned `None`", "will override existing callbacks", *NOISE)
+    assert not [n for n in quiet if n in log], log
+
+
 def test_make_demo_shows_progress():
     """`make demo` must not switch the progress display off (a newcomer watched a silent terminal)."""
     text = (ROOT / "Makefile").read_text()
