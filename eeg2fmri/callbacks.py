@@ -44,7 +44,8 @@ class Evaluator(Callback):
     Estimators. A diffusion model gives a distribution of frames for each EEG window; the metrics
     score one prediction. ``estimator="mean"`` scores the posterior mean E[x | EEG], the estimate
     that minimises MSE: with ``num_samples=1`` the denoiser's x̂₀ at the noisiest step, one network
-    call (``EEG2fMRIDiffusion.posterior_mean``), with N > 1 the average of N DDIM samples.
+    call (``EEG2fMRIDiffusion.posterior_mean``; for the default model, a regression stage under an
+    unconditional residual prior, that is D(μ) exactly), with N > 1 the average of N DDIM samples.
     ``estimator="sample"`` scores one DDIM sample: when EEG explains a fraction R² of a
     grayordinate's variance, one sample's expected MSE is about twice the posterior variance and
     its temporal r about R², against R for the mean (arithmetic, not a fault of the sampler). At
@@ -208,7 +209,7 @@ class Evaluator(Callback):
             "n_frames": dm.n_frames,
             "n_test_windows": int(len(dm.windows["test"])),
             "sampling": pl_module.sampling,
-            "estimator": _estimator_label(pl_module.sampling) if pl_module.sampling else "deterministic",
+            "estimator": _estimator_label(pl_module.sampling, getattr(pl_module, "mean_is_mu", False)) if pl_module.sampling else "deterministic",
             "eeg_seconds": eeg_seconds(dm, pl_module),
             "protocol": getattr(dm, "protocol", None),  # the cache's normalisation / split (prepare)
             "eeg": getattr(dm, "eeg_note", "as recorded"),  # ShuffleEEG: the permutation floor
@@ -234,12 +235,16 @@ class Evaluator(Callback):
         return Path(trainer.log_dir or ".")
 
 
-def _estimator_label(sampling: dict) -> str:
+def _estimator_label(sampling: dict, mean_is_mu: bool = False) -> str:
     """How the scored prediction was formed, in words for tables."""
     if sampling.get("estimator") == "sample":
         return "one DDIM sample"
     n = sampling.get("num_samples", 1)
-    return "posterior mean (x̂₀ at the noisiest step)" if n == 1 else f"posterior mean (average of {n} samples)"
+    if n > 1:
+        return f"posterior mean (average of {n} samples)"
+    if mean_is_mu:
+        return "posterior mean (the regression stage D(μ); the residual prior is unconditional)"
+    return "posterior mean (x̂₀ at the noisiest step)"
 
 
 def eeg_seconds(dm, pl_module) -> float:

@@ -562,9 +562,16 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         by the linear decoder it is the frames' posterior mean. Needs ``parameterization="v"`` to be
         well conditioned (an ε-network's error is multiplied by 1/sqrt(ᾱ) ≈ 160 here). Sampling
         settings other than guidance and seed do not apply. Returns (B, K, V) float32.
+
+        With the regression stage and an unconditional residual prior (:attr:`mean_is_mu`), the
+        model is z = μ(EEG) + r with r independent of the EEG, so E[z | EEG] = μ + E[r]; E[r] is the
+        mean of the training residuals, zero up to the least-squares fit, and the posterior mean is
+        D(μ) with no network call (the network's x̂₀ would be a noisy estimate of that constant).
         """
         B = eeg.shape[0]
         h, mu = self.encode_eeg(eeg, eeg_mask)  # (B, N, E), (B, K, d) or None
+        if self.mean_is_mu:
+            return self.autoencoder.decode(mu).float()  # (B, K, V)
         K = self._n_frames_of(eeg)
         g = None if seed is None else torch.Generator(device=eeg.device).manual_seed(seed)
         x_t = torch.randn((B, K, self.hparams.latent_dim), generator=g, device=eeg.device)  # (B, K, d)
@@ -575,6 +582,12 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         if mu is not None:
             z = z + mu
         return self.autoencoder.decode(z).float()  # (B, K, V)
+
+    @property
+    def mean_is_mu(self) -> bool:
+        """Whether the posterior mean is D(μ): a regression stage under an unconditional residual
+        prior (``cond_drop_prob >= 1``, ``residual_cond=False``), see :meth:`posterior_mean`."""
+        return self.regression_head is not None and self.hparams.cond_drop_prob >= 1.0 and self.dit.latent_cond_embedder is None
 
     def _n_frames_of(self, eeg: Tensor) -> int:
         return eeg.shape[1] - sum(self.eeg_context)

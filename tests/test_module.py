@@ -275,6 +275,12 @@ def test_an_unconditional_prior_samples_with_the_null_token():
     assert torch.allclose(m._eps(x_t, t, h1), D.eps_from_v(x_t, v, m.alphas_cumprod[t]))
     cond = _nonzero_dit(tiny_model(cond_drop_prob=0.1)).eval()
     assert not torch.allclose(cond._eps(x_t, t, h1), cond._eps(x_t, t, h2))
+    # its posterior mean is D(mu): mu + E[r], the prior's mean residual being 0 (no network call)
+    b = batch(B=2)
+    _, mu = m.encode_eeg(b["eeg"])
+    assert m.mean_is_mu and not cond.mean_is_mu
+    assert torch.equal(m.predict_frames(b, estimator="mean"), m.autoencoder.decode(mu))
+    assert not torch.allclose(cond.predict_frames(b, estimator="mean"), cond.autoencoder.decode(cond.encode_eeg(b["eeg"])[1]))
     # training drops every window's EEG too: the loss does not depend on the EEG tokens' values
     b = batch(B=2)
     m.train()
