@@ -1,13 +1,18 @@
 """Diagnose the as-published model's sampling at SCALE=small (notes/model.md): sample spread with the EMA
-and the raw weights, and the ε-network's error at several noise levels. Paths are those of the
-reproduce run of that note; edit them for another run."""
+and the raw weights, and the ε-network's error at several noise levels.
+
+    python tools/paper_divergence.py results/small/cells/sub1/K10/paper/checkpoints/last.ckpt data/prepared/small/sub_0001.h5
+"""
+
+import sys
+
 import torch
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.module import EEG2fMRIDiffusion
-ck="/tmp/democlone/results/small/cells/sub1/K10/paper/checkpoints/last.ckpt"
+ck, cache = sys.argv[1:3]
 c=torch.load(ck,map_location="cpu",weights_only=False)
 m=EEG2fMRIDiffusion.load_from_checkpoint(ck,map_location="cpu").eval()
-dm=EEGfMRIDataModule("/tmp/democlone/data/prepared/small/sub_0001.h5",n_frames=10,batch_size=8,eeg_context=m.eeg_context); dm.setup("test")
+dm=EEGfMRIDataModule(cache,n_frames=10,batch_size=8,eeg_context=m.eeg_context); dm.setup("test")
 b=next(iter(dm.test_dataloader()))
 with torch.no_grad():
     s=m.sample(b["eeg"],eeg_mask=b.get("eeg_mask"),num_inference_steps=50,seed=0); print("EMA: sample std", s.std().item())
