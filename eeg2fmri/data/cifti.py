@@ -373,6 +373,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_save(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def swap_in_dir(new: Path, target: Path, aside: Path) -> Path:
+    """Put the finished folder ``new`` at ``target``: an existing ``target`` is first moved to
+    ``aside`` (on the same file system; the caller removes it) and moved back if the swap fails,
+    so ``target`` is never left half-written or missing."""
+    if target.exists():
+        target.rename(aside)
+    try:
+        new.rename(target)
+    except BaseException:
+        if aside.exists():
+            aside.rename(target)
+        raise
+    return target
+
+
 def atomic_write_csv(path: str | os.PathLike, rows, fieldnames: list[str]) -> Path:
     """Dict ``rows`` as a CSV with a header of ``fieldnames``, written through :func:`atomic_save`."""
     buf = io.StringIO()

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eeg2fmri.data.cifti import atomic_write_text, load_header
+from eeg2fmri.data.cifti import atomic_write_text, load_header, swap_in_dir
 from eeg2fmri.data.cinebrain import CHANNELS_64, RawDataError, bids_task, read_ch_names, write_npy_eeg
 
 log = logging.getLogger(__name__)
@@ -352,15 +352,7 @@ def _import_subject(folder, s, eeg_path, target, key, eeg_pattern, first_frame, 
                                      ch_names=list(names), ch_names_assumed=names == CHANNELS_64, sfreq=sfreq,
                                      shift_s=shift_s, drop_unpaired=drop_unpaired), runs=report)  # fmt: skip
             atomic_write_text(sub / "import.json", json.dumps(info, indent=2) + "\n")
-            old = tmp_root / "replaced"
-            if target.exists():
-                target.rename(old)
-            try:
-                sub.rename(target)
-            except BaseException:
-                if old.exists():
-                    old.rename(target)
-                raise
+            swap_in_dir(sub, target, tmp_root / "replaced")
         finally:
             shutil.rmtree(tmp_root, ignore_errors=True)
     finally:

@@ -55,6 +55,7 @@ from eeg2fmri.data.cifti import (
     fmriprep_row_major_order,
     standard_brain_models,
     subset_brain_models,
+    swap_in_dir,
     write_dtseries,
 )
 from eeg2fmri.data.cinebrain import (
@@ -971,16 +972,8 @@ def simulate(
                 )  # fmt: skip
                 text = json.dumps(info, indent=2) + "\n"
                 atomic_write_text(sub_tmp / "simulation.json", text)
-                final, old = out / dirname(s), tmp_root / "replaced"
-                if final.exists():  # overwrite: move the old folder aside, then swap in the new one
-                    final.rename(old)
-                try:
-                    sub_tmp.rename(final)
-                except BaseException:
-                    if old.exists():
-                        old.rename(final)
-                    raise
-                written.append(final)
+                # overwrite: the old folder moves aside, then the new one is swapped in
+                written.append(swap_in_dir(sub_tmp, out / dirname(s), tmp_root / "replaced"))
             finally:
                 if release is not None:
                     release.close()
