@@ -209,7 +209,8 @@ class Evaluator(Callback):
             "n_frames": dm.n_frames,
             "n_test_windows": int(len(dm.windows["test"])),
             "sampling": pl_module.sampling,
-            "estimator": _estimator_label(pl_module.sampling, getattr(pl_module, "mean_is_mu", False)) if pl_module.sampling else "deterministic",
+            "estimator": (_estimator_label(pl_module.sampling, getattr(pl_module, "mean_is_mu", False))
+                          if pl_module.sampling else "deterministic"),
             "eeg_seconds": eeg_seconds(dm, pl_module),
             "protocol": getattr(dm, "protocol", None),  # the cache's normalisation / split (prepare)
             "eeg": getattr(dm, "eeg_note", "as recorded"),  # ShuffleEEG: the permutation floor

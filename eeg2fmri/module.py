@@ -217,7 +217,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
       there is none (its x̂₀ then raises the whole-brain MSE above μ's); with far more frames per
       subject, ``cond_drop_prob=0.1`` (the paper's classifier-free guidance) and
       ``residual_cond=True`` are the options to try. The posterior mean of the default is D(μ)
-      up to the prior's mean residual, so it ties or beats the regression stage.
+      (:meth:`posterior_mean`): it ties the regression stage by construction.
 
     Loss = diffusion (on z, or on z − μ) + ``recon_weight`` · ‖x − D(z)‖² + ``regression_weight``
     · ‖x − D(μ)‖² (D's weights held fixed in the last term; both extra terms only train what is not
