@@ -24,7 +24,7 @@ from torch import Tensor
 from eeg2fmri import __version__
 from eeg2fmri import diffusion as D
 from eeg2fmri.errors import EEG2fMRIError
-from eeg2fmri.nn.autoencoder import LinearAutoencoder
+from eeg2fmri.nn.autoencoder import LinearAutoencoder, held_out_variance
 from eeg2fmri.nn.dit import DiT
 from eeg2fmri.nn.eeg_encoder import BandPowerEncoder, EEGEncoder
 from eeg2fmri.nn.regression import FIRHead
@@ -338,6 +338,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             rows = np.sort(g.choice(train, size=min(len(train), self.hparams.pca_frames), replace=False))
             x = dm.store["fmri"][torch.as_tensor(rows, device=dm.store["fmri"].device)]  # (N, V)
             self.autoencoder.init_from_data(x.to(self.trainer.strategy.root_device))  # PCA on the accelerator
+            self._check_latent_dim(dm, self.trainer.strategy.root_device)
         if stage == "fit" and dm is not None and getattr(dm, "store", None) is not None:
             device = self.trainer.strategy.root_device
             if self.hparams.eeg_features == "bandpower":
@@ -348,6 +349,28 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             self.regression_head.requires_grad_(False)
         if not self.hparams.train_autoencoder:
             self.autoencoder.requires_grad_(False)
+
+    @torch.no_grad()
+    def _check_latent_dim(self, dm, device) -> None:
+        """Warn when many latent dims of the PCA start do not generalise to the validation frames
+        (:func:`~eeg2fmri.nn.autoencoder.held_out_variance`): the residual prior would learn the
+        training frames' own noise there. Only a warning: d is a shape of the network, chosen in
+        the config."""
+        was = self.autoencoder.training
+        self.autoencoder.eval()
+        z = [self.autoencoder.encode(b["fmri"][:, 0].to(device)) for b in dm.iter_frames("val")]  # [(b, d)]
+        self.autoencoder.train(was)
+        if sum(len(v) for v in z) < 2 * 8:
+            return
+        ratio, suggested = held_out_variance(torch.cat(z))  # (d,), int
+        d = self.hparams.latent_dim
+        if suggested < 0.75 * d:
+            log.warning(
+                "autoencoder: latent dims %d-%d of %d keep %.2f of their training variance on the %d validation frames "
+                "(median): directions of the training frames' own noise, which the diffusion prior learns as signal. "
+                "--model.init_args.latent_dim %d fits this data (notes/model.md, 'The latent dims that generalise').",
+                suggested + 1, d, d, float(ratio[suggested:].median()), sum(len(v) for v in z), max(suggested, 1),
+            )  # fmt: skip
 
     @torch.no_grad()
     def _start_features(self, dm, device) -> None:

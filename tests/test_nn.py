@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eeg2fmri.nn import DIT_CONFIGS, DiT, EEGEncoder, LinearAutoencoder
+from eeg2fmri.nn.autoencoder import held_out_variance
 
 D_LATENT, D_COND = 16, 8
 
@@ -155,6 +156,28 @@ def test_autoencoder_decode_is_the_same_function_in_both_modes():
     z = torch.randn(5, 6)
     x_train = ae.decode(z)
     torch.testing.assert_close(ae.eval().decode(z), x_train)
+
+
+def test_held_out_variance_finds_the_dims_of_the_signal():
+    """Rank-6 signal in isotropic noise, fewer training frames than grayordinates: the PCA start's
+    first 6 latent dims keep most of their variance on new frames, the noise axes after them keep a small
+    fraction (their in-sample variance is inflated), and the suggested d is 6."""
+    g = torch.Generator().manual_seed(0)
+    V, rank, d = 2000, 6, 40
+    basis = torch.linalg.qr(torch.randn(V, rank, generator=g))[0].T  # (rank, V) orthonormal
+    def frames(n):
+        return torch.randn(n, rank, generator=g) * 10.0 @ basis + torch.randn(n, V, generator=g)  # (n, V)
+    ae = LinearAutoencoder(n_vertices=V, latent_dim=d)
+    ae.init_from_data(frames(150))
+    ae.eval()
+    with torch.no_grad():
+        ratio, suggested = held_out_variance(ae.encode(frames(400)))
+    assert ratio.shape == (d,)
+    assert torch.all((ratio[:rank] > 0.5) & (ratio[:rank] < 1.5)), ratio[:rank]
+    assert ratio[rank:].max() < 0.25, ratio[rank:]
+    assert suggested == rank
+    # every dim generalising: the whole latent is kept
+    assert held_out_variance(torch.randn(500, 12, generator=g))[1] == 12
 
 
 def test_autoencoder_learns_low_rank_reconstruction():

@@ -119,3 +119,24 @@ class LinearAutoencoder(nn.Module):
         """x (..., V) -> (z (..., d), x_hat (..., V))."""
         z = self.encode(x)  # (..., d)
         return z, self.decode(z)
+
+
+def held_out_variance(z_held_out: Tensor, window: int = 8, floor: float = 0.25) -> tuple[Tensor, int]:
+    """Which latent dims of a PCA start generalise: the variance of each normalised latent dim on
+    held-out frames ``z_held_out`` (N, d) (encoded in evaluation mode, so 1 is the training
+    variance), and the number of leading dims before the first run of ``window`` consecutive dims
+    that all keep less than ``floor`` of it.
+
+    Why: with fewer training frames than grayordinates, the trailing principal axes of the
+    training frames are directions of their own noise, and the in-sample variance along them is
+    inflated several times over what new frames show. Normalised to unit variance they look like
+    signal to the diffusion prior, which then learns training-specific noise, white in time: its
+    samples carry too much of it and it couples the frames of a window weakly (InterRecon).
+    Returns (ratio (d,), suggested latent_dim).
+    """
+    ratio = z_held_out.float().var(0)  # (d,)
+    d = ratio.numel()
+    w = min(window, d)
+    run_max = ratio.unfold(0, w, 1).amax(1)  # (d - w + 1,) the largest ratio of each run of w dims
+    low = torch.nonzero(run_max < floor)
+    return ratio, (int(low[0]) if len(low) else d)

@@ -1,0 +1,56 @@
+"""The default model's posterior mean is the FIR ridge projected on the leading PCA modes: compare the
+two in numpy at several latent sizes d, with a paired bootstrap over the test windows (notes/model.md,
+"The V1+A1 gap at K = 10 is inside the test set's noise").
+
+    python tools/projection_bootstrap.py data/prepared/small/sub_0001.h5
+"""
+import sys, h5py, numpy as np, torch
+from fir_gap import lagged, ridge_path
+from eeg2fmri.data.datamodule import window_starts
+from eeg2fmri.data.regions import region_columns
+from eeg2fmri.nn.baselines.features import BandPower
+torch.set_num_threads(1)
+cache = sys.argv[1]
+with h5py.File(cache) as h5:
+    eeg = torch.from_numpy(h5["eeg"][:].astype(np.float32)); fmri = h5["fmri"][:].astype(np.float64)
+    clean = h5["fmri_clean"][:].astype(np.float64); split, clip, vol = h5["split"][:], h5["frame_clip"][:], h5["frame_volume"][:]
+    indices = h5["indices"][:]
+feat = BandPower(n_times=eeg.shape[-1])(eeg).reshape(len(eeg), -1).double().numpy()
+feat = (feat - feat[split == 0].mean(0)) / feat[split == 0].std(0)
+brk = np.ones(len(clip), bool); brk[1:] = (clip[1:] != clip[:-1]) | (vol[1:] != vol[:-1] + 1); seg = np.cumsum(brk)
+tr, va = split == 0, split == 1
+x = lagged(feat, seg, range(-8, 3))
+_, predict = ridge_path(x[tr], fmri[tr], x[va], fmri[va], np.logspace(0, 6, 25), True)
+f = predict(x)
+mean = fmri[tr].mean(0)
+_, _, basis = np.linalg.svd(fmri[tr] - mean, full_matrices=False)
+print("training frames", tr.sum(), "val", va.sum(), "test", (split == 2).sum())
+cols = {r: region_columns(r, indices) for r in ("V1", "V1+A1")}
+def tr_r(p, y):  # (n, V) -> (V,) temporal Pearson r
+    p = p - p.mean(0); y = y - y.mean(0)
+    return (p * y).sum(0) / np.sqrt((p * p).sum(0) * (y * y).sum(0) + 1e-30)
+preds = {"FIR": f, **{f"P{d}": (f - mean) @ basis[:d].T @ basis[:d] + mean for d in (128, 256, 384, 512, 768)}, "ceiling": clean}
+rng = np.random.default_rng(0)
+for k in (3, 10, 30):
+    starts = window_starts(clip, vol, split, k, k); starts = starts[split[starts] == 2]
+    rows = starts[:, None] + np.arange(k)  # (N, K)
+    boots = [rng.integers(0, len(rows), len(rows)) for _ in range(300)]
+    print(f"K={k}: {len(rows)} test windows")
+    for region, c in cols.items():
+        y = fmri[:, c]
+        line = []
+        base = None
+        for name, p in preds.items():
+            fr = rows.reshape(-1)
+            med = np.median(tr_r(p[fr][:, c], y[fr]))
+            bs = np.array([np.median(tr_r(p[rows[b].reshape(-1)][:, c], y[rows[b].reshape(-1)])) for b in boots])
+            if name == "FIR":
+                base = bs; line.append(f"{name} {med:.3f}")
+            else:
+                dd = bs - base
+                line.append(f"{name} {med:.3f} (d {np.mean(dd):+.3f}, 90% [{np.quantile(dd, .05):+.3f},{np.quantile(dd, .95):+.3f}])")
+        print(f"  {region:6s} " + "; ".join(line))
+    for name, p in preds.items():
+        fr = rows.reshape(-1)
+        print(f"  MSE {name} {np.mean((p[fr] - fmri[fr]) ** 2):.4f}", end="")
+    print()
