@@ -364,7 +364,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             return
         ratio, suggested = held_out_variance(torch.cat(z))  # (d,), int
         d = self.hparams.latent_dim
-        if suggested < 0.75 * d:
+        if suggested < 0.75 * d and (self._trainer is None or self.trainer.is_global_zero):  # once, not per rank
             log.warning(
                 "autoencoder: latent dims %d-%d of %d keep %.2f of their training variance on the %d validation frames "
                 "(median): directions of the training frames' own noise, which the diffusion prior learns as signal. "

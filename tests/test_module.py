@@ -358,3 +358,32 @@ def test_ridge_per_target_matches_numpy():
     pick = errs.argmin(0)
     np.testing.assert_allclose(w.numpy(), np.stack([sols[p][:, j] for j, p in enumerate(pick)], 1), rtol=1e-8, atol=1e-10)
     np.testing.assert_array_equal(best.numpy(), np.asarray(alphas)[pick])
+
+
+def test_a_latent_of_training_noise_is_warned_about(caplog):
+    """A PCA start with more latent dims than the data's signal has: the fit's check names the
+    latent_dim that fits (rank-3 signal in 400 grayordinates, 60 training frames, d = 16)."""
+    g = torch.Generator().manual_seed(0)
+    V, rank = 400, 3
+    basis = torch.linalg.qr(torch.randn(V, rank, generator=g))[0].T  # (rank, V)
+
+    def frames(n):
+        return torch.randn(n, rank, generator=g) * 10.0 @ basis + torch.randn(n, V, generator=g)  # (n, V)
+
+    class ValFrames:  # the one DataModule method the check reads
+        def iter_frames(self, split):
+            assert split == "val"
+            x = frames(64)
+            yield {"fmri": x[:, None]}  # (b, 1, V)
+
+    model = tiny_model(n_vertices=V)
+    model.autoencoder.init_from_data(frames(60))
+    with caplog.at_level("WARNING", logger="eeg2fmri.module"):
+        model._check_latent_dim(ValFrames(), torch.device("cpu"))
+    assert "--model.init_args.latent_dim 3 fits this data" in caplog.text, caplog.text
+    caplog.clear()
+    small = tiny_model(n_vertices=V, latent_dim=3)  # every dim generalises: no warning
+    small.autoencoder.init_from_data(frames(60))
+    with caplog.at_level("WARNING", logger="eeg2fmri.module"):
+        small._check_latent_dim(ValFrames(), torch.device("cpu"))
+    assert "latent_dim" not in caplog.text
