@@ -360,7 +360,8 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         self.autoencoder.eval()
         z = [self.autoencoder.encode(b["fmri"][:, 0].to(device)) for b in dm.iter_frames("val")]  # [(b, d)]
         self.autoencoder.train(was)
-        if sum(len(v) for v in z) < 2 * 8:
+        n_val = sum(len(v) for v in z)
+        if n_val < 2 * 8:
             return
         ratio, suggested = held_out_variance(torch.cat(z))  # (d,), int
         d = self.hparams.latent_dim
@@ -369,7 +370,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
                 "autoencoder: latent dims %d-%d of %d keep %.2f of their training variance on the %d validation frames "
                 "(median): directions of the training frames' own noise, which the diffusion prior learns as signal. "
                 "--model.init_args.latent_dim %d fits this data (notes/model.md, 'The latent dims that generalise').",
-                suggested + 1, d, d, float(ratio[suggested:].median()), sum(len(v) for v in z), max(suggested, 1),
+                suggested + 1, d, d, float(ratio[suggested:].median()), n_val, max(suggested, 1),
             )  # fmt: skip
 
     @torch.no_grad()

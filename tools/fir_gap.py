@@ -12,6 +12,7 @@ LightningModules: numpy for the regression, the project's band-power function an
 from __future__ import annotations
 
 import argparse
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -56,15 +57,12 @@ def ridge_path(x_tr, y_tr, x_va, y_va, alphas, per_target=False):
     return np.asarray(alphas)[best], lambda x: (((x - mx) / sd) @ vt.T) @ coef + my
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("cache")
-    ap.add_argument("--lags", type=int, nargs=2, default=(-8, 2))
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--per_target", action="store_true", help="one penalty per grayordinate (else one for all)")
-    ap.add_argument("--latent", type=int, default=0, help="also: the FIR ridge on the top-d PCA scores of the training frames")
-    args = ap.parse_args()
-    with h5py.File(args.cache, "r") as h5:
+def load_cache(path: str) -> SimpleNamespace:
+    """A prepared cache's frames and their EEG as these scripts use them: ``feat`` (T, 5C) log band
+    power standardised on the training frames, ``fmri`` / ``clean`` (T, V) float64 (``clean`` None
+    without the simulator's noise-free BOLD), ``split``, ``clip``, ``vol``, ``indices``, and ``seg``
+    (T,) the run of consecutive volumes each frame belongs to."""
+    with h5py.File(path, "r") as h5:
         eeg = torch.from_numpy(h5["eeg"][:].astype(np.float32))
         fmri = h5["fmri"][:].astype(np.float64)
         clean = h5["fmri_clean"][:].astype(np.float64) if "fmri_clean" in h5 else None
@@ -74,7 +72,30 @@ def main() -> None:
     feat = (feat - feat[split == 0].mean(0)) / feat[split == 0].std(0)
     brk = np.ones(len(clip), bool)
     brk[1:] = (clip[1:] != clip[:-1]) | (vol[1:] != vol[:-1] + 1)
-    seg = np.cumsum(brk)
+    return SimpleNamespace(feat=feat, fmri=fmri, clean=clean, split=split, clip=clip, vol=vol, indices=indices,
+                           seg=np.cumsum(brk))  # fmt: skip
+
+
+def fir_ridge_frames(c: SimpleNamespace, lags: range = range(-8, 3)) -> np.ndarray:
+    """(T, V) predictions of the FIR ridge (lagged band power, one penalty per grayordinate chosen
+    on the validation frames) for every frame of ``load_cache``'s ``c``."""
+    x = lagged(c.feat, c.seg, lags)
+    tr, va = c.split == 0, c.split == 1
+    _, predict = ridge_path(x[tr], c.fmri[tr], x[va], c.fmri[va], np.logspace(0, 6, 25), True)
+    return predict(x)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cache")
+    ap.add_argument("--lags", type=int, nargs=2, default=(-8, 2))
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--per_target", action="store_true", help="one penalty per grayordinate (else one for all)")
+    ap.add_argument("--latent", type=int, default=0, help="also: the FIR ridge on the top-d PCA scores of the training frames")
+    args = ap.parse_args()
+    c = load_cache(args.cache)
+    feat, fmri, clean, split, clip, vol, indices, seg = (c.feat, c.fmri, c.clean, c.split, c.clip, c.vol, c.indices,
+                                                        c.seg)  # fmt: skip
     starts = window_starts(clip, vol, split, args.k, args.k)
     starts = starts[split[starts] == 2]
     rows = starts[:, None] + np.arange(args.k)  # (N, K) test frames as `eeg2fmri test` scores them

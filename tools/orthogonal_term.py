@@ -3,27 +3,18 @@ validation frames, against the FIR ridge and its projection (notes/model.md, sam
 
     python tools/orthogonal_term.py data/prepared/small/sub_0001.h5 256 3,10,30
 """
-import sys, h5py, numpy as np, torch
-from fir_gap import lagged, ridge_path
+import sys, numpy as np, torch
+from fir_gap import fir_ridge_frames, load_cache
 from eeg2fmri.data.datamodule import window_starts
 from eeg2fmri.data.regions import region_columns
 from eeg2fmri.metrics import RegionMetrics
-from eeg2fmri.nn.baselines.features import BandPower
 torch.set_num_threads(1)
 cache, d = sys.argv[1], int(sys.argv[2])
 ks = [int(k) for k in sys.argv[3].split(",")]
-with h5py.File(cache) as h5:
-    eeg = torch.from_numpy(h5["eeg"][:].astype(np.float32)); fmri = h5["fmri"][:].astype(np.float64)
-    clean = h5["fmri_clean"][:].astype(np.float64); split, clip, vol = h5["split"][:], h5["frame_clip"][:], h5["frame_volume"][:]
-    indices = h5["indices"][:]
-feat = BandPower(n_times=eeg.shape[-1])(eeg).reshape(len(eeg), -1).double().numpy()
-feat = (feat - feat[split == 0].mean(0)) / feat[split == 0].std(0)
-brk = np.ones(len(clip), bool); brk[1:] = (clip[1:] != clip[:-1]) | (vol[1:] != vol[:-1] + 1); seg = np.cumsum(brk)
+c = load_cache(cache)
+fmri, clean, split, clip, vol, indices = c.fmri, c.clean, c.split, c.clip, c.vol, c.indices
 tr, va = split == 0, split == 1
-x = lagged(feat, seg, range(-8, 3))
-alphas = np.logspace(0, 6, 25)
-_, predict = ridge_path(x[tr], fmri[tr], x[va], fmri[va], alphas, True)
-f = predict(x)
+f = fir_ridge_frames(c)  # (T, V)
 mean = fmri[tr].mean(0)
 _, _, basis = np.linalg.svd(fmri[tr] - mean, full_matrices=False); basis = basis[:d]
 pf = (f - mean) @ basis.T @ basis + mean
