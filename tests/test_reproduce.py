@@ -74,6 +74,34 @@ def test_finished_cells_are_reused(table, monkeypatch):
     assert reproduce("table1", methods=["mean", "ridge"], ks=[3], **args) == md
 
 
+def test_a_cell_prints_its_progress_and_old_stamps_still_match(table, capfd, monkeypatch):
+    """A cell's training prints progress lines (stderr is not a terminal here), and a cell stamped
+    before that, with ``--trainer.enable_progress_bar false`` in its arguments, is still reused."""
+    import eeg2fmri.cli
+    from eeg2fmri.reproduce import SCALES, run_cell
+
+    root, _, _ = table
+    cache = root / "prep" / "ci" / "sub_0001.h5"
+    cell = root / "results" / "ci" / "cells" / "sub1" / "K3" / "mean_progress"
+    run_cell(1, 3, "mean", SCALES["ci"], cache, cell)
+    err = capfd.readouterr().err
+    assert "fit: " in err and "steps per epoch" in err and "epoch 1/1" in err
+    stamp = cell / "cell_args.json"
+    args = json.loads(stamp.read_text())
+    assert "--trainer.enable_progress_bar" not in args
+    stamp.write_text(json.dumps(args[:4] + ["--trainer.enable_progress_bar", "false"] + args[4:]))
+
+    def boom(*a, **k):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(eeg2fmri.cli, "main", boom)
+    assert run_cell(1, 3, "mean", SCALES["ci"], cache, cell) == json.loads((cell / "test_metrics.json").read_text())
+    args[args.index("--data.n_frames") + 1] = "4"  # a real change of the cell is not hidden by the filter
+    stamp.write_text(json.dumps(args))
+    with pytest.raises(AssertionError, match="recomputed"):
+        run_cell(1, 3, "mean", SCALES["ci"], cache, cell)
+
+
 def test_floors_and_the_permutation_floor(table):
     """The shuffled-EEG floor is the Ridge checkpoint tested through the CLI on EEG permuted within
     each run: its numbers are that test's, its results say so and live beside the cell's own, which
