@@ -238,15 +238,15 @@ def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
     rows = [r for r in table1_rows(res, subjects, ks, slugs) if any(v is not None for v in r["per_subject"])]
     look = {(r["K"], r["method"], r["region"], r["metric"]): r for r in rows}
     names = [n for n, _, _ in _rows_of(slugs) if any(r["method"] == n for r in rows)]
-    eeg_s = {r["method"]: r["eeg_seconds"] for r in rows}
+    eeg_s = {(r["K"], r["method"]): r["eeg_seconds"] for r in rows}  # the span depends on K for the windowed models
     n = len(subjects)
 
     def cell(k, name, region, metric):
         row = look.get((k, name, region, metric))
         return "–" if row is None else _fmt(row, n)
 
-    def seconds(name):
-        return "–" if eeg_s.get(name) is None else f"{eeg_s[name]:.1f}"
+    def seconds(k, name):
+        return "–" if eeg_s.get((k, name)) is None else f"{eeg_s[(k, name)]:.1f}"
 
     md = io.StringIO()
     md.write(f"# Table 1 — mean over {n} subject(s): MSE / r / cos per region\n\n")
@@ -260,7 +260,7 @@ def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
     for k in ks:
         for name in names:
             cells = [cell(k, name, region, m) for region in REGIONS for m in ("mse", "r", "cos")]
-            md.write(f"| {k} | {name} | {seconds(name)} | " + " | ".join(cells) + " |\n")
+            md.write(f"| {k} | {name} | {seconds(k, name)} | " + " | ".join(cells) + " |\n")
     md.write("\n# Table 1b — temporal and functional metrics\n\n")
     md.write("Temporal r: per grayordinate over the test frames, median over the region; in brackets the fraction of\n"
              "the noise ceiling's. Identification: rank of the true test window among all test windows by correlation\n"
@@ -278,7 +278,7 @@ def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
                     c += f" ({mine['mean'] / ceil['mean']:.2f})"
                 cells.append(c)
             cells += [cell(k, name, "whole", m) for m in ("identification_top1", "identification_top5", "identification_mean_rank")]
-            md.write(f"| {k} | {name} | {seconds(name)} | " + " | ".join(cells) + " |\n")
+            md.write(f"| {k} | {name} | {seconds(k, name)} | " + " | ".join(cells) + " |\n")
     for s in subjects:  # Tables S1-S3: per subject, mean ± std over test windows
         md.write(f"\n# Subject {s} — mean ± std over test windows (Tables S1–S3)\n\n")
         md.write("| K | method | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " |\n")

@@ -145,3 +145,22 @@ def test_table1_paper_protocol_through_the_release_form(tmp_path):
         np.testing.assert_array_equal(vol[run == r["run"]], first + np.arange(n))
     shuffled = json.loads((md.parent / "cells" / "sub1" / "K3" / "ridge" / "eeg_shuffled" / "test_metrics.json").read_text())
     assert shuffled["protocol"].startswith("normalize=all")
+
+
+def test_table1_gives_each_k_its_own_eeg_span(tmp_path):
+    """The windowed model sees more EEG at a larger K: each K's row prints that K's span, not the last K's."""
+    from eeg2fmri.reproduce import write_table1
+
+    metrics = {src: {f"{region}/{key}": 0.5 for region in REGIONS for key in ("mse", "r", "cos", "temporal_r_median")}
+               for src in ("model", "model_sample", "ceiling")}  # fmt: skip
+    for src in metrics:
+        metrics[src].update({f"{region}/{key}_std": 0.1 for region in REGIONS for key in ("mse", "r", "cos")})
+    res = {(1, 3, "diffusion"): {"eeg_seconds": 6.4, "metrics": metrics},
+           (1, 10, "diffusion"): {"eeg_seconds": 16.0, "metrics": metrics}}  # fmt: skip
+    write_table1(res, tmp_path, [1], (3, 10), ["diffusion"])
+    lines = (tmp_path / "table1.md").read_text().partition("# Table 1b")[0].splitlines()
+    mean_rows = [line for line in lines if "posterior mean" in line and line.startswith("| ")]
+    spans = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in mean_rows}
+    assert spans == {"3": "6.4", "10": "16.0"}, mean_rows
+    rows = list(csv.DictReader(open(tmp_path / "table1.csv")))
+    assert {(r["K"], r["eeg_seconds"]) for r in rows if r["source"] == "model"} == {("3", "6.4"), ("10", "16.0")}
