@@ -164,3 +164,35 @@ def test_table1_gives_each_k_its_own_eeg_span(tmp_path):
     assert spans == {"3": "6.4", "10": "16.0"}, mean_rows
     rows = list(csv.DictReader(open(tmp_path / "table1.csv")))
     assert {(r["K"], r["eeg_seconds"]) for r in rows if r["source"] == "model"} == {("3", "6.4"), ("10", "16.0")}
+
+
+@pytest.mark.slow
+def test_table2_rows_and_the_linear_row_against_numpy(tmp_path):
+    """make reproduce-table2 at the smallest scale: every row and the gap sweep are written, the
+    posterior-mean row averages the scale's number of samples, and the linear row equals numpy's
+    interpolation between frames 0 and K-1 scored by spatial Pearson r per filled frame."""
+    from eeg2fmri.data.datamodule import EEGfMRIDataModule
+    from eeg2fmri.reproduce import SCALES
+
+    args = dict(scale="ci", subjects=[1], raw=str(tmp_path / "raw"), prepared=str(tmp_path / "prep"),
+                results=str(tmp_path / "results"))  # fmt: skip
+    md = reproduce("table2", **args)
+    rows = {r["method"]: r for r in csv.DictReader(open(md.parent / "table2.csv"))}
+    n = SCALES["ci"].interrecon_samples
+    assert set(rows) == {"Linear", "Cubic spline", "FIR ridge (EEG only)", "Ours, EEG only (posterior mean)",
+                         "Without null space", "With null space (one sample)", f"With null space (mean of {n} samples)"}
+    assert f"mean of {n} samples" in md.read_text()
+    sweep = list(csv.DictReader(open(md.parent / "fig3_gap_sweep.csv")))
+    assert [int(r["gap"]) for r in sweep] == list(range(1, 9))
+    dm = EEGfMRIDataModule(str(tmp_path / "prep" / "ci" / "sub_0001.h5"), n_frames=10, batch_size=16)
+    dm.setup("test")
+    rs, errs = [], []
+    for b in dm.test_dataloader():
+        x = b["fmri"].double().numpy()  # (B, 10, V)
+        w = np.arange(1, 9)[None, :, None] / 9.0
+        fill = (1 - w) * x[:, :1] + w * x[:, -1:]  # (B, 8, V)
+        for p, t in zip(fill.reshape(-1, x.shape[-1]), x[:, 1:-1].reshape(-1, x.shape[-1])):
+            rs.append(np.corrcoef(p, t)[0, 1])
+            errs.append(np.mean((p - t) ** 2))
+    assert float(rows["Linear"]["whole/r"]) == pytest.approx(np.mean(rs), abs=1e-4)
+    assert float(rows["Linear"]["whole/mse"]) == pytest.approx(np.mean(errs), rel=1e-4)
