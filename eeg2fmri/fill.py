@@ -408,6 +408,7 @@ def fill_run(
     progress: bool = True,
     batch_size: int = 16,
     device: str | None = None,
+    num_samples: int = 1,
 ) -> Path:
     """Fill the censored frames of one CIFTI run and write the result (see the module docstring).
 
@@ -421,12 +422,14 @@ def fill_run(
         stride: frames between consecutive sampled windows (1 = every window; overlaps are averaged).
         num_inference_steps: DDIM steps of each InterRecon sample.
         eta: DDIM η (0 = deterministic given the seed).
-        seed: seed of the sampler's noise (window batch i uses seed + i).
+        seed: seed of the sampler's noise (window batch i, sample j uses seed + i * num_samples + j).
         overwrite: replace an existing output file.
         censor_keep_is_one: a headerless 0/1 censor column marks kept frames with 1 (AFNI).
         progress: show a progress bar over windows and print a summary line.
         batch_size: windows sampled at once.
         device: torch device (default: cuda if available, else cpu).
+        num_samples: InterRecon samples drawn per window and averaged (toward the posterior mean given
+            the EEG and the anchors; one sample adds the posterior's spread to every filled frame).
 
     Returns:
         the path written.
@@ -435,6 +438,8 @@ def fill_run(
         raise FillError(f"method {method!r}: expected one of {', '.join(METHODS)}")
     if stride < 1:
         raise FillError(f"stride={stride}: expected a positive number of frames")
+    if num_samples < 1:
+        raise FillError(f"num_samples={num_samples}: expected a positive number of InterRecon samples per window")
     fmri, out = Path(fmri), Path(out)
     ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
     eeg = Path(eeg) if eeg is not None else None
@@ -479,7 +484,7 @@ def fill_run(
         result[censored] = interpolate_frames(data, censored, method).astype(data.dtype)
     else:
         filled, extra = _interrecon(ckpt_path, eeg, data, censored, indices, tr, fmri, stride,
-                                    num_inference_steps, eta, seed, batch_size, device, progress)  # fmt: skip
+                                    num_inference_steps, eta, seed, batch_size, device, progress, num_samples)  # fmt: skip
         result[censored] = filled.astype(data.dtype)
         note.update(extra)
 
@@ -504,7 +509,7 @@ def _metadata(d: dict):
 
 
 def _interrecon(ckpt_path, eeg_path, data, censored, indices, tr, fmri, stride, steps, eta, seed, batch_size,
-                device, progress) -> tuple[np.ndarray, dict]:  # fmt: skip
+                device, progress, num_samples=1) -> tuple[np.ndarray, dict]:  # fmt: skip
     """InterRecon fills of the censored frames, (n_censored, V) float64 in the run's units, and the note."""
     import torch
     from tqdm.auto import tqdm
@@ -563,9 +568,10 @@ def _interrecon(ckpt_path, eeg_path, data, censored, indices, tr, fmri, stride, 
             eeg_b, eeg_mask = torch.from_numpy(eeg_b).to(device), torch.from_numpy(inside).to(device)
             obs = torch.from_numpy(z[frames]).to(device)  # (B, K, V_model)
             mask = torch.from_numpy(~censored[frames]).to(device)  # (B, K) True = anchor
-            pred = model.sample(eeg_b, num_inference_steps=steps, eta=eta, observed=obs, observed_mask=mask,
-                                null_space=True, seed=seed + i, eeg_mask=eeg_mask)  # (B, K, V_model)  # fmt: skip
-            pred = pred.double().cpu().numpy()
+            pred = sum(model.sample(eeg_b, num_inference_steps=steps, eta=eta, observed=obs, observed_mask=mask,
+                                    null_space=True, seed=seed + i * num_samples + j, eeg_mask=eeg_mask).double()
+                       for j in range(num_samples)) / num_samples  # (B, K, V_model) mean of the samples  # fmt: skip
+            pred = pred.cpu().numpy()
             fill = censored[frames]  # (B, K)
             np.add.at(acc, slot[frames[fill]], pred[fill])
             np.add.at(count, slot[frames[fill]], 1)
@@ -580,7 +586,7 @@ def _interrecon(ckpt_path, eeg_path, data, censored, indices, tr, fmri, stride, 
     filled[:, pos] = z_fill * std + mean
     note = {
         "checkpoint": str(ckpt_path), "eeg": str(eeg_path), "n_frames_window": K, "stride": stride,
-        "num_inference_steps": steps, "eta": eta, "seed": seed, "n_windows": int(len(starts)),
+        "num_inference_steps": steps, "eta": eta, "seed": seed, "num_samples": num_samples, "n_windows": int(len(starts)),
         "grayordinates_interrecon": int(len(pos)), "grayordinates_linear": int(len(other)),
         "normalisation": "each modelled grayordinate z-scored with the run's uncensored frames' mean/std",
     }  # fmt: skip
@@ -607,6 +613,7 @@ def fill(
     overwrite: bool = False,
     censor_keep_is_one: bool = False,
     progress: bool = True,
+    num_samples: int = 1,
 ) -> Path:
     """Fill censored (motion-scrubbed) or lost frames of a CIFTI run from its EEG with InterRecon,
     or by linear / cubic-spline interpolation; uncensored frames are kept bit for bit.
@@ -631,9 +638,11 @@ def fill(
         overwrite: replace an existing output file.
         censor_keep_is_one: a headerless 0/1 censor column marks KEPT frames with 1 (AFNI's convention).
         progress: show a progress bar and a summary line.
+        num_samples: InterRecon samples per window, averaged (toward the posterior mean; each costs a
+            sampling run of every window).
     """
     return fill_run(
         ckpt_path, fmri, eeg, censor, out, method=method, stride=stride, num_inference_steps=num_inference_steps,
         eta=eta, seed=seed, overwrite=overwrite, censor_keep_is_one=censor_keep_is_one, progress=progress,
-        batch_size=batch_size,
+        batch_size=batch_size, num_samples=num_samples,
     )  # fmt: skip

@@ -59,6 +59,7 @@ class Scale:
     # InterRecon samples averaged for Table 2's posterior-mean row (the average of N null-space samples
     # nears the posterior mean given EEG and anchors as N grows; its cost is N samplings per fill)
     interrecon_samples: int = 4
+    fill_samples: int = 1  # InterRecon samples per window in the fill study (`eeg2fmri fill --num_samples`)
 
 
 _CPU_DIFFUSION = dict(latent_dim=128, eeg_embed_dim=64, eeg_channels=32, hidden_size=128, depth=2, num_heads=4, lr=1e-3)
@@ -530,7 +531,8 @@ def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", 
 
         gaps = list(range(1, k - 1))
         _say(f"subject {s}: InterRecon on {len(dm.windows['test'])} test windows, gaps {gaps[0]}..{gaps[-1]}")
-        for name in methods:
+        for j, name in enumerate(methods, 1):
+            _say(f"subject {s}: [{j}/{len(methods)}] {name}")
             main_metrics = RegionMetrics(cols, dm.n_vertices, identification=False)
             gap_metrics = {g: RegionMetrics({"whole": None}, dm.n_vertices, identification=False) for g in gaps}
             eeg_only = "EEG only" in name  # the anchors do not enter: one prediction per batch serves every gap
@@ -710,9 +712,10 @@ def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/ra
                 cols = None
                 for method in FILL_METHODS:
                     path = folder / f"run-{r}_{method}.dtseries.nii"
-                    if force or not _fill_done(path, censored, ckpt if method == "interrecon" else None):
+                    n = sc.fill_samples if method == "interrecon" else 1
+                    if force or not _fill_done(path, censored, ckpt if method == "interrecon" else None, n):
                         fill_run(ckpt, run.fmri, run.eeg, censor, path, method=method, num_inference_steps=steps,
-                                 overwrite=True, progress=False)  # fmt: skip
+                                 overwrite=True, progress=False, num_samples=n)  # fmt: skip
                     filled = read_dtseries(path)
                     cols = np.searchsorted(filled.indices, indices)  # the cache's columns in the file
                     rows[method].append(filled.data[censored][:, cols])
@@ -744,9 +747,9 @@ def _n_frames(path: Path) -> int:
     return int(load_header(path)[0].shape[0])
 
 
-def _fill_done(path: Path, censored: np.ndarray, ckpt: Path | None) -> bool:
+def _fill_done(path: Path, censored: np.ndarray, ckpt: Path | None, num_samples: int = 1) -> bool:
     """A fill written earlier for the same censored frames (and, for InterRecon, a checkpoint no
-    newer than it) is reused."""
+    newer than it and the same number of samples per window) is reused."""
     import nibabel as nib
 
     if not path.exists() or (ckpt is not None and ckpt.stat().st_mtime > path.stat().st_mtime):
@@ -755,7 +758,7 @@ def _fill_done(path: Path, censored: np.ndarray, ckpt: Path | None) -> bool:
         note = json.loads(nib.load(path).header.matrix.metadata["eeg2fmri_fill"])
     except Exception:
         return False
-    return note.get("censored_frames") == np.flatnonzero(censored).tolist()
+    return note.get("censored_frames") == np.flatnonzero(censored).tolist() and note.get("num_samples", 1) == num_samples
 
 
 _FILL_KEYS = [f"{r}/{m}" for r in REGIONS for m in ("mse", "r", "cos")] + [f"{r}/temporal_r_median" for r in REGIONS]

@@ -96,6 +96,22 @@ def test_interrecon_round_trip(tiny, filled):
     assert note["checkpoint"] == str(tiny["ckpt"]) and note["grayordinates_linear"] == 0 and "date" in note
 
 
+def test_interrecon_mean_of_samples_is_their_average(tiny, tmp_path):
+    """num_samples=2 fills each censored frame with the average of the two draws that seeds 0 and 1
+    give alone (one batch holds every window, so each run's draws use exactly those seeds)."""
+    args = dict(num_inference_steps=3, progress=False, batch_size=512)
+    draws = [np.asarray(nib.load(fill_run(tiny["ckpt"], tiny["fmri"], tiny["eeg"], tiny["censor"],
+                                          tmp_path / f"seed{s}.dtseries.nii", seed=s, **args)).dataobj, np.float64)
+             for s in (0, 1)]  # fmt: skip
+    two = fill_run(tiny["ckpt"], tiny["fmri"], tiny["eeg"], tiny["censor"], tmp_path / "two.dtseries.nii",
+                   num_samples=2, **args)  # fmt: skip
+    mean = np.asarray(nib.load(two).dataobj, np.float64)
+    cens = _mask(CENSORED)
+    assert not np.allclose(draws[0][cens], draws[1][cens])  # the seeds differ, so the test can fail
+    np.testing.assert_allclose(mean[cens], (draws[0][cens] + draws[1][cens]) / 2, rtol=0, atol=1e-3)
+    assert json.loads(nib.load(two).header.matrix.metadata["eeg2fmri_fill"])["num_samples"] == 2
+
+
 def test_wb_command_reads_the_filled_file(filled):
     wb = wb_command()
     info = subprocess.run([wb, "-file-information", str(filled)], capture_output=True, text=True, check=True).stdout
@@ -291,6 +307,8 @@ def test_bad_inputs_are_refused_and_inputs_unchanged(tiny, tmp_path, monkeypatch
         fill_run(**{**args, "censor": too_long}, out=out)
     with pytest.raises(FillError, match=f"all {T} frames .* are censored"):
         fill_run(**{**args, "censor": all_cens}, out=out)
+    with pytest.raises(FillError, match="num_samples=0: expected a positive number of InterRecon samples"):
+        fill_run(**args, out=out, num_samples=0)
     with pytest.raises(RawDataError, match=r"short_eeg\.npy: EEG has 40000 samples .* the EEG is shorter than the fMRI"):
         fill_run(**{**args, "eeg": short}, out=out)
     with pytest.raises(RawDataError, match=r"50 fMRI volume triggers but the fMRI run has 90 frames: the EEG is shorter"):
@@ -373,3 +391,7 @@ def test_fill_study_tiny(tmp_path, monkeypatch):
             assert bursts.max() <= 5
             note = json.loads(nib.load(folder / f"run-{run}_interrecon.dtseries.nii").header.matrix.metadata["eeg2fmri_fill"])
             assert note["censored_frames"] == np.flatnonzero(cens).tolist() and note["n_frames_window"] == 10
+            assert note["num_samples"] == tiny_scale.fill_samples == 1
+            # a finished fill is reused only for the same number of samples per window
+            path, ckpt = folder / f"run-{run}_interrecon.dtseries.nii", out / "cells" / "sub1" / "K10" / "diffusion" / "checkpoints" / "last.ckpt"
+            assert R._fill_done(path, cens, ckpt, 1) and not R._fill_done(path, cens, ckpt, 2)
