@@ -509,7 +509,7 @@ def _metadata(d: dict):
 
 
 def _interrecon(ckpt_path, eeg_path, data, censored, indices, tr, fmri, stride, steps, eta, seed, batch_size,
-                device, progress, num_samples=1) -> tuple[np.ndarray, dict]:  # fmt: skip
+                device, progress, num_samples) -> tuple[np.ndarray, dict]:  # fmt: skip
     """InterRecon fills of the censored frames, (n_censored, V) float64 in the run's units, and the note."""
     import torch
     from tqdm.auto import tqdm
@@ -568,10 +568,9 @@ def _interrecon(ckpt_path, eeg_path, data, censored, indices, tr, fmri, stride, 
             eeg_b, eeg_mask = torch.from_numpy(eeg_b).to(device), torch.from_numpy(inside).to(device)
             obs = torch.from_numpy(z[frames]).to(device)  # (B, K, V_model)
             mask = torch.from_numpy(~censored[frames]).to(device)  # (B, K) True = anchor
-            pred = sum(model.sample(eeg_b, num_inference_steps=steps, eta=eta, observed=obs, observed_mask=mask,
-                                    null_space=True, seed=seed + i * num_samples + j, eeg_mask=eeg_mask).double()
-                       for j in range(num_samples)) / num_samples  # (B, K, V_model) mean of the samples  # fmt: skip
-            pred = pred.cpu().numpy()
+            pred = model.sample_mean(eeg_b, num_samples, seed=seed + i * num_samples, num_inference_steps=steps, eta=eta,
+                                     observed=obs, observed_mask=mask, null_space=True, eeg_mask=eeg_mask)  # (B, K, V_model)  # fmt: skip
+            pred = pred.double().cpu().numpy()
             fill = censored[frames]  # (B, K)
             np.add.at(acc, slot[frames[fill]], pred[fill])
             np.add.at(count, slot[frames[fill]], 1)

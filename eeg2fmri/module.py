@@ -637,9 +637,14 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         if num_samples == 1:
             keep = {k: sampling[k] for k in ("guidance_scale", "seed") if k in sampling}
             return self.posterior_mean(eeg, eeg_mask=eeg_mask, **keep)
-        seed = sampling.pop("seed", 0) or 0
+        return self.sample_mean(eeg, num_samples, seed=sampling.pop("seed", 0) or 0, eeg_mask=eeg_mask, **sampling)
+
+    def sample_mean(self, eeg: Tensor, num_samples: int, seed: int = 0, **sampling) -> Tensor:
+        """(B, K, V) average of ``num_samples`` DDIM samples (:meth:`sample` with ``sampling``; seeds
+        seed, seed + 1, ...): the posterior-mean estimate for any sampler setting, InterRecon's anchors
+        included, where :meth:`posterior_mean`'s one call covers the EEG alone."""
         total = None
         for i in range(num_samples):
-            x = self.sample(eeg, seed=seed + i, eeg_mask=eeg_mask, **sampling)  # (B, K, V)
+            x = self.sample(eeg, seed=seed + i, **sampling)  # (B, K, V)
             total = x if total is None else total + x
         return total / num_samples

@@ -97,6 +97,13 @@ SCALES: dict[str, Scale] = {
 }
 
 
+def _sampler_steps(sc: Scale) -> int:
+    """DDIM steps of the scale's evaluator (its ``--evaluator.num_inference_steps``, else 50), which
+    Table 2 and the fill study sample with too."""
+    flag = "--evaluator.num_inference_steps"
+    return int(sc.extra[sc.extra.index(flag) + 1]) if flag in sc.extra else 50
+
+
 def _say(msg: str) -> None:
     print(f"[reproduce {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -494,7 +501,7 @@ def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", 
 
     sc = SCALES[scale]
     out = Path(results) / scale
-    evaluator_steps = int(sc.extra[sc.extra.index("--evaluator.num_inference_steps") + 1]) if "--evaluator.num_inference_steps" in sc.extra else 50
+    evaluator_steps = _sampler_steps(sc)
     n_mean = sc.interrecon_samples  # InterRecon samples averaged for the posterior-mean row
     methods = ("Linear", "Cubic spline", "FIR ridge (EEG only)", "Ours, EEG only (posterior mean)", "Without null space",
                "With null space (one sample)", f"With null space (mean of {n_mean} samples)")  # fmt: skip
@@ -526,9 +533,8 @@ def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", 
             if name.startswith("Ours, EEG only"):
                 return model.predict_frames(batch, estimator="mean", num_samples=1)
             n = n_mean if "mean of" in name else 1
-            return sum(model.sample(eeg, num_inference_steps=evaluator_steps, observed=x, observed_mask=mask, seed=i,
-                                    null_space=name != "Without null space", eeg_mask=eeg_mask)
-                       for i in range(n)) / n  # fmt: skip
+            return model.sample_mean(eeg, n, num_inference_steps=evaluator_steps, observed=x, observed_mask=mask,
+                                     null_space=name != "Without null space", eeg_mask=eeg_mask)  # fmt: skip
 
         gaps = list(range(1, k - 1))
         _say(f"subject {s}: InterRecon on {len(dm.windows['test'])} test windows, gaps {gaps[0]}..{gaps[-1]}")
@@ -683,7 +689,7 @@ def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/ra
 
     sc = SCALES[scale]
     out = Path(results) / scale
-    steps = int(sc.extra[sc.extra.index("--evaluator.num_inference_steps") + 1]) if "--evaluator.num_inference_steps" in sc.extra else 50
+    steps = _sampler_steps(sc)
     res: dict[tuple, dict] = {}  # (subject, rate, method, reference) -> metrics
     n_scored: dict[tuple, int] = {}  # (subject, rate) -> censored frames scored
     for s in subjects:
