@@ -146,7 +146,9 @@ class CNNTC(FramewiseRegression):
     ):
         super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer, eeg_context=eeg_context)
         self.save_hyperparameters(ignore=["optimizer"])
-        self.net = CNNTCNet(n_vertices, n_chans, n_times, channels, n_blocks, kernel_size, latent_dim, decoder_channels, grid)
+        self.net = CNNTCNet(
+            n_vertices, n_chans, n_times, channels, n_blocks, kernel_size, latent_dim, decoder_channels, grid
+        )
 
 
 class CNNTAG(FramewiseRegression):
@@ -190,7 +192,9 @@ class CNNTAG(FramewiseRegression):
     ):
         super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer, eeg_context=eeg_context)
         self.save_hyperparameters(ignore=["optimizer"])
-        self.net = CNNTAGNet(n_vertices, n_chans, n_times, sfreq, segment_s, hop_s, fmax, channels, n_blocks, latent_dim)
+        self.net = CNNTAGNet(
+            n_vertices, n_chans, n_times, sfreq, segment_s, hop_s, fmax, channels, n_blocks, latent_dim
+        )
 
 
 class E2fNet(FramewiseRegression):
@@ -241,7 +245,9 @@ class E2fNet(FramewiseRegression):
     ):
         super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer, eeg_context=eeg_context)
         self.save_hyperparameters(ignore=["optimizer"])
-        self.net = E2fNetGenerator(n_vertices, n_chans, n_times, sfreq, segment_s, hop_s, fmax, unet_channels, base_channels)
+        self.net = E2fNetGenerator(
+            n_vertices, n_chans, n_times, sfreq, segment_s, hop_s, fmax, unet_channels, base_channels
+        )
 
     def loss_fn(self, pred: Tensor, target: Tensor) -> Tensor:
         return r_mse_loss(pred, target, self.hparams.r_weight, self.hparams.mse_weight)
@@ -324,9 +330,25 @@ class E2fGAN(E2fNet):
         optimizer: OptimizerCallable | None = None,
     ):
         super().__init__(
-            n_vertices, n_chans, n_times, n_frames, eeg_context, sfreq, segment_s, hop_s, fmax, unet_channels,
-            base_channels, r_weight, mse_weight, warmup_steps, cosine_schedule, lr, weight_decay, optimizer,
-        )  # fmt: skip
+            n_vertices,
+            n_chans,
+            n_times,
+            n_frames,
+            eeg_context,
+            sfreq,
+            segment_s,
+            hop_s,
+            fmax,
+            unet_channels,
+            base_channels,
+            r_weight,
+            mse_weight,
+            warmup_steps,
+            cosine_schedule,
+            lr,
+            weight_decay,
+            optimizer,
+        )
         self.save_hyperparameters(ignore=["optimizer"])
         self.automatic_optimization = False
         self.discriminator = FrameDiscriminator(n_vertices, disc_grid)
@@ -365,7 +387,9 @@ class E2fGAN(E2fNet):
         scheds = self.lr_schedulers() or []
         for sched in scheds if isinstance(scheds, list) else [scheds]:
             sched.step()
-        self.log_dict({"train/loss": rec, "train/loss_g": loss_g, "train/loss_d": loss_d, "train/adv": adv}, batch_size=B)
+        self.log_dict(
+            {"train/loss": rec, "train/loss_g": loss_g, "train/loss_d": loss_d, "train/adv": adv}, batch_size=B
+        )
         self.log("loss", loss_g, prog_bar=True, logger=False, batch_size=B)
         return loss_g.detach()
 
@@ -428,7 +452,9 @@ class ClosedForm(EEGfMRIModule):
     summed over processes before solving (DDP). Subclasses implement ``_accumulate`` / ``_solve``.
     """
 
-    def __init__(self, n_vertices: int, n_chans: int, n_times: int, n_frames: int, eeg_context: tuple[int, int] = (0, 0)):
+    def __init__(
+        self, n_vertices: int, n_chans: int, n_times: int, n_frames: int, eeg_context: tuple[int, int] = (0, 0)
+    ):
         super().__init__(n_vertices, n_chans, n_times, n_frames, eeg_context=eeg_context)
         self.automatic_optimization = False
         self._stats: dict[str, Tensor] = {}
@@ -527,9 +553,13 @@ class MeanFrame(ClosedForm):
     """
 
     def __init__(
-        self, n_vertices: int = 91_282, n_chans: int = 64, n_times: int = 800, n_frames: int = 10,
+        self,
+        n_vertices: int = 91_282,
+        n_chans: int = 64,
+        n_times: int = 800,
+        n_frames: int = 10,
         eeg_context: tuple[int, int] = (0, 0),
-    ):  # fmt: skip
+    ):
         super().__init__(n_vertices, n_chans, n_times, n_frames, eeg_context)
         self.save_hyperparameters()
         self.register_buffer("mean_frame", torch.zeros(n_vertices))
@@ -599,8 +629,11 @@ class Ridge(ClosedForm):
         y = batch["fmri"].reshape(-1, self.n_vertices).double()  # (N, V)
         return {
             "n": torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device),
-            "sum_x": x.sum(0), "sum_xx": x.t() @ x, "sum_y": y.sum(0), "sum_xy": x.t() @ y,
-        }  # fmt: skip
+            "sum_x": x.sum(0),
+            "sum_xx": x.t() @ x,
+            "sum_y": y.sum(0),
+            "sum_xy": x.t() @ y,
+        }
 
     def _solve(self, stats: dict[str, Tensor]) -> None:
         n = stats["n"]
@@ -705,7 +738,9 @@ class FIRRidge(ClosedForm):
         eeg, mask = batch["eeg"], batch.get("eeg_mask")
         B, N, C, W = eeg.shape
         if (C, W) != (self.n_chans, self.n_times):
-            raise ValueError(f"EEG windows have {C} channels x {W} samples; FIRRidge was built for {self.n_chans} x {self.n_times}")
+            raise ValueError(
+                f"EEG windows have {C} channels x {W} samples; FIRRidge was built for {self.n_chans} x {self.n_times}"
+            )
         if mask is None:
             mask = torch.ones(B, N, dtype=torch.bool, device=eeg.device)
         with torch.autocast(eeg.device.type, enabled=False):
@@ -766,10 +801,13 @@ class FIRRidge(ClosedForm):
         x0 = r[:, own : own + Fb]  # (n, Fb)
         return {
             "n": torch.tensor(float(r.shape[0]), dtype=torch.float64, device=r.device),
-            "sum_r": r.sum(0), "sum_rr": r.T @ r, "sum_y": y.sum(0),
+            "sum_r": r.sum(0),
+            "sum_rr": r.T @ r,
+            "sum_y": y.sum(0),
             "sum_ry": r.float().T @ y.float(),  # (F, V) float32: at 91,282 grayordinates float64 would need 2.6 GB
-            "sum_x0": x0.sum(0), "sum_x0x0": x0.square().sum(0),
-        }  # fmt: skip
+            "sum_x0": x0.sum(0),
+            "sum_x0x0": x0.square().sum(0),
+        }
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         if stage != "val" or not self._dirty:
@@ -806,7 +844,8 @@ class FIRRidge(ClosedForm):
 
             logging.getLogger(__name__).warning(
                 "FIRRidge saw no validation frames: every grayordinate kept alpha %g (the middle of alphas); "
-                "the penalties are chosen on the validation split when validation runs", float(self.alpha[0])
+                "the penalties are chosen on the validation split when validation runs",
+                float(self.alpha[0]),
             )
 
     def _reduced_stats(self) -> dict[str, Tensor]:

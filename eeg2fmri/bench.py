@@ -71,22 +71,43 @@ CompileMode = Literal["none", "default", "reduce-overhead"]
 
 # the architecture the FLOP/byte model and the bare reference describe: the paper's as published
 # (strided-convolution EEG encoder, K EEG tokens, no regression stage; configs/paper/)
-PAPER_ARCHITECTURE = dict(eeg_features="conv", regression=False, train_autoencoder=True, loss_weighting="eps",
-                          cond_drop_prob=0.1)
+PAPER_ARCHITECTURE = dict(
+    eeg_features="conv", regression=False, train_autoencoder=True, loss_weighting="eps", cond_drop_prob=0.1
+)
 SCALES: dict[str, dict] = {
     # every 20th grayordinate (the tests' simulator subset), 10 clips of 50 frames, a tiny model
     "ci": dict(
-        every=20, n_clips=10, clip_frames=50, n_frames=10, batch_size=32, steps=20, warmup=5,
-        model=dict(latent_dim=64, eeg_embed_dim=32, eeg_blocks=2, eeg_channels=16, hidden_size=64, depth=2,
-                   num_heads=4, **PAPER_ARCHITECTURE),
+        every=20,
+        n_clips=10,
+        clip_frames=50,
+        n_frames=10,
+        batch_size=32,
+        steps=20,
+        warmup=5,
+        model=dict(
+            latent_dim=64,
+            eeg_embed_dim=32,
+            eeg_blocks=2,
+            eeg_channels=16,
+            hidden_size=64,
+            depth=2,
+            num_heads=4,
+            **PAPER_ARCHITECTURE,
+        ),
     ),
     # one CineBrain subject: 27,000 frames in 270 clips of 100 (70/10/20 % of clips: 540 test
     # windows of 10), all 91,282 grayordinates, the paper's model (EEG2fMRIDiffusion's defaults)
     "paper": dict(
-        every=1, n_clips=270, clip_frames=100, n_frames=10, batch_size=32, steps=50, warmup=10,
+        every=1,
+        n_clips=270,
+        clip_frames=100,
+        n_frames=10,
+        batch_size=32,
+        steps=50,
+        warmup=10,
         model=dict(PAPER_ARCHITECTURE),
     ),
-}  # fmt: skip
+}
 N_CHANS, N_TIMES = 64, 800  # the 64-channel montage, one TR (0.8 s) at 1000 Hz
 SAMPLER_STEPS = 50  # DDIM steps of the sampler measurement (DESIGN §6)
 SAMPLER_REPEATS = 3
@@ -255,8 +276,13 @@ def measure_ceilings(device: torch.device) -> dict:
     n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
     g = torch.Generator(device=device).manual_seed(0)
     # random operands (never zeros), two sets rotated so no run reuses the previous one's inputs
-    sets = [(torch.randn(n, n, device=device, dtype=dtype, generator=g),
-             torch.randn(n, n, device=device, dtype=dtype, generator=g)) for _ in range(2)]  # fmt: skip
+    sets = [
+        (
+            torch.randn(n, n, device=device, dtype=dtype, generator=g),
+            torch.randn(n, n, device=device, dtype=dtype, generator=g),
+        )
+        for _ in range(2)
+    ]
     out = torch.empty(n, n, device=device, dtype=dtype)
     i = [0]
 
@@ -348,13 +374,26 @@ def write_synthetic_cache(path: str | Path, every: int, n_clips: int, clip_frame
         h5["run_n_volumes"] = np.full(n_runs, 2 * clip_frames + 30, np.int32)
         h5["run_tasks"] = np.array(["synthetic"] * n_runs, dtype=h5py.string_dtype())
         h5["run_file_indices"] = np.tile(indices.astype(np.int32), (n_runs, 1))
-        h5.attrs.update(normalize="train", split="clips", detrend="none", protocol="synthetic (bench): no preprocessing")
         h5.attrs.update(
-            tr=0.8, sfreq=1000.0, shift_s=4.0, n_times=N_TIMES, ch_names=json.dumps(list(CHANNELS_64)),
-            flat_channels="[]", n_vertices=V, layout="fsLR-32k 91k" if V == 91_282 else "fsLR-32k 91k subset",
-            has_truth=False, subject="synthetic", source="eeg2fmri.bench", options="{}", cache_key="synthetic",
-            version=1, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        )  # fmt: skip
+            normalize="train", split="clips", detrend="none", protocol="synthetic (bench): no preprocessing"
+        )
+        h5.attrs.update(
+            tr=0.8,
+            sfreq=1000.0,
+            shift_s=4.0,
+            n_times=N_TIMES,
+            ch_names=json.dumps(list(CHANNELS_64)),
+            flat_channels="[]",
+            n_vertices=V,
+            layout="fsLR-32k 91k" if V == 91_282 else "fsLR-32k 91k subset",
+            has_truth=False,
+            subject="synthetic",
+            source="eeg2fmri.bench",
+            options="{}",
+            cache_key="synthetic",
+            version=1,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
     return path
 
 
@@ -383,9 +422,13 @@ def load_cache(data_path: Path, n_frames: int, batch_size: int) -> tuple[EEGfMRI
     seconds = time.perf_counter() - t0
     n_bytes = sum(t.numel() * t.element_size() for t in dm.store.values())
     return dm, {
-        "path": str(data_path), "bytes": n_bytes, "seconds": seconds, "load_gbps": n_bytes / seconds / 1e9,
-        "page_cache_dropped": cold, "n_frames_total": int(dm.store["fmri"].shape[0]),
-    }  # fmt: skip
+        "path": str(data_path),
+        "bytes": n_bytes,
+        "seconds": seconds,
+        "load_gbps": n_bytes / seconds / 1e9,
+        "page_cache_dropped": cold,
+        "n_frames_total": int(dm.store["fmri"].shape[0]),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,9 +437,15 @@ def load_cache(data_path: Path, n_frames: int, batch_size: int) -> tuple[EEGfMRI
 
 
 def reference_losses(
-    ae: LinearAutoencoder, enc: EEGEncoder, dit: DiT, alphas_cumprod: torch.Tensor, batch: dict, hp: dict,
-    generator: torch.Generator | None = None, train: bool = True,
-) -> torch.Tensor:  # fmt: skip
+    ae: LinearAutoencoder,
+    enc: EEGEncoder,
+    dit: DiT,
+    alphas_cumprod: torch.Tensor,
+    batch: dict,
+    hp: dict,
+    generator: torch.Generator | None = None,
+    train: bool = True,
+) -> torch.Tensor:
     """The diffusion model's loss written out without Lightning (same as ``EEG2fMRIDiffusion._losses``)."""
     x, eeg = batch["fmri"], batch["eeg"]  # (B, K, V), (B, K, C, W)
     B = x.shape[0]
@@ -423,14 +472,24 @@ def _compile_modules(ae, enc, dit, mode: CompileMode) -> None:
 
 
 def bench_reference(
-    hp: dict, V: int, store: dict, train_starts: np.ndarray, K: int, B: int, steps: int, warmup: int,
-    device: torch.device, compile: CompileMode,
-) -> dict:  # fmt: skip
+    hp: dict,
+    V: int,
+    store: dict,
+    train_starts: np.ndarray,
+    K: int,
+    B: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    compile: CompileMode,
+) -> dict:
     torch.manual_seed(0)
     # built in the order EEG2fMRIDiffusion builds them: the same initial weights
     ae = LinearAutoencoder(V, hp["latent_dim"]).to(device)
     enc = EEGEncoder(hp["n_chans"], hp["n_times"], hp["eeg_embed_dim"], hp["eeg_blocks"], hp["eeg_channels"]).to(device)
-    dit = DiT(hp["latent_dim"], hp["eeg_embed_dim"], K, hp["hidden_size"], hp["depth"], hp["num_heads"], hp["mlp_ratio"])
+    dit = DiT(
+        hp["latent_dim"], hp["eeg_embed_dim"], K, hp["hidden_size"], hp["depth"], hp["num_heads"], hp["mlp_ratio"]
+    )
     dit = dit.to(device)
     betas = D.linear_beta_schedule(hp["num_train_timesteps"], hp["beta_start"], hp["beta_end"])
     ac = D.alphas_cumprod(betas).float().to(device)
@@ -463,9 +522,13 @@ def bench_reference(
     timed = marks.intervals_ms()[warmup:]
     n_params = sum(p.numel() for p in params)
     return {
-        "ms_per_step": statistics.median(timed), "ms_per_step_mean": wall / steps * 1e3, "steps": steps,
-        "peak_memory_bytes": _peak_bytes(device), "n_params": n_params, "final_loss": float(loss.detach()),
-    }  # fmt: skip
+        "ms_per_step": statistics.median(timed),
+        "ms_per_step_mean": wall / steps * 1e3,
+        "steps": steps,
+        "peak_memory_bytes": _peak_bytes(device),
+        "n_params": n_params,
+        "final_loss": float(loss.detach()),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,24 +568,40 @@ class StepTimer(Callback):
 
     def result(self) -> dict:
         timed = self.marks.intervals_ms()[self.warmup :]
-        return {"ms_per_step": statistics.median(timed), "ms_per_step_mean": self.wall / self.steps * 1e3,
-                "steps": self.steps, "peak_memory_bytes": self.peak}  # fmt: skip
+        return {
+            "ms_per_step": statistics.median(timed),
+            "ms_per_step_mean": self.wall / self.steps * 1e3,
+            "steps": self.steps,
+            "peak_memory_bytes": self.peak,
+        }
 
 
 def bench_lightning(
-    model: EEG2fMRIDiffusion, dm: EEGfMRIDataModule, steps: int, warmup: int, device: torch.device,
-    compile: CompileMode, root: Path,
-) -> tuple[dict, EMA]:  # fmt: skip
+    model: EEG2fMRIDiffusion,
+    dm: EEGfMRIDataModule,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    compile: CompileMode,
+    root: Path,
+) -> tuple[dict, EMA]:
     cuda = device.type == "cuda"
     timer, ema = StepTimer(warmup, steps), EMA()
     callbacks = [ema, FiniteLossGuard()] + ([Compile(compile)] if compile != "none" else []) + [timer]
     trainer = pl.Trainer(
-        accelerator="gpu" if cuda else "cpu", devices=[device.index] if cuda else 1,
+        accelerator="gpu" if cuda else "cpu",
+        devices=[device.index] if cuda else 1,
         precision="bf16-mixed" if cuda else "32-true",  # as the CLI's trainer defaults
-        max_steps=warmup + steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=callbacks, default_root_dir=str(root),
-    )  # fmt: skip
+        max_steps=warmup + steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        default_root_dir=str(root),
+    )
     trainer.fit(model, datamodule=dm)
     return timer.result(), ema
 
@@ -558,8 +637,12 @@ def ae_precision(ae: LinearAutoencoder, x: Tensor) -> dict:
     def rel(a: Tensor, b: Tensor) -> float:
         return float(torch.linalg.vector_norm(a.float() - b.float()) / torch.linalg.vector_norm(b.float()))
 
-    return {"frames": x.shape[0], "latent_rel_err": rel(z16, z32), "recon_rel_err": rel(x16, x32),
-            "recon_vs_data_rel_err": rel(x32, x)}  # fmt: skip
+    return {
+        "frames": x.shape[0],
+        "latent_rel_err": rel(z16, z32),
+        "recon_rel_err": rel(x16, x32),
+        "recon_vs_data_rel_err": rel(x32, x),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,9 +672,13 @@ def bench_sampler(model: EEG2fMRIDiffusion, eeg: torch.Tensor, device: torch.dev
     seconds = _median_time_s(run, device, SAMPLER_REPEATS)
     frames = len(eeg) * K
     return {
-        "num_inference_steps": SAMPLER_STEPS, "windows": len(eeg), "frames": frames, "seconds": seconds,
-        "frames_per_s": frames / seconds, "peak_memory_bytes": _peak_bytes(device),
-    }  # fmt: skip
+        "num_inference_steps": SAMPLER_STEPS,
+        "windows": len(eeg),
+        "frames": frames,
+        "seconds": seconds,
+        "frames_per_s": frames / seconds,
+        "peak_memory_bytes": _peak_bytes(device),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -672,10 +759,14 @@ def bench(
         torch.cuda.set_device(dev)  # events and the reference run on this device's current stream
     K, B = cfg["n_frames"], cfg["batch_size"]
     results: dict = {
-        "scale": scale, "device": str(dev), "device_name": _device_name(dev), "compile": compile,
-        "torch_version": torch.__version__, "lightning_version": pl.__version__,
+        "scale": scale,
+        "device": str(dev),
+        "device_name": _device_name(dev),
+        "compile": compile,
+        "torch_version": torch.__version__,
+        "lightning_version": pl.__version__,
         "memory_kind": "torch.cuda.max_memory_allocated" if dev.type == "cuda" else "peak RSS of the process",
-    }  # fmt: skip
+    }
 
     log.info("bench: measuring the device's ceilings on %s", results["device_name"])
     ceilings = results["ceilings"] = measure_ceilings(dev)
@@ -697,11 +788,18 @@ def bench(
         model = EEG2fMRIDiffusion(n_vertices=V, n_chans=dm.n_chans, n_times=dm.n_times, n_frames=K, **cfg["model"])
         hp = dict(model.hparams)
         results["config"] = {
-            "n_vertices": V, "n_frames": K, "batch_size": B, "n_chans": dm.n_chans, "n_times": dm.n_times,
-            "steps": steps, "warmup": warmup, "n_train_windows": len(dm.windows["train"]),
-            "n_test_windows": len(dm.windows["test"]), "precision": "bf16-mixed" if dev.type == "cuda" else "32-true",
+            "n_vertices": V,
+            "n_frames": K,
+            "batch_size": B,
+            "n_chans": dm.n_chans,
+            "n_times": dm.n_times,
+            "steps": steps,
+            "warmup": warmup,
+            "n_train_windows": len(dm.windows["train"]),
+            "n_test_windows": len(dm.windows["test"]),
+            "precision": "bf16-mixed" if dev.type == "cuda" else "32-true",
             "model": {k: v for k, v in hp.items() if k not in ("n_vertices", "n_chans", "n_times", "n_frames")},
-        }  # fmt: skip
+        }
 
         n_params = sum(p.numel() for p in model.parameters())
         flops = step_flops(V, B, K, hp, dm.n_chans, dm.n_times)
@@ -709,10 +807,15 @@ def bench(
         fl_ms = flops["total"] / (ceilings["matmul_tflops"] * 1e12) * 1e3
         by_ms = n_bytes / (ceilings["copy_gbps"] * 1e9) * 1e3
         results["floors"] = {
-            "flops_per_step": flops["total"], "flops_by_part": flops, "bytes_per_step": n_bytes,
-            "ema_bytes_per_step": ema_bytes(n_params), "n_params": n_params,
-            "flop_floor_ms": fl_ms, "byte_floor_ms": by_ms, "floor_ms": max(fl_ms, by_ms),
-        }  # fmt: skip
+            "flops_per_step": flops["total"],
+            "flops_by_part": flops,
+            "bytes_per_step": n_bytes,
+            "ema_bytes_per_step": ema_bytes(n_params),
+            "n_params": n_params,
+            "flop_floor_ms": fl_ms,
+            "byte_floor_ms": by_ms,
+            "floor_ms": max(fl_ms, by_ms),
+        }
 
         def rates(row: dict, extra_bytes: int = 0) -> dict:
             s = row["ms_per_step"] / 1e3
@@ -737,8 +840,10 @@ def bench(
             return None if "error" in results[key] else results[key]
 
         log.info("bench: reference step (bare PyTorch), %d + %d steps", warmup, steps)
-        ref = section("reference", lambda: rates(
-            bench_reference(hp, V, dm.store, dm.windows["train"], K, B, steps, warmup, dev, compile)))  # fmt: skip
+        ref = section(
+            "reference",
+            lambda: rates(bench_reference(hp, V, dm.store, dm.windows["train"], K, B, steps, warmup, dev, compile)),
+        )
         if compile != "none":
             # the compiled graphs (and CUDA-graph pools) of the reference's modules stay cached;
             # the Lightning run compiles its own, so neither its time nor its memory borrows them

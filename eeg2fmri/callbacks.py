@@ -157,8 +157,14 @@ class Evaluator(Callback):
         self.val["val_pred"].update(pl_module.predict_frames(batch, **pl_module.sampling), x)
         if "val_interrecon" in self.val:
             mask = anchor_mask(x.shape[0], x.shape[1], x.device)  # (B, K)
-            filled = pl_module.sample(batch["eeg"], observed=x, observed_mask=mask, eeg_mask=batch.get("eeg_mask"),
-                                      **self.sampling, **self.time_travel)  # fmt: skip
+            filled = pl_module.sample(
+                batch["eeg"],
+                observed=x,
+                observed_mask=mask,
+                eeg_mask=batch.get("eeg_mask"),
+                **self.sampling,
+                **self.time_travel,
+            )
             self.val["val_interrecon"].update(filled, x, frame_mask=~mask)
             self.val["val_linear"].update(linear_fill(x, mask), x, frame_mask=~mask)
 
@@ -169,7 +175,11 @@ class Evaluator(Callback):
             values = metrics.compute()
             # values are already reduced across ranks by the metrics: log them once
             pl_module.log_dict(
-                {f"{prefix}/{k}": v for k, v in values.items() if k.split("/")[-1] in SPATIAL_KEYS + ("temporal_r_median",)},
+                {
+                    f"{prefix}/{k}": v
+                    for k, v in values.items()
+                    if k.split("/")[-1] in SPATIAL_KEYS + ("temporal_r_median",)
+                },
                 rank_zero_only=True,
             )
         del self.val
@@ -209,8 +219,11 @@ class Evaluator(Callback):
             "n_frames": dm.n_frames,
             "n_test_windows": int(len(dm.windows["test"])),
             "sampling": pl_module.sampling,
-            "estimator": (_estimator_label(pl_module.sampling, getattr(pl_module, "mean_is_mu", False))
-                          if pl_module.sampling else "deterministic"),
+            "estimator": (
+                _estimator_label(pl_module.sampling, getattr(pl_module, "mean_is_mu", False))
+                if pl_module.sampling
+                else "deterministic"
+            ),
             "eeg_seconds": eeg_seconds(dm, pl_module),
             "protocol": getattr(dm, "protocol", None),  # the cache's normalisation / split (prepare)
             "eeg": getattr(dm, "eeg_note", "as recorded"),  # ShuffleEEG: the permutation floor
@@ -224,7 +237,9 @@ class Evaluator(Callback):
                 pred, rows = (torch.cat(t).numpy() for t in zip(*self._saved))
                 atomic_save(out / "test_predictions.npz", lambda tmp: np.savez(tmp, pred=pred, frame_index=rows))
             elif self.save_predictions:
-                log.warning("save_predictions is single-process only; not written under %d processes", trainer.world_size)
+                log.warning(
+                    "save_predictions is single-process only; not written under %d processes", trainer.world_size
+                )
             print(format_table(self.results))
             print(f"test metrics written to {out / 'test_metrics.json'} and {out / 'test_metrics.csv'}")
 
@@ -270,9 +285,19 @@ def _seed() -> int | None:
 # ---------------------------------------------------------------------------------------------
 
 CSV_COLUMNS = (
-    "mse", "mse_std", "r", "r_std", "cos", "cos_std", "temporal_r_median", "temporal_r_mean",
-    "identification_top1", "identification_top5", "identification_mean_rank", "n_windows",
-)  # fmt: skip
+    "mse",
+    "mse_std",
+    "r",
+    "r_std",
+    "cos",
+    "cos_std",
+    "temporal_r_median",
+    "temporal_r_mean",
+    "identification_top1",
+    "identification_top5",
+    "identification_mean_rank",
+    "n_windows",
+)
 
 
 def results_rows(results: dict) -> list[dict]:
@@ -280,10 +305,16 @@ def results_rows(results: dict) -> list[dict]:
     (one DDIM sample) or 'ceiling'."""
     rows = []
     mean = str(results.get("estimator", "")).startswith("posterior mean")
-    names = {"model": results["method"] + (" (posterior mean)" if mean else ""),
-             "model_sample": f"{results['method']} (1 sample)", "ceiling": "noise ceiling"}  # fmt: skip
+    names = {
+        "model": results["method"] + (" (posterior mean)" if mean else ""),
+        "model_sample": f"{results['method']} (1 sample)",
+        "ceiling": "noise ceiling",
+    }
     for source, values in results["metrics"].items():
-        regions = sorted({k.split("/")[0] for k in values}, key=lambda r: ("whole", "V1", "V1+A1", r).index(r) if r in ("whole", "V1", "V1+A1") else 3)
+        regions = sorted(
+            {k.split("/")[0] for k in values},
+            key=lambda r: ("whole", "V1", "V1+A1", r).index(r) if r in ("whole", "V1", "V1+A1") else 3,
+        )
         for region in regions:
             row = {"method": names.get(source, source), "source": source, "region": region}
             row.update({c: values.get(f"{region}/{c}", float("nan")) for c in CSV_COLUMNS})
@@ -384,10 +415,17 @@ class CiftiWriter(BasePredictionWriter):
                 data = data[:, np.searchsorted(dm.indices_all, file_indices)]  # (T_span, V_file) file order
                 models = standard_brain_models()[file_indices]
             path = write_dtseries(
-                out_dir / name, data, dm.tr, indices=dm.indices_all, brain_models=models, start=first * dm.tr,
-                metadata={"eeg2fmri": f"predicted from EEG by {type(pl_module).__name__}; NaN = not predicted",
-                          "checkpoint": str(trainer.ckpt_path)},
-            )  # fmt: skip
+                out_dir / name,
+                data,
+                dm.tr,
+                indices=dm.indices_all,
+                brain_models=models,
+                start=first * dm.tr,
+                metadata={
+                    "eeg2fmri": f"predicted from EEG by {type(pl_module).__name__}; NaN = not predicted",
+                    "checkpoint": str(trainer.ckpt_path),
+                },
+            )
             self.written.append(path)
         print(f"predict: wrote {len(self.written)} file(s) to {out_dir}")
 
@@ -447,7 +485,9 @@ class FiniteLossGuard(Callback):
             self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
             self._bad_rows = torch.zeros_like(rows)
         first = (~torch.isfinite(loss.detach())) & (self._bad_step < 0)
-        self._bad_step = torch.where(first, torch.full((), self._step, dtype=torch.long, device=loss.device), self._bad_step)
+        self._bad_step = torch.where(
+            first, torch.full((), self._step, dtype=torch.long, device=loss.device), self._bad_step
+        )
         if self._bad_rows.shape == rows.shape:
             self._bad_rows = torch.where(first, rows, self._bad_rows)
         if (self._step + 1) % self.check_every_n_steps == 0:

@@ -257,8 +257,10 @@ def cmd_import_cinebrain(argv: list[str]) -> None:
     from eeg2fmri.data.release import import_cinebrain
 
     written = _run_function("import-cinebrain", import_cinebrain, argv)
-    print(f"import-cinebrain: {len(written)} subject folder(s) ready: {', '.join(map(str, written))}\n"
-          f"next: eeg2fmri prepare --subject_dir {written[0] if written else '<raw>/sub_0001'}")  # fmt: skip
+    print(
+        f"import-cinebrain: {len(written)} subject folder(s) ready: {', '.join(map(str, written))}\n"
+        f"next: eeg2fmri prepare --subject_dir {written[0] if written else '<raw>/sub_0001'}"
+    )
 
 
 def cmd_bench(argv: list[str]) -> None:
@@ -321,8 +323,14 @@ def cmd_table(argv: list[str]) -> None:
 EXTRA: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "simulate": (cmd_simulate, "write simulated subjects in the CineBrain layout (EEG + CIFTI + behaviour)"),
     "prepare": (cmd_prepare, "raw subject folder -> HDF5 cache (filter, align with the 4 s shift, split, normalise)"),
-    "import-cinebrain": (cmd_import_cinebrain, "the CineBrain release as published (per-frame EEG windows) -> raw subject folders"),
-    "reproduce": (cmd_reproduce, "the paper's tables and figures: table1, table2 (+ Figure 3), ablation (Table S4), fill"),
+    "import-cinebrain": (
+        cmd_import_cinebrain,
+        "the CineBrain release as published (per-frame EEG windows) -> raw subject folders",
+    ),
+    "reproduce": (
+        cmd_reproduce,
+        "the paper's tables and figures: table1, table2 (+ Figure 3), ablation (Table S4), fill",
+    ),
     "fill": (cmd_fill, "fill censored / lost frames of a CIFTI run from its EEG (InterRecon; or linear, cubic)"),
     "evaluate": (cmd_evaluate, "score any predicted CIFTI run against a reference with every metric, per region"),
     "bench": (cmd_bench, "time the training step and DDIM sampler against a bare-PyTorch reference (--scale ci|paper)"),
@@ -347,7 +355,14 @@ def _overview() -> str:
 
 
 # expected errors: the user's files, options and checkpoints (one line, exit code 2)
-USER_ERRORS = (EEG2fMRIError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+USER_ERRORS = (
+    EEG2fMRIError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -379,7 +394,10 @@ class _DropLitLoggerTip(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
         # the cloud-logger advertisement; the notice that a closed-form model swaps the EMA out
-        return "litlogger" not in msg and "configure_callbacks` will override existing callbacks passed to Trainer: EMA" not in msg
+        return (
+            "litlogger" not in msg
+            and "configure_callbacks` will override existing callbacks passed to Trainer: EMA" not in msg
+        )
 
 
 def _quiet_known_noise() -> None:
@@ -392,7 +410,9 @@ def _quiet_known_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLitLoggerTip) for f in logger.filters):
             logger.addFilter(_DropLitLoggerTip())
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
     # closed-form models (Ridge, FIR ridge, the training mean) take no gradient steps, by design
     warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
 

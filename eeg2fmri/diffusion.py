@@ -21,7 +21,8 @@ under autocast; the noise-prediction function given to the samplers may run in b
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,9 +37,7 @@ EpsFn = Callable[[Tensor, Tensor], Tensor]  # eps_fn(x_t (B, K, d), t (B,) long)
 #################################################################################
 
 
-def linear_beta_schedule(
-    num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
-) -> Tensor:
+def linear_beta_schedule(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
     """DDPM's linear variance schedule (Ho et al. 2020, sec. 4): betas (N,) float64."""
     return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)  # (N,)
 
@@ -362,6 +361,16 @@ def interrecon_sample(
     if full:
         raise ValueError(f"window(s) {full} have every frame observed: nothing to fill")
     return ddim_sample(
-        eps_fn, tuple(y.shape), alphas_cumprod, num_inference_steps, eta, generator, x_T, spacing,
-        y=y, observed_mask=observed_mask, time_travel=time_travel, time_travel_repeat=time_travel_repeat,
+        eps_fn,
+        tuple(y.shape),
+        alphas_cumprod,
+        num_inference_steps,
+        eta,
+        generator,
+        x_T,
+        spacing,
+        y=y,
+        observed_mask=observed_mask,
+        time_travel=time_travel,
+        time_travel_repeat=time_travel_repeat,
     )

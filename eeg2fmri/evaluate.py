@@ -136,8 +136,12 @@ def evaluate(
     if len(common) == 0:
         raise CiftiError(f"{pred_p} and {truth_p} share no grayordinate; expected files on the same fsLR-32k layout")
     if len(common) < max(len(P.indices), len(Tr.indices)):
-        log.info("scoring the %d grayordinates present in both files (pred %d, truth %d)",
-                 len(common), len(P.indices), len(Tr.indices))  # fmt: skip
+        log.info(
+            "scoring the %d grayordinates present in both files (pred %d, truth %d)",
+            len(common),
+            len(P.indices),
+            len(Tr.indices),
+        )
     x = P.data[:, cp]  # (n_p, V) prediction
     y = Tr.data[offset : offset + n_p][:, ct]  # (n_p, V) truth frames under the prediction
 
@@ -150,7 +154,9 @@ def evaluate(
             log.warning("frames %s of %s are not in %s; not scored", outside.tolist(), truth_p, pred_p)
         cand = want[(want >= offset) & (want < offset + n_p)] - offset
         if len(cand) == 0:
-            raise ValueError(f"none of the requested frames lies in {pred_p} (truth frames {offset}..{offset + n_p - 1})")
+            raise ValueError(
+                f"none of the requested frames lies in {pred_p} (truth frames {offset}..{offset + n_p - 1})"
+            )
     fin_x, fin_y = np.isfinite(x[cand]), np.isfinite(y[cand])  # (N, V)
     col_ok = fin_x.any(0) & fin_y.any(0)  # (V,) columns with data in both
     if not col_ok.any():
@@ -177,18 +183,28 @@ def evaluate(
     metrics = score(x, y, idx, regions, identification=identification)
 
     results = {
-        "method": label or short_label(pred_p), "pred": str(pred_p), "truth": str(truth_p), "tr": tr_t,
-        "frame_offset": int(offset), "scored_frames": (rows + offset).tolist(), "n_frames_scored": int(len(rows)),
-        "n_frames_excluded": int(len(cand) - len(rows)), "n_grayordinates": int(col_ok.sum()),
-        "n_grayordinates_excluded": int(len(common) - col_ok.sum()), "zscore": zscore,
-        "normalisation": normalisation, "metrics": {"model": metrics},
-    }  # fmt: skip
+        "method": label or short_label(pred_p),
+        "pred": str(pred_p),
+        "truth": str(truth_p),
+        "tr": tr_t,
+        "frame_offset": int(offset),
+        "scored_frames": (rows + offset).tolist(),
+        "n_frames_scored": int(len(rows)),
+        "n_frames_excluded": int(len(cand) - len(rows)),
+        "n_grayordinates": int(col_ok.sum()),
+        "n_grayordinates_excluded": int(len(common) - col_ok.sum()),
+        "zscore": zscore,
+        "normalisation": normalisation,
+        "metrics": {"model": metrics},
+    }
     if progress:
         print(format_table(results))
         excluded = results["n_frames_excluded"]
         print(f"evaluate: {results['method']} = {pred_p}, against {truth_p}")
-        print(f"evaluate: {len(rows)} frames x {int(col_ok.sum())} grayordinates scored"
-              + (f" ({excluded} frames excluded: non-finite)" if excluded else ""))  # fmt: skip
+        print(
+            f"evaluate: {len(rows)} frames x {int(col_ok.sum())} grayordinates scored"
+            + (f" ({excluded} frames excluded: non-finite)" if excluded else "")
+        )
         print(f"evaluate: units: {normalisation}")
     if out_json is not None:
         _write(results, out_json, out_csv)
@@ -206,7 +222,7 @@ def short_label(path: Path) -> str:
     if len(name) <= LABEL_WIDTH:
         return name
     head = (LABEL_WIDTH - 1) // 2
-    return f"{name[:head]}…{name[-(LABEL_WIDTH - 1 - head):]}"
+    return f"{name[:head]}…{name[-(LABEL_WIDTH - 1 - head) :]}"
 
 
 def _noise_free(img, path: Path) -> bool:
@@ -215,14 +231,20 @@ def _noise_free(img, path: Path) -> bool:
     return meta.get("desc") == "noise-free" or "desc-noisefree" in path.name
 
 
-def _statistics(scale_from: str | None, Tr, truth_cols: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def _statistics(
+    scale_from: str | None, Tr, truth_cols: np.ndarray, idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-grayordinate (mean, std) of the standard grayordinates ``idx`` for the z-scoring, and the
     sentence that states where they come from."""
     if scale_from is None:  # the truth's usable frames (not only the scored ones)
         yt = Tr.data[:, truth_cols]  # (n_t, V)
         usable = np.isfinite(yt).all(1)  # (n_t,) includes every scored frame
-        return yt[usable].mean(0), yt[usable].std(0), (
-            f"z-scored per grayordinate with the mean and std of the truth {Tr.path} over its {int(usable.sum())} frames"
+        return (
+            yt[usable].mean(0),
+            yt[usable].std(0),
+            (
+                f"z-scored per grayordinate with the mean and std of the truth {Tr.path} over its {int(usable.sum())} frames"
+            ),
         )
     src = Path(scale_from)
     if src.suffix in (".h5", ".hdf5"):

@@ -20,10 +20,11 @@ as ``surface_frame<k>.png`` at test time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -58,7 +59,7 @@ GYRUS_GREY, SULCUS_GREY = 0.82, 0.62  # grey of cortex without data, by sign of 
 # ---------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_surface(hemi: Literal["L", "R"], kind: SurfaceKind = "inflated") -> tuple[np.ndarray, np.ndarray]:
     """Vertices (32492, 3) in mm (RAS) and triangles (64980, 3) of one fsLR-32k hemisphere.
 
@@ -96,7 +97,9 @@ def to_mesh(values, indices) -> tuple[np.ndarray, np.ndarray]:
     if values.shape != indices.shape:
         raise ValueError(f"{len(values)} values for {len(indices)} grayordinate indices")
     if len(indices) and (indices.min() < 0 or indices.max() >= N_GRAYORDINATES):
-        raise ValueError(f"grayordinate indices must lie in [0, {N_GRAYORDINATES}); got {indices.min()}..{indices.max()}")
+        raise ValueError(
+            f"grayordinate indices must lie in [0, {N_GRAYORDINATES}); got {indices.min()}..{indices.max()}"
+        )
     vertex = standard_brain_models().vertex  # (91282,) mesh vertex of each cortical grayordinate
     left, right = np.full(N_MESH, np.nan), np.full(N_MESH, np.nan)
     in_left = indices < N_CORTEX_LEFT
@@ -235,7 +238,7 @@ def draw(
     return coll
 
 
-@lru_cache(maxsize=None)
+@cache
 def _mesh(hemi: Hemi, kind: SurfaceKind) -> tuple[np.ndarray, np.ndarray]:
     """One hemisphere, or both side by side with a gap at the midline (the inflated surfaces overlap)."""
     if hemi != "both":
@@ -246,7 +249,7 @@ def _mesh(hemi: Hemi, kind: SurfaceKind) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([vl, vr]), np.concatenate([fl, fr + N_MESH])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _projection(hemi: Hemi, view: View, kind: SurfaceKind) -> Projection:
     vertices, faces = _mesh(hemi, kind)
     return project(vertices, faces, camera(hemi, view))
@@ -345,8 +348,11 @@ def frame_figure(
     pred, truth = np.asarray(pred, np.float64).ravel(), np.asarray(truth, np.float64).ravel()
     if pred.shape != truth.shape:
         raise ValueError(f"prediction has {pred.size} values, truth {truth.size}")
-    rows = [("prediction", to_mesh(pred, indices)), ("truth", to_mesh(truth, indices)),
-            ("error", to_mesh(pred - truth, indices))]  # fmt: skip
+    rows = [
+        ("prediction", to_mesh(pred, indices)),
+        ("truth", to_mesh(truth, indices)),
+        ("error", to_mesh(pred - truth, indices)),
+    ]
     lim = _symmetric_limit(np.concatenate(rows[1][1]))
     err_lim = _symmetric_limit(np.concatenate(rows[2][1]))
     scales = {"prediction": (lim, cmap), "truth": (lim, cmap), "error": (err_lim, error_cmap)}
@@ -378,8 +384,10 @@ def frame_figure(
             x += w + gap
         fig.text(0.15 / fig_w, (y + row_height / 2) / fig_h, name, rotation=90, ha="center", va="center", fontsize=10)
     x_cbar = left + sum(widths) + gap * (len(widths) - 1) + cbar_pad
-    for name, (y0, h) in {"prediction": (bottom + row_height + 0.2 * row_height, 1.6 * row_height),
-                          "error": (bottom + 0.2 * row_height, 0.6 * row_height)}.items():  # fmt: skip
+    for name, (y0, h) in {
+        "prediction": (bottom + row_height + 0.2 * row_height, 1.6 * row_height),
+        "error": (bottom + 0.2 * row_height, 0.6 * row_height),
+    }.items():
         lim_r, cmap_r = scales[name]
         cax = fig.add_axes(box(x_cbar, y0, cbar_w, h))
         sm = _mappable(-lim_r, lim_r, cmap_r)
@@ -463,9 +471,15 @@ class SurfaceFigures(Callback):
         size = len(batch["fmri"])
         w = self.window
         if w >= size:
-            log.warning("surface figures: window %d asked, the first batch has %d; drawing window %d", w, size, size - 1)
+            log.warning(
+                "surface figures: window %d asked, the first batch has %d; drawing window %d", w, size, size - 1
+            )
             w = size - 1
-        self._batch = {k: v[w : w + 1].detach().clone() for k, v in batch.items() if torch.is_tensor(v) and v.ndim and len(v) == size}
+        self._batch = {
+            k: v[w : w + 1].detach().clone()
+            for k, v in batch.items()
+            if torch.is_tensor(v) and v.ndim and len(v) == size
+        }
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         n = self.every_n_epochs

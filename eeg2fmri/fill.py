@@ -105,14 +105,18 @@ def read_censor(path: str | os.PathLike, n_frames: int, keep_is_one: bool = Fals
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         if keep_is_one:
-            raise FillError(f"{path}: empty censor file, but censor_keep_is_one expects one 0/1 line per frame ({n_frames})")
+            raise FillError(
+                f"{path}: empty censor file, but censor_keep_is_one expects one 0/1 line per frame ({n_frames})"
+            )
         log.warning("%s: empty censor file; no frame is censored", path)
         return np.zeros(n_frames, bool)
     delim = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
     rows = [[tok.strip().strip('"') for tok in ln.split(delim)] for ln in lines]
     if any(not _is_number(tok) for tok in rows[0]):
         if keep_is_one:
-            raise FillError(f"{path}: censor_keep_is_one applies only to a headerless 0/1 column; this file has a header")
+            raise FillError(
+                f"{path}: censor_keep_is_one applies only to a headerless 0/1 column; this file has a header"
+            )
         return _censor_from_table(path, rows[0], rows[1:], n_frames)
     if any(len(r) > 1 for r in rows):
         if len(rows) > 1:
@@ -149,7 +153,9 @@ def _censor_from_table(path: Path, names: list[str], rows: list[list[str]], n_fr
         shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
         hint = (
             " `framewise_displacement` holds motion values, not a censor: threshold it yourself (e.g. FD > 0.5 mm) "
-            "and write a `censored` column." if "framewise_displacement" in lower else ""
+            "and write a `censored` column."
+            if "framewise_displacement" in lower
+            else ""
         )
         raise FillError(
             f"{path}: found columns {shown}; expected motion_outlier* columns (fMRIPrep confounds; a confounds file "
@@ -344,8 +350,11 @@ def run_eeg_windows(eeg_path: str | os.PathLike, prep: dict, n_volumes: int, fra
         early = frames[outside.any(axis=(1, 2))]
         log.warning(
             "%s: the EEG windows of frame(s) %s (%g s before each volume) start before the recording; the missing "
-            "samples are set to 0 (the scaled EEG's centre)", eeg.path, _ranges(early), o.shift_s,
-        )  # fmt: skip
+            "samples are set to 0 (the scaled EEG's centre)",
+            eeg.path,
+            _ranges(early),
+            o.shift_s,
+        )
         x[outside] = 0.0
     if flat:
         x[:, [o.ch_names.index(c) for c in flat]] = 0.0  # flat channels: zero, as prepare repairs them
@@ -389,7 +398,9 @@ def _check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise PermissionError(f"{folder}: output folder is not writable ({e.strerror or e}); choose another --out") from e
+        raise PermissionError(
+            f"{folder}: output folder is not writable ({e.strerror or e}); choose another --out"
+        ) from e
 
 
 def fill_run(
@@ -446,7 +457,12 @@ def fill_run(
     censor_path = None if isinstance(censor, np.ndarray) else Path(censor)
     if method == "interrecon" and (ckpt_path is None or eeg is None):
         raise FillError("method interrecon needs --ckpt_path (a diffusion checkpoint) and --eeg (the run's EEG)")
-    for p in (fmri, ckpt_path if method == "interrecon" else None, eeg if method == "interrecon" else None, censor_path):
+    for p in (
+        fmri,
+        ckpt_path if method == "interrecon" else None,
+        eeg if method == "interrecon" else None,
+        censor_path,
+    ):
         if p is not None and not p.exists():
             raise FileNotFoundError(f"{p}: no such file")
     _check_output(out, [fmri, eeg, censor_path, ckpt_path], overwrite)
@@ -461,7 +477,9 @@ def fill_run(
         censored = read_censor(censor_path, T, keep_is_one=censor_keep_is_one)
     n_cens = int(censored.sum())
     if n_cens == T:
-        raise FillError(f"{censor_path or 'censor mask'}: all {T} frames of {fmri} are censored; nothing to anchor a fill")
+        raise FillError(
+            f"{censor_path or 'censor mask'}: all {T} frames of {fmri} are censored; nothing to anchor a fill"
+        )
 
     try:
         data = np.array(img.dataobj)  # (T, V) the file's own dtype: uncensored frames copied bit for bit
@@ -473,18 +491,37 @@ def fill_run(
         raise FillError(f"{fmri}: uncensored frame(s) {_ranges(frames)} hold NaN/Inf; censor them or repair the file")
 
     note: dict = {
-        "method": method, "fmri": str(fmri), "censor": str(censor_path) if censor_path else None,
-        "censored_frames": np.flatnonzero(censored).tolist(), "n_censored": n_cens, "n_frames": T,
+        "method": method,
+        "fmri": str(fmri),
+        "censor": str(censor_path) if censor_path else None,
+        "censored_frames": np.flatnonzero(censored).tolist(),
+        "n_censored": n_cens,
+        "n_frames": T,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }  # fmt: skip
+    }
     result = data.copy()
     if n_cens == 0:
         log.warning("%s: no frame is censored; the output is a copy of the input", censor_path)
     elif method in ("linear", "cubic"):
         result[censored] = interpolate_frames(data, censored, method).astype(data.dtype)
     else:
-        filled, extra = _interrecon(ckpt_path, eeg, data, censored, indices, tr, fmri, stride,
-                                    num_inference_steps, eta, seed, batch_size, device, progress, num_samples)  # fmt: skip
+        filled, extra = _interrecon(
+            ckpt_path,
+            eeg,
+            data,
+            censored,
+            indices,
+            tr,
+            fmri,
+            stride,
+            num_inference_steps,
+            eta,
+            seed,
+            batch_size,
+            device,
+            progress,
+            num_samples,
+        )
         result[censored] = filled.astype(data.dtype)
         note.update(extra)
 
@@ -508,8 +545,23 @@ def _metadata(d: dict):
     return Cifti2MetaData(d)
 
 
-def _interrecon(ckpt_path, eeg_path, data, censored, indices, tr, fmri, stride, steps, eta, seed, batch_size,
-                device, progress, num_samples) -> tuple[np.ndarray, dict]:  # fmt: skip
+def _interrecon(
+    ckpt_path,
+    eeg_path,
+    data,
+    censored,
+    indices,
+    tr,
+    fmri,
+    stride,
+    steps,
+    eta,
+    seed,
+    batch_size,
+    device,
+    progress,
+    num_samples,
+) -> tuple[np.ndarray, dict]:
     """InterRecon fills of the censored frames, (n_censored, V) float64 in the run's units, and the note."""
     import torch
     from tqdm.auto import tqdm
@@ -568,8 +620,17 @@ def _interrecon(ckpt_path, eeg_path, data, censored, indices, tr, fmri, stride, 
             eeg_b, eeg_mask = torch.from_numpy(eeg_b).to(device), torch.from_numpy(inside).to(device)
             obs = torch.from_numpy(z[frames]).to(device)  # (B, K, V_model)
             mask = torch.from_numpy(~censored[frames]).to(device)  # (B, K) True = anchor
-            pred = model.sample_mean(eeg_b, num_samples, seed=seed + i * num_samples, num_inference_steps=steps, eta=eta,
-                                     observed=obs, observed_mask=mask, null_space=True, eeg_mask=eeg_mask)  # (B, K, V_model)  # fmt: skip
+            pred = model.sample_mean(
+                eeg_b,
+                num_samples,
+                seed=seed + i * num_samples,
+                num_inference_steps=steps,
+                eta=eta,
+                observed=obs,
+                observed_mask=mask,
+                null_space=True,
+                eeg_mask=eeg_mask,
+            )  # (B, K, V_model)
             pred = pred.double().cpu().numpy()
             fill = censored[frames]  # (B, K)
             np.add.at(acc, slot[frames[fill]], pred[fill])
@@ -584,11 +645,19 @@ def _interrecon(ckpt_path, eeg_path, data, censored, indices, tr, fmri, stride, 
         filled[:, other] = interpolate_frames(data[:, other], censored, "linear")
     filled[:, pos] = z_fill * std + mean
     note = {
-        "checkpoint": str(ckpt_path), "eeg": str(eeg_path), "n_frames_window": K, "stride": stride,
-        "num_inference_steps": steps, "eta": eta, "seed": seed, "num_samples": num_samples, "n_windows": int(len(starts)),
-        "grayordinates_interrecon": int(len(pos)), "grayordinates_linear": int(len(other)),
+        "checkpoint": str(ckpt_path),
+        "eeg": str(eeg_path),
+        "n_frames_window": K,
+        "stride": stride,
+        "num_inference_steps": steps,
+        "eta": eta,
+        "seed": seed,
+        "num_samples": num_samples,
+        "n_windows": int(len(starts)),
+        "grayordinates_interrecon": int(len(pos)),
+        "grayordinates_linear": int(len(other)),
         "normalisation": "each modelled grayordinate z-scored with the run's uncensored frames' mean/std",
-    }  # fmt: skip
+    }
     if len(other):
         note["linear_note"] = (
             f"{len(other)} grayordinates outside the model's region ({prep.get('region', '?')}) were filled by "
@@ -641,7 +710,19 @@ def fill(
             sampling run of every window).
     """
     return fill_run(
-        ckpt_path, fmri, eeg, censor, out, method=method, stride=stride, num_inference_steps=num_inference_steps,
-        eta=eta, seed=seed, overwrite=overwrite, censor_keep_is_one=censor_keep_is_one, progress=progress,
-        batch_size=batch_size, num_samples=num_samples,
-    )  # fmt: skip
+        ckpt_path,
+        fmri,
+        eeg,
+        censor,
+        out,
+        method=method,
+        stride=stride,
+        num_inference_steps=num_inference_steps,
+        eta=eta,
+        seed=seed,
+        overwrite=overwrite,
+        censor_keep_is_one=censor_keep_is_one,
+        progress=progress,
+        batch_size=batch_size,
+        num_samples=num_samples,
+    )

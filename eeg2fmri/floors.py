@@ -41,8 +41,9 @@ RUN_MEAN, NEAREST = "Run mean (train)", "Nearest train frame"
 # ---------------------------------------------------------------------------------------------
 
 
-def recording_time(frame_run: np.ndarray, frame_volume: np.ndarray, run_numbers: list[int], run_n_volumes: list[int],
-                   tr: float) -> np.ndarray:  # fmt: skip
+def recording_time(
+    frame_run: np.ndarray, frame_volume: np.ndarray, run_numbers: list[int], run_n_volumes: list[int], tr: float
+) -> np.ndarray:
     """Seconds from the first volume of the first run to each frame, the runs laid end to end in
     run order: (T,) float64. Without run tables, runs are spaced by their last kept volume."""
     if not run_numbers:
@@ -52,7 +53,9 @@ def recording_time(frame_run: np.ndarray, frame_volume: np.ndarray, run_numbers:
     return np.array([offset[int(r)] for r in frame_run]) + frame_volume * tr
 
 
-def floor_predictions(fmri: np.ndarray, frame_run: np.ndarray, split: np.ndarray, time: np.ndarray) -> dict[str, np.ndarray]:
+def floor_predictions(
+    fmri: np.ndarray, frame_run: np.ndarray, split: np.ndarray, time: np.ndarray
+) -> dict[str, np.ndarray]:
     """For every cache row (T,), the row's prediction by each floor: name -> (T, V) float32."""
     train = split == SPLITS["train"]
     if not train.any():
@@ -67,15 +70,24 @@ def floor_predictions(fmri: np.ndarray, frame_run: np.ndarray, split: np.ndarray
     t_train = time[train]
     order = np.argsort(t_train, kind="stable")
     t_sorted = t_train[order]
-    at = np.clip(np.searchsorted(t_sorted, time), 1, len(t_sorted) - 1) if len(t_sorted) > 1 else np.zeros(len(time), int)
+    at = (
+        np.clip(np.searchsorted(t_sorted, time), 1, len(t_sorted) - 1)
+        if len(t_sorted) > 1
+        else np.zeros(len(time), int)
+    )
     if len(t_sorted) > 1:
         at = np.where(np.abs(time - t_sorted[at - 1]) <= np.abs(t_sorted[at] - time), at - 1, at)  # earlier on ties
     nearest = np.flatnonzero(train)[order][at]  # (T,) cache row of the nearest training frame
     return {RUN_MEAN: pred_mean, NEAREST: fmri[nearest].astype(np.float32)}
 
 
-def session_floors(cache: str | Path, n_frames: int, regions: tuple[str, ...] = ("whole", "V1", "V1+A1"),
-                   identification: bool = True, batch_size: int = 64) -> dict[str, dict]:  # fmt: skip
+def session_floors(
+    cache: str | Path,
+    n_frames: int,
+    regions: tuple[str, ...] = ("whole", "V1", "V1+A1"),
+    identification: bool = True,
+    batch_size: int = 64,
+) -> dict[str, dict]:
     """The run-mean and nearest-training-frame floors scored like ``eeg2fmri test`` scores a model:
     the test windows of K = ``n_frames`` frames, every region's spatial, temporal and identification
     metrics. Returns floor name -> metrics."""

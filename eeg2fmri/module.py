@@ -107,8 +107,12 @@ class EEGfMRIModule(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
             return
-        facts = {"n_vertices": dm.n_vertices, "n_chans": dm.n_chans, "n_times": dm.n_times,
-                 "eeg_context": tuple(getattr(dm, "eeg_context", (0, 0)))}  # fmt: skip
+        facts = {
+            "n_vertices": dm.n_vertices,
+            "n_chans": dm.n_chans,
+            "n_times": dm.n_times,
+            "eeg_context": tuple(getattr(dm, "eeg_context", (0, 0))),
+        }
         mine = {k: getattr(self, k) for k in facts}
         if facts != mine:
             raise LayoutMismatchError(
@@ -165,7 +169,9 @@ class EEGfMRIModule(pl.LightningModule):
         if self.optimizer_fn is not None:
             return self.optimizer_fn(params)
         fused = self.device.type == "cuda"
-        return torch.optim.AdamW(params, lr=self.hparams.lr, betas=(0.9, 0.999), weight_decay=self.hparams.weight_decay, fused=fused)
+        return torch.optim.AdamW(
+            params, lr=self.hparams.lr, betas=(0.9, 0.999), weight_decay=self.hparams.weight_decay, fused=fused
+        )
 
     def frame_eeg(self, eeg: Tensor) -> Tensor:
         """The K frames' own windows (B, K, C, W) of a batch's EEG (B, P + K + F, C, W)."""
@@ -320,9 +326,18 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             self.eeg_encoder = EEGEncoder(n_chans, n_times, eeg_embed_dim, eeg_blocks, eeg_channels)
             n_features = eeg_embed_dim  # the FIR head then reads the tokens
         before, after = self.eeg_context
-        self.dit = DiT(latent_dim, eeg_embed_dim, n_frames, hidden_size, depth, num_heads, mlp_ratio,
-                       max_frames=max(64, n_frames + before + after), eeg_context=self.eeg_context,
-                       latent_cond=regression and residual_cond)  # fmt: skip
+        self.dit = DiT(
+            latent_dim,
+            eeg_embed_dim,
+            n_frames,
+            hidden_size,
+            depth,
+            num_heads,
+            mlp_ratio,
+            max_frames=max(64, n_frames + before + after),
+            eeg_context=self.eeg_context,
+            latent_cond=regression and residual_cond,
+        )
         self.regression_head = FIRHead(n_features, latent_dim, before, after) if regression else None
         betas = D.linear_beta_schedule(num_train_timesteps, beta_start, beta_end)
         self.register_buffer("alphas_cumprod", D.alphas_cumprod(betas).float(), persistent=False)
@@ -370,14 +385,22 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
                 "autoencoder: latent dims %d-%d of %d keep %.2f of their training variance on the %d validation frames "
                 "(median): directions of the training frames' own noise, which the diffusion prior learns as signal. "
                 "--model.init_args.latent_dim %d fits this data (notes/model.md, 'The latent dims that generalise').",
-                suggested + 1, d, d, float(ratio[suggested:].median()), n_val, max(suggested, 1),
-            )  # fmt: skip
+                suggested + 1,
+                d,
+                d,
+                float(ratio[suggested:].median()),
+                n_val,
+                max(suggested, 1),
+            )
 
     @torch.no_grad()
     def _start_features(self, dm, device) -> None:
         """Band-power standardisation from the training frames' own windows."""
         before = self.eeg_context[0]
-        power = [self.eeg_encoder.log_power(b["eeg"][:, before : before + 1].to(device))[:, 0] for b in dm.iter_frames("train")]
+        power = [
+            self.eeg_encoder.log_power(b["eeg"][:, before : before + 1].to(device))[:, 0]
+            for b in dm.iter_frames("train")
+        ]
         self.eeg_encoder.init_from_data(torch.cat(power))  # (N_train, Fe)
 
     @torch.no_grad()
@@ -398,8 +421,13 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
                     val_x.append(x)
                     val_y.append(y)
                     continue
-                for k, v in (("n", torch.tensor(float(len(x)), dtype=torch.float64, device=x.device)), ("sx", x.sum(0)),
-                             ("sy", y.double().sum(0)), ("sxx", x.T @ x), ("sxy", x.float().T @ y)):  # fmt: skip
+                for k, v in (
+                    ("n", torch.tensor(float(len(x)), dtype=torch.float64, device=x.device)),
+                    ("sx", x.sum(0)),
+                    ("sy", y.double().sum(0)),
+                    ("sxx", x.T @ x),
+                    ("sxy", x.float().T @ y),
+                ):
                     sums[k] = sums[k] + v if k in sums else v
         n = sums["n"]
         mx, my = sums["sx"] / n, sums["sy"] / n  # (F,), (V,)
@@ -411,8 +439,13 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         w, alpha = ridge_per_target(cxx, cxy, n, alphas, xv, yv, project=A.T.to(cxy))  # (F, d): W_x A^T
         bias = my.float() @ A.T + c - mx.float() @ w  # (d,): A (my - mx W_x) + c
         self.regression_head.set_linear(w, bias)
-        log.info("regression stage: ridge start from %d training frames, %d validation frames; penalty per grayordinate "
-                 "median %.3g", int(n), 0 if yv is None else len(yv), float(alpha.median()))  # fmt: skip
+        log.info(
+            "regression stage: ridge start from %d training frames, %d validation frames; penalty per grayordinate "
+            "median %.3g",
+            int(n),
+            0 if yv is None else len(yv),
+            float(alpha.median()),
+        )
 
     def train(self, mode: bool = True):
         # a fixed autoencoder encodes with its running (PCA) statistics in training too, so that the
@@ -473,7 +506,9 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         g = torch.Generator(device=self.device).manual_seed(seed * 1_000_003 + self.global_step)
         losses = self._losses(batch, generator=g)
         if self._logs_this_step():
-            self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=batch["fmri"].shape[0])
+            self.log_dict(
+                {f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=batch["fmri"].shape[0]
+            )
             self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=batch["fmri"].shape[0])
         return losses["loss"]
 
@@ -499,8 +534,15 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         losses = self._losses(batch, generator=g)
         self.log_dict({f"test/{k}": v for k, v in losses.items()}, sync_dist=True, batch_size=batch["fmri"].shape[0])
 
-    def _eps(self, x_t: Tensor, t: Tensor, h: Tensor, drop: Tensor | None = None, eeg_mask: Tensor | None = None,
-             mu: Tensor | None = None) -> Tensor:  # fmt: skip
+    def _eps(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        h: Tensor,
+        drop: Tensor | None = None,
+        eeg_mask: Tensor | None = None,
+        mu: Tensor | None = None,
+    ) -> Tensor:
         """ε_θ(x_t, t, h_EEG[, μ]) (B, K, d) float32, from the DiT's output per ``parameterization``."""
         mu = mu if self.dit.latent_cond_embedder is not None else None
         if self.hparams.cond_drop_prob >= 1.0:
@@ -564,9 +606,14 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             if mu is not None:
                 y = y - mu  # the observed residual
             z = D.interrecon_sample(
-                eps_fn, y, observed_mask, self.alphas_cumprod, time_travel=time_travel,
-                time_travel_repeat=time_travel_repeat, **common,
-            )  # fmt: skip
+                eps_fn,
+                y,
+                observed_mask,
+                self.alphas_cumprod,
+                time_travel=time_travel,
+                time_travel_repeat=time_travel_repeat,
+                **common,
+            )
         else:
             z = D.ddim_sample(eps_fn, shape, self.alphas_cumprod, device=eeg.device, **common)  # (B, K, d)
         if mu is not None:
@@ -577,8 +624,9 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         return x
 
     @torch.no_grad()
-    def posterior_mean(self, eeg: Tensor, guidance_scale: float = 1.0, seed: int | None = 0,
-                       eeg_mask: Tensor | None = None) -> Tensor:  # fmt: skip
+    def posterior_mean(
+        self, eeg: Tensor, guidance_scale: float = 1.0, seed: int | None = 0, eeg_mask: Tensor | None = None
+    ) -> Tensor:
         """E[x | EEG] in one network call: the denoiser's x̂₀ at the noisiest training step.
 
         At n = N − 1 the noisy latent carries almost nothing of the data (ᾱ = 4e-5 on the linear
@@ -611,14 +659,19 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
     def mean_is_mu(self) -> bool:
         """Whether the posterior mean is D(μ): a regression stage under an unconditional residual
         prior (``cond_drop_prob >= 1``, ``residual_cond=False``), see :meth:`posterior_mean`."""
-        return self.regression_head is not None and self.hparams.cond_drop_prob >= 1.0 and self.dit.latent_cond_embedder is None
+        return (
+            self.regression_head is not None
+            and self.hparams.cond_drop_prob >= 1.0
+            and self.dit.latent_cond_embedder is None
+        )
 
     def _n_frames_of(self, eeg: Tensor) -> int:
         return eeg.shape[1] - sum(self.eeg_context)
 
     @torch.no_grad()
-    def predict_frames(self, batch: dict, estimator: Literal["mean", "sample"] = "mean", num_samples: int = 1,
-                       **sampling) -> Tensor:  # fmt: skip
+    def predict_frames(
+        self, batch: dict, estimator: Literal["mean", "sample"] = "mean", num_samples: int = 1, **sampling
+    ) -> Tensor:
         """(B, K, V) frames from ``batch["eeg"]`` by one of the estimators of the Evaluator:
 
         - ``mean`` with ``num_samples = 1``: the posterior mean in one call (:meth:`posterior_mean`);
@@ -628,7 +681,9 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         eeg, eeg_mask = batch["eeg"], batch.get("eeg_mask")
         if estimator == "sample":
             if num_samples != 1:
-                raise ValueError(f"estimator 'sample' draws one sample; got num_samples={num_samples} (use estimator 'mean')")
+                raise ValueError(
+                    f"estimator 'sample' draws one sample; got num_samples={num_samples} (use estimator 'mean')"
+                )
             return self.sample(eeg, eeg_mask=eeg_mask, **sampling)
         if estimator != "mean":
             raise ValueError(f"estimator={estimator!r}: expected 'mean' or 'sample'")

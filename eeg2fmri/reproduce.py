@@ -54,7 +54,9 @@ class Scale:
     grayordinates: str  # the simulator's grayordinates
     ks: tuple[int, ...]  # window lengths of Table 1
     epochs: dict[str, int] = field(default_factory=dict)  # per method slug (missing: the config's)
-    model: dict[str, dict] = field(default_factory=dict)  # per method slug: --model.* overrides (paper: else diffusion's)
+    model: dict[str, dict] = field(
+        default_factory=dict
+    )  # per method slug: --model.* overrides (paper: else diffusion's)
     extra: list[str] = field(default_factory=list)  # other CLI arguments for every cell
     # InterRecon samples averaged for Table 2's posterior-mean row (the average of N null-space samples
     # nears the posterior mean given EEG and anchors as N grows; its cost is N samplings per fill)
@@ -72,27 +74,72 @@ _CPU_NETS = {
 }
 SCALES: dict[str, Scale] = {
     "ci": Scale(
-        simulate="ci", grayordinates="every:20", ks=(3, 10, 30),
-        epochs={"diffusion": 15, "paper": 15, "cnn_tc": 3, "cnn_tag": 3, "e2fnet": 3, "e2fgan": 3, "mean": 1, "ridge": 1,
-                "fir_ridge": 1},
+        simulate="ci",
+        grayordinates="every:20",
+        ks=(3, 10, 30),
+        epochs={
+            "diffusion": 15,
+            "paper": 15,
+            "cnn_tc": 3,
+            "cnn_tag": 3,
+            "e2fnet": 3,
+            "e2fgan": 3,
+            "mean": 1,
+            "ridge": 1,
+            "fir_ridge": 1,
+        },
         model={"diffusion": _CPU_DIFFUSION, **_CPU_NETS},
-        extra=["--data.batch_size", "16", "--ema.decay", "0.99", "--evaluator.num_inference_steps", "20",
-               "--evaluator.every_n_epochs", "1000", "--trainer.num_sanity_val_steps", "0"],
-    ),  # fmt: skip
+        extra=[
+            "--data.batch_size",
+            "16",
+            "--ema.decay",
+            "0.99",
+            "--evaluator.num_inference_steps",
+            "20",
+            "--evaluator.every_n_epochs",
+            "1000",
+            "--trainer.num_sanity_val_steps",
+            "0",
+        ],
+    ),
     "small": Scale(
-        simulate="small", grayordinates="every:4", ks=(3, 10, 30),
-        epochs={"diffusion": 40, "paper": 40, "cnn_tc": 10, "cnn_tag": 10, "e2fnet": 10, "e2fgan": 10, "mean": 1,
-                "ridge": 1, "fir_ridge": 1},
+        simulate="small",
+        grayordinates="every:4",
+        ks=(3, 10, 30),
+        epochs={
+            "diffusion": 40,
+            "paper": 40,
+            "cnn_tc": 10,
+            "cnn_tag": 10,
+            "e2fnet": 10,
+            "e2fgan": 10,
+            "mean": 1,
+            "ridge": 1,
+            "fir_ridge": 1,
+        },
         # latent d = 48: of the PCA start's dims on this subject's 1,298 training frames, dims 53 on keep
         # 0.05-0.23 of their training variance on the validation frames (the fit's held-out-variance
         # warning; notes/model.md, "The latent dims that generalise"). The paper's model keeps 256.
-        model={"diffusion": {**_CPU_DIFFUSION, "latent_dim": 48, "hidden_size": 256},
-               "paper": {**_CPU_DIFFUSION, "latent_dim": 256, "hidden_size": 256}, **_CPU_NETS},
-        extra=["--data.batch_size", "32", "--ema.decay", "0.999", "--evaluator.num_inference_steps", "50",
-               "--evaluator.every_n_epochs", "20", "--trainer.num_sanity_val_steps", "0"],
+        model={
+            "diffusion": {**_CPU_DIFFUSION, "latent_dim": 48, "hidden_size": 256},
+            "paper": {**_CPU_DIFFUSION, "latent_dim": 256, "hidden_size": 256},
+            **_CPU_NETS,
+        },
+        extra=[
+            "--data.batch_size",
+            "32",
+            "--ema.decay",
+            "0.999",
+            "--evaluator.num_inference_steps",
+            "50",
+            "--evaluator.every_n_epochs",
+            "20",
+            "--trainer.num_sanity_val_steps",
+            "0",
+        ],
         interrecon_samples=64,  # whole r on the filled frames: 0.084 / 0.196 / 0.241 / 0.259 at N = 1 / 16 / 64 / 256
         fill_samples=4,  # InterRecon whole r at 5 / 10 / 20 % censored: 0.373 / 0.316 / 0.283 at N = 1, 0.373 / 0.351 / 0.308 at 4
-    ),  # fmt: skip
+    ),
     "paper": Scale(simulate="paper", grayordinates="all", ks=(3, 10, 30), interrecon_samples=16),
 }
 
@@ -128,7 +175,13 @@ def ensure_subject(subject: int, scale: Scale, raw: Path, prepared: Path, protoc
     folder = raw / subject_dirname(subject)
     if not folder.exists():
         _say(f"simulating subject {subject} ({scale.simulate}, grayordinates {scale.grayordinates}) into {raw}")
-        simulate(out_dir=str(raw), subjects=[subject], scale=scale.simulate, grayordinates=scale.grayordinates, progress=False)
+        simulate(
+            out_dir=str(raw),
+            subjects=[subject],
+            scale=scale.simulate,
+            grayordinates=scale.grayordinates,
+            progress=False,
+        )
     return prepare(folder, prepared, progress=False)
 
 
@@ -161,12 +214,25 @@ def run_cell(
     if config and config.startswith("paper/"):  # a whole config of its own
         args = ["--config", str(CONFIGS / config.format(subject=subject))]
     else:
-        args = ["--config", str(CONFIGS / f"sub{subject}.yaml")] + (["--config", str(CONFIGS / config)] if config else [])
-    args += ["--data.data_path", str(cache), "--data.n_frames", str(k), "--trainer.default_root_dir", str(out),
-             "--trainer.logger", "false", *scale.extra]  # fmt: skip
+        args = ["--config", str(CONFIGS / f"sub{subject}.yaml")] + (
+            ["--config", str(CONFIGS / config)] if config else []
+        )
+    args += [
+        "--data.data_path",
+        str(cache),
+        "--data.n_frames",
+        str(k),
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.logger",
+        "false",
+        *scale.extra,
+    ]
     if slug in scale.epochs:
         args += ["--trainer.max_epochs", str(scale.epochs[slug])]
-    overrides = scale.model.get(slug, scale.model.get("diffusion", {})) if slug == "paper" else scale.model.get(slug, {})
+    overrides = (
+        scale.model.get(slug, scale.model.get("diffusion", {})) if slug == "paper" else scale.model.get(slug, {})
+    )
     args += _model_args(overrides) + list(extra)
     done, stamp = out / "test_metrics.json", out / "cell_args.json"
     if not force and done.exists() and stamp.exists() and _cell_key(json.loads(stamp.read_text())) == _cell_key(args):
@@ -174,7 +240,18 @@ def run_cell(
     t0 = time.perf_counter()
     main(["fit", *args])
     ckpt = out / "checkpoints" / "last.ckpt"
-    main(["test", *args, "--ckpt_path", str(ckpt), "--evaluator.results_dir", str(out), "--evaluator.save_predictions", "true"])
+    main(
+        [
+            "test",
+            *args,
+            "--ckpt_path",
+            str(ckpt),
+            "--evaluator.results_dir",
+            str(out),
+            "--evaluator.save_predictions",
+            "true",
+        ]
+    )
     atomic_write_text(stamp, json.dumps(args))
     _say(f"  done in {time.perf_counter() - t0:.0f} s")
     return json.loads(done.read_text())
@@ -185,13 +262,25 @@ def run_cell(
 # ---------------------------------------------------------------------------------------------
 
 
-def table1(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", prepared: str = "data/prepared",  # noqa: B006
-           results: str = "results", methods: list[str] | None = None, ks: list[int] | None = None,
-           force: bool = False, protocol: str = "project") -> Path:  # fmt: skip
+def table1(
+    scale: str = "ci",
+    subjects: list[int] = [1],
+    raw: str = "data/raw",
+    prepared: str = "data/prepared",  # noqa: B006
+    results: str = "results",
+    methods: list[str] | None = None,
+    ks: list[int] | None = None,
+    force: bool = False,
+    protocol: str = "project",
+) -> Path:
     """Table 1 (+ S1-S3 and the temporal / identification / ceiling table): every method x K x region,
     then the floors of Table 1c (run mean, nearest training frame, EEG shuffled within run)."""
     sc = SCALES[scale]
-    raw_p, prep_p, out = Path(raw), Path(prepared) / protocol_tag(scale, protocol), Path(results) / protocol_tag(scale, protocol)
+    raw_p, prep_p, out = (
+        Path(raw),
+        Path(prepared) / protocol_tag(scale, protocol),
+        Path(results) / protocol_tag(scale, protocol),
+    )
     slugs = methods or [s for s, _ in METHODS.values()]
     unknown = [s for s in slugs if s not in SLUGS]
     if unknown:
@@ -232,7 +321,15 @@ def _rows_of(slugs) -> list[tuple[str, str, str]]:
 def table1_rows(res: dict, subjects, ks, slugs) -> list[dict]:
     """Long-format rows: one per (K, method row, region, metric), mean and std over subjects."""
     rows = []
-    keys = ("mse", "r", "cos", "temporal_r_median", "identification_top1", "identification_top5", "identification_mean_rank")
+    keys = (
+        "mse",
+        "r",
+        "cos",
+        "temporal_r_median",
+        "identification_top1",
+        "identification_top5",
+        "identification_mean_rank",
+    )
     for k in ks:
         for name, slug, source in _rows_of(slugs):
             cells = [res[(s, k, slug)] for s in subjects]
@@ -241,9 +338,20 @@ def table1_rows(res: dict, subjects, ks, slugs) -> list[dict]:
                 for key in keys:
                     vals = [c["metrics"].get(source, {}).get(f"{region}/{key}") for c in cells]
                     mean, std = _mean_std(vals)
-                    rows.append({"K": k, "method": name, "source": source, "eeg_seconds": eeg_s, "region": region,
-                                 "metric": key, "mean": mean, "std_over_subjects": std, "n_subjects": len(subjects),
-                                 "per_subject": vals})  # fmt: skip
+                    rows.append(
+                        {
+                            "K": k,
+                            "method": name,
+                            "source": source,
+                            "eeg_seconds": eeg_s,
+                            "region": region,
+                            "metric": key,
+                            "mean": mean,
+                            "std_over_subjects": std,
+                            "n_subjects": len(subjects),
+                            "per_subject": vals,
+                        }
+                    )
     return rows
 
 
@@ -263,11 +371,13 @@ def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
 
     md = io.StringIO()
     md.write(f"# Table 1 — mean over {n} subject(s): MSE / r / cos per region\n\n")
-    md.write("Spatial metrics per test frame (paper, Table 1); ± is the std over subjects when there are several.\n"
-             "Rows of the sampling models: *posterior mean* (the estimate that minimises MSE: x̂₀\n"
-             "at the noisiest step, or the average of N samples, as the cell's evaluator says) and *one sample* (one\n"
-             "DDIM draw: about twice the posterior variance in MSE). *EEG s*: seconds of EEG one predicted frame\n"
-             "may depend on (own window 0.8 s; the FIR lags; a K-frame window plus its EEG context).\n\n")  # fmt: skip
+    md.write(
+        "Spatial metrics per test frame (paper, Table 1); ± is the std over subjects when there are several.\n"
+        "Rows of the sampling models: *posterior mean* (the estimate that minimises MSE: x̂₀\n"
+        "at the noisiest step, or the average of N samples, as the cell's evaluator says) and *one sample* (one\n"
+        "DDIM draw: about twice the posterior variance in MSE). *EEG s*: seconds of EEG one predicted frame\n"
+        "may depend on (own window 0.8 s; the FIR lags; a K-frame window plus its EEG context).\n\n"
+    )
     md.write("| K | method | EEG s | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " |\n")
     md.write("|---|---|---|" + "---|" * (3 * len(REGIONS)) + "\n")
     for k in ks:
@@ -275,10 +385,14 @@ def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
             cells = [cell(k, name, region, m) for region in REGIONS for m in ("mse", "r", "cos")]
             md.write(f"| {k} | {name} | {seconds(k, name)} | " + " | ".join(cells) + " |\n")
     md.write("\n# Table 1b — temporal and functional metrics\n\n")
-    md.write("Temporal r: per grayordinate over the test frames, median over the region; in brackets the fraction of\n"
-             "the noise ceiling's. Identification: rank of the true test window among all test windows by correlation\n"
-             "with the prediction (whole brain).\n\n")  # fmt: skip
-    md.write("| K | method | EEG s | " + " | ".join(f"{r} temporal r" for r in REGIONS) + " | top-1 | top-5 | mean rank |\n")
+    md.write(
+        "Temporal r: per grayordinate over the test frames, median over the region; in brackets the fraction of\n"
+        "the noise ceiling's. Identification: rank of the true test window among all test windows by correlation\n"
+        "with the prediction (whole brain).\n\n"
+    )
+    md.write(
+        "| K | method | EEG s | " + " | ".join(f"{r} temporal r" for r in REGIONS) + " | top-1 | top-5 | mean rank |\n"
+    )
     md.write("|---|---|---|" + "---|" * (len(REGIONS) + 3) + "\n")
     for k in ks:
         for name in names:
@@ -290,7 +404,10 @@ def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
                 if ceil and mine and name != "Noise ceiling" and math.isfinite(mine["mean"]) and ceil["mean"] > 0:
                     c += f" ({mine['mean'] / ceil['mean']:.2f})"
                 cells.append(c)
-            cells += [cell(k, name, "whole", m) for m in ("identification_top1", "identification_top5", "identification_mean_rank")]
+            cells += [
+                cell(k, name, "whole", m)
+                for m in ("identification_top1", "identification_top5", "identification_mean_rank")
+            ]
             md.write(f"| {k} | {name} | {seconds(k, name)} | " + " | ".join(cells) + " |\n")
     for s in subjects:  # Tables S1-S3: per subject, mean ± std over test windows
         md.write(f"\n# Subject {s} — mean ± std over test windows (Tables S1–S3)\n\n")
@@ -301,11 +418,26 @@ def write_table1(res: dict, out: Path, subjects, ks, slugs) -> None:
                 met = res[(s, k, m)]["metrics"].get(source)
                 if met is None:
                     continue
-                cells = [f"{met[f'{region}/{x}']:.3f} ± {met[f'{region}/{x}_std']:.3f}" for region in REGIONS for x in ("mse", "r", "cos")]
+                cells = [
+                    f"{met[f'{region}/{x}']:.3f} ± {met[f'{region}/{x}_std']:.3f}"
+                    for region in REGIONS
+                    for x in ("mse", "r", "cos")
+                ]
                 md.write(f"| {k} | {name} | " + " | ".join(cells) + " |\n")
     atomic_write_text(out / "table1.md", md.getvalue())
     kept = [{**r, "per_subject": json.dumps(r["per_subject"])} for r in rows]
-    fields = ["K", "method", "source", "eeg_seconds", "region", "metric", "mean", "std_over_subjects", "n_subjects", "per_subject"]
+    fields = [
+        "K",
+        "method",
+        "source",
+        "eeg_seconds",
+        "region",
+        "metric",
+        "mean",
+        "std_over_subjects",
+        "n_subjects",
+        "per_subject",
+    ]
     atomic_write_csv(out / "table1.csv", kept, fields)
 
 
@@ -340,8 +472,14 @@ def _ensure_release_subject(subject: int, scale: Scale, raw: Path, prepared: Pat
     release = raw / "release"
     if not (release / release_dirname(subject)).exists() and not (release / f"sub_{subject:04d}").exists():
         _say(f"simulating subject {subject} in the CineBrain release form ({scale.simulate}) into {release}")
-        simulate(out_dir=str(release), subjects=[subject], scale=scale.simulate, grayordinates=scale.grayordinates,
-                 form="release", progress=False)  # fmt: skip
+        simulate(
+            out_dir=str(release),
+            subjects=[subject],
+            scale=scale.simulate,
+            grayordinates=scale.grayordinates,
+            form="release",
+            progress=False,
+        )
     (folder,) = import_cinebrain(str(release), [subject], str(raw / "imported"), overwrite=True)
     return prepare(folder, prepared, PrepareOptions(normalize="all", split="tail"), progress=False)
 
@@ -363,9 +501,16 @@ def shuffled_eeg_cell(cell: Path, force: bool = False) -> dict:
     out = cell / "eeg_shuffled"
     stamp = [*args, str(ckpt.stat().st_mtime_ns)]
     done = out / "test_metrics.json"
-    if not force and done.exists() and (out / "cell_args.json").exists() and json.loads((out / "cell_args.json").read_text()) == stamp:
+    if (
+        not force
+        and done.exists()
+        and (out / "cell_args.json").exists()
+        and json.loads((out / "cell_args.json").read_text()) == stamp
+    ):
         return json.loads(done.read_text())
-    main(["test", *args, "--ckpt_path", str(ckpt), "--shuffle_eeg.enabled", "true", "--evaluator.results_dir", str(out)])
+    main(
+        ["test", *args, "--ckpt_path", str(ckpt), "--shuffle_eeg.enabled", "true", "--evaluator.results_dir", str(out)]
+    )
     atomic_write_text(out / "cell_args.json", json.dumps(stamp))
     return json.loads(done.read_text())
 
@@ -397,13 +542,20 @@ def write_floors(floors: dict, out: Path, subjects, ks, protocol: str) -> None:
     rows = []
     md = io.StringIO()
     md.write("\n# Table 1c — floors: what the scores above are made of under this protocol\n\n")
-    md.write("Run mean (train): each test frame predicted by the mean training frame of its run (the nearest run with\n"
-             "training frames if it has none). Nearest train frame: by the training frame closest in recording time.\n"
-             "EEG shuffled within run: the method's checkpoint tested on test EEG permuted within each run (no frame keeps\n"
-             "its own). A method that scores no better than these does not use the frame's EEG. Temporal r is undefined\n"
-             "(–) for a floor that is constant over the test frames of a grayordinate.\n\n")  # fmt: skip
-    md.write("| K | floor | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " | "
-             + " | ".join(f"{r} temporal r" for r in REGIONS) + " |\n")  # fmt: skip
+    md.write(
+        "Run mean (train): each test frame predicted by the mean training frame of its run (the nearest run with\n"
+        "training frames if it has none). Nearest train frame: by the training frame closest in recording time.\n"
+        "EEG shuffled within run: the method's checkpoint tested on test EEG permuted within each run (no frame keeps\n"
+        "its own). A method that scores no better than these does not use the frame's EEG. Temporal r is undefined\n"
+        "(–) for a floor that is constant over the test frames of a grayordinate.\n\n"
+    )
+    md.write(
+        "| K | floor | "
+        + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS)
+        + " | "
+        + " | ".join(f"{r} temporal r" for r in REGIONS)
+        + " |\n"
+    )
     md.write("|---|---|" + "---|" * len(keys) + "\n")
     for k in ks:
         for name in names:
@@ -411,13 +563,26 @@ def write_floors(floors: dict, out: Path, subjects, ks, protocol: str) -> None:
             if any(p is None for p in per):
                 continue
             vals = {key: _mean_std([p.get(key) for p in per]) for key in keys}
-            cells = [f"{m:.3f}" + (f" ± {sd:.3f}" if len(subjects) > 1 else "") if math.isfinite(m) else "–" for m, sd in vals.values()]
+            cells = [
+                f"{m:.3f}" + (f" ± {sd:.3f}" if len(subjects) > 1 else "") if math.isfinite(m) else "–"
+                for m, sd in vals.values()
+            ]
             md.write(f"| {k} | {name} | " + " | ".join(cells) + " |\n")
             for key, (m, sd) in vals.items():
                 region, metric = key.split("/")
-                rows.append({"K": k, "method": name, "region": region, "metric": metric, "mean": m, "std_over_subjects": sd,
-                             "n_subjects": len(subjects), "per_subject": json.dumps([p.get(key) for p in per]),
-                             "protocol": protocol})  # fmt: skip
+                rows.append(
+                    {
+                        "K": k,
+                        "method": name,
+                        "region": region,
+                        "metric": metric,
+                        "mean": m,
+                        "std_over_subjects": sd,
+                        "n_subjects": len(subjects),
+                        "per_subject": json.dumps([p.get(key) for p in per]),
+                        "protocol": protocol,
+                    }
+                )
     text = (out / "table1.md").read_text()
     head, _, rest = text.partition("\n")
     atomic_write_text(out / "table1.md", f"{head}\n\nProtocol: {protocol}\n{rest}{md.getvalue()}")
@@ -448,26 +613,46 @@ def _add_column(path: Path, name: str, value: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def ablation(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", prepared: str = "data/prepared",  # noqa: B006
-             results: str = "results", latents: list[int] = [512, 1024, 2048], k: int = 10, force: bool = False) -> Path:  # noqa: B006
+def ablation(
+    scale: str = "ci",
+    subjects: list[int] = [1],
+    raw: str = "data/raw",
+    prepared: str = "data/prepared",  # noqa: B006
+    results: str = "results",
+    latents: list[int] = [512, 1024, 2048],
+    k: int = 10,
+    force: bool = False,
+) -> Path:  # noqa: B006
     """Table S4: the diffusion model with latent dimension 512 / 1024 / 2048 (K = 10)."""
     sc = SCALES[scale]
     out = Path(results) / scale
-    lines = ["# Table S4 — latent dimension d (K = %d), mean over %d subject(s)\n" % (k, len(subjects)),
-             "| d | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " |",
-             "|---|" + "---|" * (3 * len(REGIONS))]  # fmt: skip
+    lines = [
+        "# Table S4 — latent dimension d (K = %d), mean over %d subject(s)\n" % (k, len(subjects)),
+        "| d | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " |",
+        "|---|" + "---|" * (3 * len(REGIONS)),
+    ]
     rows = []
     for d in latents:
         per = []
         for s in subjects:
             cache = ensure_subject(s, sc, Path(raw) / scale, Path(prepared) / scale)
             _say(f"subject {s}, K={k}, latent {d}")
-            res = run_cell(s, k, "diffusion", sc, cache, out / "cells" / f"sub{s}" / f"K{k}" / f"diffusion_latent{d}",
-                           extra=["--model.init_args.latent_dim", str(d)], force=force)  # fmt: skip
+            res = run_cell(
+                s,
+                k,
+                "diffusion",
+                sc,
+                cache,
+                out / "cells" / f"sub{s}" / f"K{k}" / f"diffusion_latent{d}",
+                extra=["--model.init_args.latent_dim", str(d)],
+                force=force,
+            )
             per.append(res["metrics"]["model"])
         vals = {f"{r}/{m}": _mean_std([p[f"{r}/{m}"] for p in per])[0] for r in REGIONS for m in ("mse", "r", "cos")}
         rows.append({"latent_dim": d, **vals})
-        lines.append(f"| {d} | " + " | ".join(f"{vals[f'{r}/{m}']:.3f}" for r in REGIONS for m in ("mse", "r", "cos")) + " |")
+        lines.append(
+            f"| {d} | " + " | ".join(f"{vals[f'{r}/{m}']:.3f}" for r in REGIONS for m in ("mse", "r", "cos")) + " |"
+        )
     atomic_write_text(out / "table_s4.md", "\n".join(lines) + "\n")
     _write_csv(out / "table_s4.csv", rows)
     stamp_protocol(out / "table_s4.md", out / "table_s4.csv", cache)
@@ -484,8 +669,15 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", prepared: str = "data/prepared",  # noqa: B006
-           results: str = "results", k: int = 10, force: bool = False) -> Path:  # fmt: skip
+def table2(
+    scale: str = "ci",
+    subjects: list[int] = [1],
+    raw: str = "data/raw",
+    prepared: str = "data/prepared",  # noqa: B006
+    results: str = "results",
+    k: int = 10,
+    force: bool = False,
+) -> Path:
     """Table 2 (InterRecon between the first and last frame of each test window: linear and cubic
     interpolation, the model without and with the null-space step, same checkpoint) and the gap
     sweep of Figure 3 (frames 1..g missing, g = 1..K-2)."""
@@ -503,8 +695,15 @@ def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", 
     out = Path(results) / scale
     evaluator_steps = _sampler_steps(sc)
     n_mean = sc.interrecon_samples  # InterRecon samples averaged for the posterior-mean row
-    methods = ("Linear", "Cubic spline", "FIR ridge (EEG only)", "Ours, EEG only (posterior mean)", "Without null space",
-               "With null space (one sample)", f"With null space (mean of {n_mean} samples)")  # fmt: skip
+    methods = (
+        "Linear",
+        "Cubic spline",
+        "FIR ridge (EEG only)",
+        "Ours, EEG only (posterior mean)",
+        "Without null space",
+        "With null space (one sample)",
+        f"With null space (mean of {n_mean} samples)",
+    )
     table: dict[str, list[dict]] = {m: [] for m in methods}
     sweep: dict[str, dict[int, list[float]]] = {m: {} for m in methods}
     for s in subjects:
@@ -533,8 +732,15 @@ def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", 
             if name.startswith("Ours, EEG only"):
                 return model.predict_frames(batch, estimator="mean", num_samples=1)
             n = n_mean if "mean of" in name else 1
-            return model.sample_mean(eeg, n, num_inference_steps=evaluator_steps, observed=x, observed_mask=mask,
-                                     null_space=name != "Without null space", eeg_mask=eeg_mask)  # fmt: skip
+            return model.sample_mean(
+                eeg,
+                n,
+                num_inference_steps=evaluator_steps,
+                observed=x,
+                observed_mask=mask,
+                null_space=name != "Without null space",
+                eeg_mask=eeg_mask,
+            )
 
         gaps = list(range(1, k - 1))
         _say(f"subject {s}: InterRecon on {len(dm.windows['test'])} test windows, gaps {gaps[0]}..{gaps[-1]}")
@@ -557,12 +763,14 @@ def table2(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", 
             for g in gaps:
                 sweep[name].setdefault(g, []).append(gap_metrics[g].compute()["whole/r"])
     rows = []
-    lines = [f"# Table 2 — InterRecon (K = {k}, first and last frame observed), mean over {len(subjects)} subject(s)\n",
-             "Metrics on the filled (middle) frames only. *EEG only*: predictions from the EEG without the anchors\n"
-             "(FIR ridge; the model's posterior mean). InterRecon rows: one DDIM sample with the anchors imposed by the\n"
-             "null-space step, and the average of several such samples (the posterior mean given EEG and anchors).\n",
-             "| method | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " | whole temporal r |",
-             "|---|" + "---|" * (3 * len(REGIONS) + 1)]  # fmt: skip
+    lines = [
+        f"# Table 2 — InterRecon (K = {k}, first and last frame observed), mean over {len(subjects)} subject(s)\n",
+        "Metrics on the filled (middle) frames only. *EEG only*: predictions from the EEG without the anchors\n"
+        "(FIR ridge; the model's posterior mean). InterRecon rows: one DDIM sample with the anchors imposed by the\n"
+        "null-space step, and the average of several such samples (the posterior mean given EEG and anchors).\n",
+        "| method | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS) + " | whole temporal r |",
+        "|---|" + "---|" * (3 * len(REGIONS) + 1),
+    ]
     for name in methods:
         keys = [f"{r}/{m}" for r in REGIONS for m in ("mse", "r", "cos")] + ["whole/temporal_r_median"]
         vals = {key: _mean_std([t[key] for t in table[name]])[0] for key in keys}
@@ -615,14 +823,18 @@ def _fir_predictions(fir, prep: dict, eeg_path: Path, n_volumes: int, frames: np
     need = np.unique(np.clip(span, 0, n_volumes - 1))
     windows = run_eeg_windows(eeg_path, prep, n_volumes, need)  # (R, C, W)
     pos = np.searchsorted(need, np.clip(span, 0, n_volumes - 1))
-    batch = {"eeg": torch.from_numpy(windows[pos] * inside[..., None, None]), "eeg_mask": torch.from_numpy(inside),
-             "fmri": torch.zeros(len(frames), 1, fir.n_vertices)}  # fmt: skip
+    batch = {
+        "eeg": torch.from_numpy(windows[pos] * inside[..., None, None]),
+        "eeg_mask": torch.from_numpy(inside),
+        "fmri": torch.zeros(len(frames), 1, fir.n_vertices),
+    }
     with torch.no_grad():
         return fir.predict_frames(batch)[:, 0].double().numpy()
 
 
-def censor_bursts(segments: list[np.ndarray], n_frames: int, rate: float, rng: np.random.Generator,
-                  max_burst: int = 5) -> np.ndarray:  # fmt: skip
+def censor_bursts(
+    segments: list[np.ndarray], n_frames: int, rate: float, rng: np.random.Generator, max_burst: int = 5
+) -> np.ndarray:
     """Censor ``rate`` of the frames of ``segments`` (arrays of consecutive frame indices, e.g. the
     test clips of a run) in bursts of 1..``max_burst`` frames, as head motion does: (n_frames,) bool.
     Bursts lie inside one segment and are separated by at least one uncensored frame (so each stays
@@ -635,7 +847,9 @@ def censor_bursts(segments: list[np.ndarray], n_frames: int, rate: float, rng: n
     while done < target:
         tries += 1
         if tries > 100_000:
-            raise ValueError(f"cannot censor {target} of {pool} frames in bursts of 1-{max_burst} separated by uncensored frames")
+            raise ValueError(
+                f"cannot censor {target} of {pool} frames in bursts of 1-{max_burst} separated by uncensored frames"
+            )
         n = min(int(rng.integers(1, max_burst + 1)), target - done)
         seg = segments[rng.choice(len(segments), p=lengths / lengths.sum())]
         if len(seg) < n:
@@ -668,9 +882,16 @@ def _test_segments(cache: Path) -> dict[int, list[np.ndarray]]:
     return dict(sorted(out.items()))
 
 
-def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/raw", prepared: str = "data/prepared",  # noqa: B006
-               results: str = "results", rates: list[float] = [0.05, 0.1, 0.2], force: bool = False,  # noqa: B006
-               k: int = 10) -> Path:  # fmt: skip
+def fill_study(
+    scale: str = "ci",
+    subjects: list[int] = [1],
+    raw: str = "data/raw",
+    prepared: str = "data/prepared",  # noqa: B006
+    results: str = "results",
+    rates: list[float] = [0.05, 0.1, 0.2],
+    force: bool = False,  # noqa: B006
+    k: int = 10,
+) -> Path:
     """Censored-frame filling on simulated (or real) subjects: in every run holding test clips,
     censor ``rates`` of the test-clip frames in bursts of 1-5 frames (seeded), fill them with
     ``eeg2fmri fill`` (InterRecon with the K = 10 diffusion cell, linear, cubic spline; files under
@@ -678,7 +899,6 @@ def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/ra
     EEG-only reference), and score the censored frames only, against the recorded BOLD and,
     where the simulator kept it, the noise-free BOLD -> ``fill.md``, ``fill.csv``, ``fill.png``."""
     import h5py
-
     import torch
 
     from eeg2fmri.baselines import FIRRidge
@@ -701,9 +921,15 @@ def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/ra
         fir_cell = out / "cells" / f"sub{s}" / f"K{k}" / "fir_ridge"
         run_cell(s, k, "fir_ridge", sc, cache, fir_cell, force=force)
         fir = FIRRidge.load_from_checkpoint(fir_cell / "checkpoints" / "last.ckpt", map_location="cpu").eval()
-        fir_prep = torch.load(fir_cell / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["eeg2fmri_data"]
+        fir_prep = torch.load(fir_cell / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
+            "eeg2fmri_data"
+        ]
         with h5py.File(cache, "r") as h5:
-            indices, mean, std = h5["indices"][:], h5["fmri_mean"][:].astype(np.float64), h5["fmri_std"][:].astype(np.float64)
+            indices, mean, std = (
+                h5["indices"][:],
+                h5["fmri_mean"][:].astype(np.float64),
+                h5["fmri_std"][:].astype(np.float64),
+            )
         runs = {r.run: r for r in discover_runs(Path(raw) / scale / subject_dirname(s))}
         segments = _test_segments(cache)
         for rate in rates:
@@ -715,14 +941,26 @@ def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/ra
                 rng = np.random.default_rng([s, r, round(rate * 1000)])
                 censored = censor_bursts(segs, n_vol, rate, rng)
                 censor = write_censor(folder / f"run-{r}_censor.tsv", censored)
-                _say(f"subject {s}, run {r}: {int(censored.sum())} of {sum(map(len, segs))} test frames censored ({rate:.0%})")
+                _say(
+                    f"subject {s}, run {r}: {int(censored.sum())} of {sum(map(len, segs))} test frames censored ({rate:.0%})"
+                )
                 cols = None
                 for method in FILL_METHODS:
                     path = folder / f"run-{r}_{method}.dtseries.nii"
                     n = sc.fill_samples if method == "interrecon" else 1
                     if force or not _fill_done(path, censored, ckpt if method == "interrecon" else None, n):
-                        fill_run(ckpt, run.fmri, run.eeg, censor, path, method=method, num_inference_steps=steps,
-                                 overwrite=True, progress=False, num_samples=n)  # fmt: skip
+                        fill_run(
+                            ckpt,
+                            run.fmri,
+                            run.eeg,
+                            censor,
+                            path,
+                            method=method,
+                            num_inference_steps=steps,
+                            overwrite=True,
+                            progress=False,
+                            num_samples=n,
+                        )
                     filled = read_dtseries(path)
                     cols = np.searchsorted(filled.indices, indices)  # the cache's columns in the file
                     rows[method].append(filled.data[censored][:, cols])
@@ -738,7 +976,9 @@ def fill_study(scale: str = "ci", subjects: list[int] = [1], raw: str = "data/ra
                     if ref in z:
                         res[(s, rate, method, ref)] = score(z[method], z[ref], indices, REGIONS, identification=False)
             if "noise-free" in z:  # the ceiling: the noise-free BOLD itself scored against the recording
-                res[(s, rate, "ceiling", "real")] = score(z["noise-free"], z["real"], indices, REGIONS, identification=False)
+                res[(s, rate, "ceiling", "real")] = score(
+                    z["noise-free"], z["real"], indices, REGIONS, identification=False
+                )
     rows_out = _fill_rows(res, subjects, rates, n_scored)
     _write_fill_table(rows_out, out, subjects, k)
     _write_csv(out / "fill.csv", rows_out)
@@ -765,7 +1005,9 @@ def _fill_done(path: Path, censored: np.ndarray, ckpt: Path | None, num_samples:
         note = json.loads(nib.load(path).header.matrix.metadata["eeg2fmri_fill"])
     except Exception:
         return False
-    return note.get("censored_frames") == np.flatnonzero(censored).tolist() and note.get("num_samples", 1) == num_samples
+    return (
+        note.get("censored_frames") == np.flatnonzero(censored).tolist() and note.get("num_samples", 1) == num_samples
+    )
 
 
 _FILL_KEYS = [f"{r}/{m}" for r in REGIONS for m in ("mse", "r", "cos")] + [f"{r}/temporal_r_median" for r in REGIONS]
@@ -779,8 +1021,12 @@ def _fill_rows(res: dict, subjects, rates, n_scored) -> list[dict]:
                 per = [res.get((s, rate, method, ref)) for s in subjects]
                 if any(p is None for p in per):
                     continue
-                row = {"censor_rate": rate, "method": name, "reference": ref,
-                       "n_frames": int(sum(n_scored[(s, rate)] for s in subjects))}  # fmt: skip
+                row = {
+                    "censor_rate": rate,
+                    "method": name,
+                    "reference": ref,
+                    "n_frames": int(sum(n_scored[(s, rate)] for s in subjects)),
+                }
                 for key in _FILL_KEYS:
                     mean_, std_ = _mean_std([p[key] for p in per])
                     row[key], row[f"{key}_std_over_subjects"] = mean_, std_
@@ -789,18 +1035,27 @@ def _fill_rows(res: dict, subjects, rates, n_scored) -> list[dict]:
 
 
 def _write_fill_table(rows: list[dict], out: Path, subjects, k: int) -> None:
-    lines = [f"# Censored-frame filling — InterRecon (K = {k}) vs linear vs cubic spline, mean over {len(subjects)} subject(s)\n",
-             "Frames censored inside the test clips in bursts of 1–5 frames (seeded); InterRecon, linear and cubic spline\n"
-             "fill them through `eeg2fmri fill`, FIR ridge predicts them from the EEG alone (no neighbouring frames);\n"
-             "metrics on the censored frames only, in the training z-units. *real*: against the recorded\n"
-             "BOLD; *noise-free*: against the simulator's noise-free BOLD. The noise ceiling is the noise-free BOLD scored\n"
-             "against the recording: what a perfect estimate of the signal reaches against the real data.\n",
-             "| censored | method | reference | frames | " + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS)
-             + " | whole temporal r |",
-             "|---|---|---|---|" + "---|" * (3 * len(REGIONS) + 1)]  # fmt: skip
+    lines = [
+        f"# Censored-frame filling — InterRecon (K = {k}) vs linear vs cubic spline, mean over {len(subjects)} subject(s)\n",
+        "Frames censored inside the test clips in bursts of 1–5 frames (seeded); InterRecon, linear and cubic spline\n"
+        "fill them through `eeg2fmri fill`, FIR ridge predicts them from the EEG alone (no neighbouring frames);\n"
+        "metrics on the censored frames only, in the training z-units. *real*: against the recorded\n"
+        "BOLD; *noise-free*: against the simulator's noise-free BOLD. The noise ceiling is the noise-free BOLD scored\n"
+        "against the recording: what a perfect estimate of the signal reaches against the real data.\n",
+        "| censored | method | reference | frames | "
+        + " | ".join(f"{r} MSE | {r} r | {r} cos" for r in REGIONS)
+        + " | whole temporal r |",
+        "|---|---|---|---|" + "---|" * (3 * len(REGIONS) + 1),
+    ]
     for row in rows:
-        cells = [f"{row[f'{r}/{m}']:.3f}" for r in REGIONS for m in ("mse", "r", "cos")] + [f"{row['whole/temporal_r_median']:.3f}"]
-        lines.append(f"| {row['censor_rate']:.0%} | {row['method']} | {row['reference']} | {row['n_frames']} | " + " | ".join(cells) + " |")
+        cells = [f"{row[f'{r}/{m}']:.3f}" for r in REGIONS for m in ("mse", "r", "cos")] + [
+            f"{row['whole/temporal_r_median']:.3f}"
+        ]
+        lines.append(
+            f"| {row['censor_rate']:.0%} | {row['method']} | {row['reference']} | {row['n_frames']} | "
+            + " | ".join(cells)
+            + " |"
+        )
     atomic_write_text(out / "fill.md", "\n".join(lines) + "\n")
 
 
@@ -808,7 +1063,9 @@ def _plot_fill(rows: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.6), dpi=120)
-    for i, (key, label) in enumerate((("whole/r", "spatial r (whole brain)"), ("whole/mse", "MSE (whole brain, z-units)"))):
+    for i, (key, label) in enumerate(
+        (("whole/r", "spatial r (whole brain)"), ("whole/mse", "MSE (whole brain, z-units)"))
+    ):
         ax = fig.add_subplot(1, 2, i + 1)
         for j, name in enumerate([*STUDY_METHODS.values(), "Noise ceiling"]):
             for ref, style in (("real", "-"), ("noise-free", "--")):
@@ -816,8 +1073,14 @@ def _plot_fill(rows: list[dict], path: Path) -> None:
                 if not sel:
                     continue
                 color = "0.5" if name == "Noise ceiling" else f"C{j}"
-                ax.plot([100 * r["censor_rate"] for r in sel], [r[key] for r in sel], style, marker="o", color=color,
-                        label=f"{name} vs {ref}")  # fmt: skip
+                ax.plot(
+                    [100 * r["censor_rate"] for r in sel],
+                    [r[key] for r in sel],
+                    style,
+                    marker="o",
+                    color=color,
+                    label=f"{name} vs {ref}",
+                )
         ax.set_xticks(sorted({100 * r["censor_rate"] for r in rows}))
         ax.set_xlabel("frames censored (% of test frames, bursts of 1-5 TRs)")
         ax.set_ylabel(label)

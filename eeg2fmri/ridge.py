@@ -60,8 +60,9 @@ def ridge_per_target(
         best = torch.empty(V, dtype=torch.float64, device=g.device)
         for c in range(0, V, chunk):
             yc = y_val[:, c : c + chunk].to(g.dtype)  # (n_val, c)
-            err = torch.stack([((xq / (lam.to(g.dtype) + a)) @ g[:, c : c + chunk] - yc).square().sum(0)
-                               for a in alphas.tolist()])  # fmt: skip  (A, c)
+            err = torch.stack(
+                [((xq / (lam.to(g.dtype) + a)) @ g[:, c : c + chunk] - yc).square().sum(0) for a in alphas.tolist()]
+            )  # (A, c)
             best[c : c + chunk] = alphas[err.argmin(0)]
     g /= (lam[:, None] + best[None, :]).to(g.dtype)  # in place: (r, V) the solution in the eigenbasis
     if project is None:

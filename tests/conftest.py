@@ -66,7 +66,9 @@ def sim_prepared(tmp_path_factory) -> Path:
     from eeg2fmri.data.simulate import simulate
 
     root = tmp_path_factory.mktemp("sim")
-    (subject_dir,) = simulate(out_dir=str(root / "raw"), subjects=[1], scale="ci", grayordinates="every:20", seed=0, progress=False)
+    (subject_dir,) = simulate(
+        out_dir=str(root / "raw"), subjects=[1], scale="ci", grayordinates="every:20", seed=0, progress=False
+    )
     return prepare(subject_dir, root / "prepared", progress=False)
 
 

@@ -3,7 +3,6 @@ naming the file and what was expected (or a documented repair), never a tracebac
 torch or h5py. (Other cases live beside the code they test: test_prepare.py, test_cifti.py,
 test_datamodule.py, test_fill.py.)"""
 
-import json
 
 import h5py
 import numpy as np
@@ -56,7 +55,9 @@ def test_inf_in_eeg(raw_subject, tmp_path):
 
 
 def test_mismatched_tr_between_runs(raw_subject, tmp_path):
-    write_dtseries(fmri_path(raw_subject.parent, 1, 2), np.ones((100, len(TINY_INDICES)), np.float32), 0.72, indices=TINY_INDICES)
+    write_dtseries(
+        fmri_path(raw_subject.parent, 1, 2), np.ones((100, len(TINY_INDICES)), np.float32), 0.72, indices=TINY_INDICES
+    )
     with pytest.raises(CiftiError, match=r"run-2.*TR 0.72 s; expected 0.8 s"):
         prepare(raw_subject, tmp_path / "prep", progress=False)
 
@@ -67,7 +68,9 @@ def test_zero_length_runs(raw_subject, tmp_path):
     with pytest.raises(RawDataError, match="run-1_eeg.npy"):
         prepare(raw_subject, tmp_path / "prep", progress=False)
     make_raw_subject(raw_subject.parent.parent / "raw")
-    write_dtseries(fmri_path(raw_subject.parent, 1, 1), np.ones((0, len(TINY_INDICES)), np.float32), 0.8, indices=TINY_INDICES)
+    write_dtseries(
+        fmri_path(raw_subject.parent, 1, 1), np.ones((0, len(TINY_INDICES)), np.float32), 0.8, indices=TINY_INDICES
+    )
     with pytest.raises((RawDataError, CiftiError), match=r"run-1.*0 frames"):
         prepare(raw_subject, tmp_path / "prep", progress=False)
 
@@ -83,20 +86,47 @@ def test_config_with_a_wrong_type(raw_subject, tmp_path, capsys):
 
 def test_checkpoint_from_another_version(raw_subject, tmp_path, capsys):
     ckpt = tmp_path / "old.ckpt"
-    m = EEG2fMRIDiffusion(n_vertices=10, n_chans=4, n_times=16, n_frames=3, latent_dim=4, eeg_embed_dim=4,
-                          eeg_channels=4, eeg_blocks=1, hidden_size=8, depth=1, num_heads=2, eeg_features="conv")  # fmt: skip
-    torch.save({"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams), "eeg2fmri_format": 0,
-                "eeg2fmri_version": "0.0.1", "pytorch-lightning_version": "2.6.0"}, ckpt)  # fmt: skip
-    with pytest.raises(CheckpointVersionError, match=r"checkpoint format 0 \(written by eeg2fmri 0.0.1\); this eeg2fmri .* reads format 2"):
+    m = EEG2fMRIDiffusion(
+        n_vertices=10,
+        n_chans=4,
+        n_times=16,
+        n_frames=3,
+        latent_dim=4,
+        eeg_embed_dim=4,
+        eeg_channels=4,
+        eeg_blocks=1,
+        hidden_size=8,
+        depth=1,
+        num_heads=2,
+        eeg_features="conv",
+    )
+    torch.save(
+        {
+            "state_dict": m.state_dict(),
+            "hyper_parameters": dict(m.hparams),
+            "eeg2fmri_format": 0,
+            "eeg2fmri_version": "0.0.1",
+            "pytorch-lightning_version": "2.6.0",
+        },
+        ckpt,
+    )
+    with pytest.raises(
+        CheckpointVersionError,
+        match=r"checkpoint format 0 \(written by eeg2fmri 0.0.1\); this eeg2fmri .* reads format 2",
+    ):
         EEG2fMRIDiffusion.load_from_checkpoint(ckpt, map_location="cpu")
     # a file that is not a checkpoint at all, and a truncated one, through the CLI
     cache = prepare(raw_subject, tmp_path / "prep", progress=False)
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
-    assert "junk.ckpt: not a readable eeg2fmri checkpoint" in cli_error(capsys, ["test", "--data.data_path", str(cache), "--ckpt_path", str(junk)])
+    assert "junk.ckpt: not a readable eeg2fmri checkpoint" in cli_error(
+        capsys, ["test", "--data.data_path", str(cache), "--ckpt_path", str(junk)]
+    )
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(ckpt.read_bytes()[:2000])
-    assert "cut.ckpt: not a readable eeg2fmri checkpoint" in cli_error(capsys, ["test", "--data.data_path", str(cache), "--ckpt_path", str(cut)])
+    assert "cut.ckpt: not a readable eeg2fmri checkpoint" in cli_error(
+        capsys, ["test", "--data.data_path", str(cache), "--ckpt_path", str(cut)]
+    )
     # with --debug, the error itself (and its traceback) reaches the terminal
     with pytest.raises(CheckpointVersionError, match=r"cut.ckpt: not a readable eeg2fmri checkpoint"):
         main(["test", "--debug", "--data.data_path", str(cache), "--ckpt_path", str(cut)])
@@ -141,10 +171,18 @@ def test_messages_use_plain_numbers(tmp_path):
     from eeg2fmri.data.cifti import read_dtseries, standard_brain_models
 
     std = standard_brain_models()
-    bm = cifti2_axes.BrainModelAxis(name=["CIFTI_STRUCTURE_ACCUMBENS_LEFT"], voxel=np.zeros((1, 3), int),
-                                    affine=std.affine, volume_shape=std.volume_shape)  # fmt: skip
+    bm = cifti2_axes.BrainModelAxis(
+        name=["CIFTI_STRUCTURE_ACCUMBENS_LEFT"],
+        voxel=np.zeros((1, 3), int),
+        affine=std.affine,
+        volume_shape=std.volume_shape,
+    )
     series = cifti2_axes.SeriesAxis(0, 0.8, 2)
-    nib.Cifti2Image(np.zeros((2, 1), np.float32), nib.Cifti2Header.from_axes((series, bm))).to_filename(tmp_path / "v.dtseries.nii")
-    with pytest.raises(CiftiError, match=r"\(CIFTI_STRUCTURE_ACCUMBENS_LEFT, voxel \(0, 0, 0\)\) is not in the standard") as e:
+    nib.Cifti2Image(np.zeros((2, 1), np.float32), nib.Cifti2Header.from_axes((series, bm))).to_filename(
+        tmp_path / "v.dtseries.nii"
+    )
+    with pytest.raises(
+        CiftiError, match=r"\(CIFTI_STRUCTURE_ACCUMBENS_LEFT, voxel \(0, 0, 0\)\) is not in the standard"
+    ) as e:
         read_dtseries(tmp_path / "v.dtseries.nii")
     assert "np." not in str(e.value)

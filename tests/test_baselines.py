@@ -60,9 +60,13 @@ def make_batch(b: int = 2, k: int = 3, seed: int = 0) -> dict:
 
 def fit(model, batches: list[dict], epochs: int = 1) -> Trainer:
     trainer = Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
-    )  # fmt: skip
+    )
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     return trainer
 
@@ -136,7 +140,10 @@ def test_e2fgan_steps_both_networks():
 
 def test_r_mse_loss_matches_numpy():
     g = torch.Generator().manual_seed(0)
-    pred, target = torch.randn(2, 3, V, generator=g, dtype=torch.float64), torch.randn(2, 3, V, generator=g, dtype=torch.float64)
+    pred, target = (
+        torch.randn(2, 3, V, generator=g, dtype=torch.float64),
+        torch.randn(2, 3, V, generator=g, dtype=torch.float64),
+    )
     p, t = pred.reshape(-1, V).numpy(), target.reshape(-1, V).numpy()
     r = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(p, t)])
     ref = 0.3 * (1 - r) + 0.7 * np.mean((p - t) ** 2)
@@ -189,9 +196,11 @@ def _fir_store(seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     clip = torch.tensor([0] * 20 + [1] * 20 + [2] * 15)
     return {
-        "eeg": (0.3 * torch.randn(55, C, W, generator=g)).clamp(-1, 1), "fmri": torch.randn(55, V, generator=g),
-        "frame_clip": clip, "segment": clip.clone(),
-    }  # fmt: skip
+        "eeg": (0.3 * torch.randn(55, C, W, generator=g)).clamp(-1, 1),
+        "fmri": torch.randn(55, V, generator=g),
+        "frame_clip": clip,
+        "segment": clip.clone(),
+    }
 
 
 def _fir_reference(store: dict, lags: tuple[int, int], alphas: list[float]):
@@ -232,8 +241,15 @@ def test_fir_ridge_equals_numpy_on_unique_frames_with_penalties_chosen_on_valida
     batches = [gather(store, torch.tensor(train_starts[i : i + 4]), K, ctx) for i in range(0, len(train_starts), 4)]
     val = [gather(store, torch.tensor([40, 43, 46, 49, 52]), K, ctx)]
     model = B.FIRRidge(n_vertices=V, n_chans=C, n_times=W, n_frames=K, eeg_context=ctx, lags=lags, alphas=alphas)
-    trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer = Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     loader = lambda bs: torch.utils.data.DataLoader(bs, batch_size=None)  # noqa: E731
     trainer.fit(model, train_dataloaders=loader(batches), val_dataloaders=loader(val))
     Wref, my, best, predict = _fir_reference(store, lags, alphas)
@@ -260,7 +276,9 @@ def test_fir_ridge_frame_k_depends_on_the_eeg_of_frames_k_plus_its_lags():
 
 
 def test_fir_ridge_lags_beyond_the_eeg_context_are_refused():
-    with pytest.raises(ValueError, match=r"lags=\[-8, 2\] need the EEG of 8 frame\(s\) before and 2 after.*--data.eeg_context \[8, 2\]"):
+    with pytest.raises(
+        ValueError, match=r"lags=\[-8, 2\] need the EEG of 8 frame\(s\) before and 2 after.*--data.eeg_context \[8, 2\]"
+    ):
         B.FIRRidge(n_vertices=V, n_chans=C, n_times=W, eeg_context=(0, 0), lags=(-8, 2))
     with pytest.raises(ValueError, match=r"lags\[0\] <= lags\[1\]"):
         B.FIRRidge(n_vertices=V, n_chans=C, n_times=W, eeg_context=(8, 2), lags=(1, -1))
@@ -314,7 +332,9 @@ def test_feature_modules_select_bins_and_keep_float32():
     assert (spec.n_freqs, spec.n_segments) == (30, 5) and float(spec.freqs[0]) == 2.5 and float(spec.freqs[-1]) == 75.0
     out = spec(x)  # (2, 4, F, S)
     assert out.shape == (2, 4, 30, 5) and out.dtype == torch.float32
-    _, _, ref = scipy.signal.spectrogram(x.double().numpy(), 1000.0, window="hann", nperseg=400, noverlap=300, mode="psd")
+    _, _, ref = scipy.signal.spectrogram(
+        x.double().numpy(), 1000.0, window="hann", nperseg=400, noverlap=300, mode="psd"
+    )
     np.testing.assert_allclose(out.numpy(), np.log(ref[..., 1:31, :]), rtol=1e-4, atol=1e-4)
     bp = feat.BandPower(1000.0, W)(x)  # (2, 4, 5)
     assert bp.shape == (2, 4, 5) and torch.isfinite(bp).all()
@@ -333,16 +353,33 @@ def tiny_cache(tmp_path_factory) -> Path:
     return prepare(make_raw_subject(root / "raw"), root / "prep", progress=False)
 
 
-CLASSES = {"cnn_tc": "CNNTC", "cnn_tag": "CNNTAG", "e2fnet": "E2fNet", "e2fgan": "E2fGAN", "mean": "MeanFrame", "ridge": "Ridge",
-           "fir_ridge": "FIRRidge"}
+CLASSES = {
+    "cnn_tc": "CNNTC",
+    "cnn_tag": "CNNTAG",
+    "e2fnet": "E2fNet",
+    "e2fgan": "E2fGAN",
+    "mean": "MeanFrame",
+    "ridge": "Ridge",
+    "fir_ridge": "FIRRidge",
+}
 
 
 @pytest.mark.parametrize("config", sorted(CLASSES))
 def test_baseline_config_composes_after_a_subject_config(config, tiny_cache, capsys):
     path = ROOT / "configs" / "baselines" / f"{config}.yaml"
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", str(ROOT / "configs/sub1.yaml"), "--config", str(path),
-              "--data.data_path", str(tiny_cache), "--print_config"])  # fmt: skip
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/sub1.yaml"),
+                "--config",
+                str(path),
+                "--data.data_path",
+                str(tiny_cache),
+                "--print_config",
+            ]
+        )
     assert e.value.code in (0, None)
     cfg = yaml.safe_load(capsys.readouterr().out)
     cls = getattr(B, CLASSES[config])
@@ -363,27 +400,60 @@ def test_baseline_config_composes_after_a_subject_config(config, tiny_cache, cap
 # ----------------------------------------------------------------------------- CLI round trip
 
 CLI_TINY = {
-    "CNNTC": ["--model.channels", "8", "--model.n_blocks", "3", "--model.latent_dim", "16", "--model.decoder_channels", "8",
-              "--model.grid", "4"],
+    "CNNTC": [
+        "--model.channels",
+        "8",
+        "--model.n_blocks",
+        "3",
+        "--model.latent_dim",
+        "16",
+        "--model.decoder_channels",
+        "8",
+        "--model.grid",
+        "4",
+    ],
     "CNNTAG": ["--model.channels", "4", "--model.n_blocks", "2", "--model.latent_dim", "16"],
     "E2fNet": ["--model.unet_channels", "8", "--model.base_channels", "4"],
     "E2fGAN": ["--model.unet_channels", "8", "--model.base_channels", "4"],
     "MeanFrame": [],
     "Ridge": [],
     "FIRRidge": ["--model.lags", "[-2, 1]"],
-}  # fmt: skip
+}
 CLI_DATA = {"FIRRidge": ["--data.eeg_context", "[2, 1]"]}  # data options the model needs, at fit and test
 
 
 @pytest.mark.parametrize("name", list(CLI_TINY))
 def test_fit_then_test_through_the_cli(name, tiny_cache, tmp_path):
     common = [
-        "--data.data_path", str(tiny_cache), "--data.n_frames", "3", "--data.batch_size", "8",
-        "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+        "--data.data_path",
+        str(tiny_cache),
+        "--data.n_frames",
+        "3",
+        "--data.batch_size",
+        "8",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger",
+        "false",
         *CLI_DATA.get(name, []),
-    ]  # fmt: skip
-    main(["fit", *common, "--model", f"eeg2fmri.baselines.{name}", *CLI_TINY[name], "--trainer.max_epochs", "1",
-          "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"])  # fmt: skip
+    ]
+    main(
+        [
+            "fit",
+            *common,
+            "--model",
+            f"eeg2fmri.baselines.{name}",
+            *CLI_TINY[name],
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "3",
+            "--trainer.limit_val_batches",
+            "1",
+        ]
+    )
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert ckpt.exists() and (tmp_path / "checkpoints" / "best.ckpt").exists(), sorted(tmp_path.rglob("*"))
     state = torch.load(ckpt, map_location="cpu", weights_only=False)

@@ -11,18 +11,33 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from eeg2fmri.bench import (
-    bench, format_table, reference_losses, sampler_flops, step_flops, write_synthetic_cache,
-)  # fmt: skip
+    bench,
+    format_table,
+    reference_losses,
+    sampler_flops,
+    step_flops,
+    write_synthetic_cache,
+)
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.data.prepare import prepare
 from eeg2fmri.module import EEG2fMRIDiffusion
 from tests.conftest import make_raw_subject
 
 TINY = dict(
-    latent_dim=32, eeg_embed_dim=16, eeg_blocks=3, eeg_channels=8, hidden_size=48, depth=2, num_heads=2, mlp_ratio=2.0,
-    eeg_features="conv", regression=False, train_autoencoder=True, loss_weighting="eps",  # what the bench's reference trains
+    latent_dim=32,
+    eeg_embed_dim=16,
+    eeg_blocks=3,
+    eeg_channels=8,
+    hidden_size=48,
+    depth=2,
+    num_heads=2,
+    mlp_ratio=2.0,
+    eeg_features="conv",
+    regression=False,
+    train_autoencoder=True,
+    loss_weighting="eps",  # what the bench's reference trains
     cond_drop_prob=0.1,  # the paper's classifier-free guidance dropout (bench.PAPER_ARCHITECTURE)
-)  # fmt: skip
+)
 
 
 def _positive(x) -> bool:
@@ -104,8 +119,15 @@ def test_reference_loss_is_the_module_loss():
     torch.manual_seed(1)
     want = m._losses(batch, generator=torch.Generator().manual_seed(3))["loss"]
     torch.manual_seed(1)
-    got = reference_losses(m.autoencoder, m.eeg_encoder, m.dit, m.alphas_cumprod, batch, dict(m.hparams),
-                           generator=torch.Generator().manual_seed(3))  # fmt: skip
+    got = reference_losses(
+        m.autoencoder,
+        m.eeg_encoder,
+        m.dit,
+        m.alphas_cumprod,
+        batch,
+        dict(m.hparams),
+        generator=torch.Generator().manual_seed(3),
+    )
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 

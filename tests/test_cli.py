@@ -19,17 +19,40 @@ from tests.conftest import TINY_INDICES, make_raw_subject
 CONFIGS = sorted(str(p) for p in Path(__file__).resolve().parents[1].glob("configs/**/*.yaml"))
 
 TINY_MODEL = [
-    "--model.latent_dim", "16", "--model.eeg_embed_dim", "16", "--model.eeg_channels", "8",
-    "--model.eeg_blocks", "2", "--model.hidden_size", "32", "--model.depth", "1", "--model.num_heads", "2",
-]  # fmt: skip
+    "--model.latent_dim",
+    "16",
+    "--model.eeg_embed_dim",
+    "16",
+    "--model.eeg_channels",
+    "8",
+    "--model.eeg_blocks",
+    "2",
+    "--model.hidden_size",
+    "32",
+    "--model.depth",
+    "1",
+    "--model.num_heads",
+    "2",
+]
 
 
 def common(cache: Path, root: Path) -> list[str]:
     return [
-        "--data.data_path", str(cache), "--data.n_frames", "3", "--data.batch_size", "8",
-        "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-        "--evaluator.num_inference_steps", "4", "--trainer.logger", "false",
-    ]  # fmt: skip
+        "--data.data_path",
+        str(cache),
+        "--data.n_frames",
+        "3",
+        "--data.batch_size",
+        "8",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--evaluator.num_inference_steps",
+        "4",
+        "--trainer.logger",
+        "false",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +105,22 @@ def test_fit_test_predict_round_trip(trained, tiny_cache, tmp_path, capsys):
 
 
 def test_checkpoint_from_another_layout_is_refused(trained, tmp_path, capsys):
-    other = prepare(make_raw_subject(tmp_path / "raw", indices=np.arange(0, 91_282, 300)), tmp_path / "prep", progress=False)
+    other = prepare(
+        make_raw_subject(tmp_path / "raw", indices=np.arange(0, 91_282, 300)), tmp_path / "prep", progress=False
+    )
     line = cli_error(capsys, ["test", *common(other, tmp_path), "--ckpt_path", str(trained)])
-    assert re.search(r"checkpoint was trained on \{'n_vertices': 457.*this run's data gives \{'n_vertices': 305", line), line
+    assert re.search(
+        r"checkpoint was trained on \{'n_vertices': 457.*this run's data gives \{'n_vertices': 305", line
+    ), line
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: Path(p).relative_to(Path(p).parents[1]).as_posix() if "ablation" in p or "baselines" in p else Path(p).name)
+@pytest.mark.parametrize(
+    "config",
+    CONFIGS,
+    ids=lambda p: (
+        Path(p).relative_to(Path(p).parents[1]).as_posix() if "ablation" in p or "baselines" in p else Path(p).name
+    ),
+)
 def test_every_config_parses(config, capsys, tiny_cache):
     with pytest.raises(SystemExit) as e:
         main(["fit", "--config", config, "--data.data_path", str(tiny_cache), "--print_config"])
@@ -105,8 +138,12 @@ def test_unknown_config_key_is_an_error(tmp_path, tiny_cache, capsys):
 
 
 def test_python_m_help():
-    out = subprocess.run([sys.executable, "-m", "eeg2fmri", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "eeg2fmri", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for cmd in ("fit", "test", "predict", "simulate", "prepare"):
         assert cmd in out
-    out = subprocess.run([sys.executable, "-m", "eeg2fmri", "prepare", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "eeg2fmri", "prepare", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "--shift_s" in out and "seconds" in out

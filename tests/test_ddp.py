@@ -30,17 +30,31 @@ def _test_metrics(cache: Path, n_frames: int, devices: int, out: Path) -> dict:
     torch.manual_seed(0)
     dm = EEGfMRIDataModule(str(cache), n_frames=n_frames, batch_size=4, eval_batch_size=1)
     model = EEG2fMRIDiffusion(
-        n_vertices=dm.n_vertices, n_chans=dm.n_chans, n_times=dm.n_times, n_frames=n_frames, latent_dim=16,
-        eeg_embed_dim=16, eeg_blocks=2, eeg_channels=8, hidden_size=32, depth=1, num_heads=2,
-    )  # fmt: skip
+        n_vertices=dm.n_vertices,
+        n_chans=dm.n_chans,
+        n_times=dm.n_times,
+        n_frames=n_frames,
+        latent_dim=16,
+        eeg_embed_dim=16,
+        eeg_blocks=2,
+        eeg_channels=8,
+        hidden_size=32,
+        depth=1,
+        num_heads=2,
+    )
     with torch.no_grad():  # move off the adaLN-zero start, so predictions depend on the EEG
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     trainer = pl.Trainer(
-        accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", logger=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(out),
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(out),
         callbacks=[Evaluator(num_inference_steps=3, results_dir=str(out))],
-    )  # fmt: skip
+    )
     trainer.test(model, datamodule=dm)
     assert sorted(p.name for p in out.iterdir()) == ["test_metrics.csv", "test_metrics.json"]
     return json.loads((out / "test_metrics.json").read_text())

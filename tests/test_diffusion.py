@@ -93,8 +93,7 @@ def test_ddim_step_hand_computed():
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)
         want_x0 = [(x_t[i] - math.sqrt(1 - a_t) * eps[i]) / math.sqrt(a_t) for i in range(2)]
         want = [
-            math.sqrt(a_prev) * want_x0[i] + math.sqrt(1 - a_prev - sigma**2) * eps[i] + sigma * z[i]
-            for i in range(2)
+            math.sqrt(a_prev) * want_x0[i] + math.sqrt(1 - a_prev - sigma**2) * eps[i] + sigma * z[i] for i in range(2)
         ]
         x_prev, x0 = ddim_step(
             torch.tensor(x_t), torch.tensor(eps), AC[500].item(), AC[480].item(), eta, noise=torch.tensor(z)
@@ -223,8 +222,15 @@ def test_interrecon_returns_observed_frames_exactly(eta, time_travel, repeat):
     y_nan = y.masked_fill(~MASKS[..., None], float("nan"))  # values at unobserved frames are ignored
     eps_fn, calls = _random_eps_fn(K, d)
     out = interrecon_sample(
-        eps_fn, y_nan, MASKS, AC, num_inference_steps=steps, eta=eta,
-        generator=torch.Generator().manual_seed(5), time_travel=time_travel, time_travel_repeat=repeat,
+        eps_fn,
+        y_nan,
+        MASKS,
+        AC,
+        num_inference_steps=steps,
+        eta=eta,
+        generator=torch.Generator().manual_seed(5),
+        time_travel=time_travel,
+        time_travel_repeat=repeat,
     )
     assert out.shape == (B, K, d) and out.dtype == torch.float32 and torch.isfinite(out).all()
     assert torch.equal(out[MASKS], y[MASKS])

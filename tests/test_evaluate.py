@@ -29,8 +29,10 @@ def pair(tmp_path_factory):
     return (
         write_dtseries(root / "pred.dtseries.nii", pred, 0.8, indices=TINY_INDICES),
         write_dtseries(root / "truth.dtseries.nii", truth, 0.8, indices=TINY_INDICES),
-        pred.astype(np.float64), truth.astype(np.float64), root,
-    )  # fmt: skip
+        pred.astype(np.float64),
+        truth.astype(np.float64),
+        root,
+    )
 
 
 def reference(pred, truth, indices, mean=None, std=None, identification=True) -> dict:
@@ -97,8 +99,14 @@ def test_predict_style_nan_rows_columns_and_offset(pair, tmp_path):
     p[:, outside] = np.nan
     nan_rows = [0, 1, 17]
     p[nan_rows] = np.nan
-    path = write_dtseries(tmp_path / "p.dtseries.nii", p.astype(np.float32), 0.8, indices=TINY_INDICES, start=first * 0.8,
-                          metadata={"eeg2fmri": "predicted from EEG by EEG2fMRIDiffusion; NaN = not predicted"})
+    path = write_dtseries(
+        tmp_path / "p.dtseries.nii",
+        p.astype(np.float32),
+        0.8,
+        indices=TINY_INDICES,
+        start=first * 0.8,
+        metadata={"eeg2fmri": "predicted from EEG by EEG2fMRIDiffusion; NaN = not predicted"},
+    )
     res = evaluate(str(path), str(truth_p), regions=["V1+A1", "V1"], progress=False)
     rows = np.setdiff1d(np.arange(n), nan_rows)
     keep = ~outside
@@ -112,7 +120,9 @@ def test_predict_style_nan_rows_columns_and_offset(pair, tmp_path):
 def test_different_layouts_score_the_common_grayordinates(pair, tmp_path):
     _, truth_p, pred, truth, _ = pair
     cols = np.arange(0, V, 2)
-    path = write_dtseries(tmp_path / "half.dtseries.nii", pred[:, cols].astype(np.float32), 0.8, indices=TINY_INDICES[cols])
+    path = write_dtseries(
+        tmp_path / "half.dtseries.nii", pred[:, cols].astype(np.float32), 0.8, indices=TINY_INDICES[cols]
+    )
     res = evaluate(str(path), str(truth_p), progress=False, identification=False)
     mean, std = truth[:, cols].mean(0), truth[:, cols].std(0)
     expect = reference(pred[:, cols], truth[:, cols], TINY_INDICES[cols], mean, std, identification=False)
@@ -123,11 +133,21 @@ def test_different_layouts_score_the_common_grayordinates(pair, tmp_path):
 def test_bad_pairs(pair, tmp_path):
     pred_p, truth_p, pred, _, _ = pair
     short = write_dtseries(tmp_path / "short.dtseries.nii", pred[:30].astype(np.float32), 0.8, indices=TINY_INDICES)
-    shifted = write_dtseries(tmp_path / "shifted.dtseries.nii", pred[:30].astype(np.float32), 0.8, indices=TINY_INDICES,
-                             start=20 * 0.8, metadata={"eeg2fmri": "predicted"})
+    shifted = write_dtseries(
+        tmp_path / "shifted.dtseries.nii",
+        pred[:30].astype(np.float32),
+        0.8,
+        indices=TINY_INDICES,
+        start=20 * 0.8,
+        metadata={"eeg2fmri": "predicted"},
+    )
     slow = write_dtseries(tmp_path / "slow.dtseries.nii", pred.astype(np.float32), 2.0, indices=TINY_INDICES)
-    apart = write_dtseries(tmp_path / "apart.dtseries.nii", pred[:, :3].astype(np.float32), 0.8, indices=TINY_INDICES[:3] + 1)
-    with pytest.raises(CiftiError, match=r"short\.dtseries\.nii has 30 frames \(from 0 s\) and .*truth\.dtseries\.nii has 40"):
+    apart = write_dtseries(
+        tmp_path / "apart.dtseries.nii", pred[:, :3].astype(np.float32), 0.8, indices=TINY_INDICES[:3] + 1
+    )
+    with pytest.raises(
+        CiftiError, match=r"short\.dtseries\.nii has 30 frames \(from 0 s\) and .*truth\.dtseries\.nii has 40"
+    ):
         evaluate(str(short), str(truth_p), progress=False)
     with pytest.raises(CiftiError, match=r"has 30 frames \(from 16 s\)"):  # a predict file ending past the truth's end
         evaluate(str(shifted), str(truth_p), progress=False)
@@ -163,8 +183,13 @@ def test_one_normalisation_the_measured_datas_stated_in_the_output(pair, tmp_pat
     measured = (truth + 5 * rng.standard_normal(truth.shape)).astype(np.float32)  # the truth plus scanner noise
     measured_p = write_dtseries(tmp_path / "measured.dtseries.nii", measured, 0.8, indices=TINY_INDICES)
     measured = measured.astype(np.float64)
-    clean_p = write_dtseries(tmp_path / "sub-01_task-shape_run-1_desc-noisefree_bold.dtseries.nii", truth.astype(np.float32),
-                             0.8, indices=TINY_INDICES, metadata={"eeg2fmri": "simulated BOLD", "desc": "noise-free"})
+    clean_p = write_dtseries(
+        tmp_path / "sub-01_task-shape_run-1_desc-noisefree_bold.dtseries.nii",
+        truth.astype(np.float32),
+        0.8,
+        indices=TINY_INDICES,
+        metadata={"eeg2fmri": "simulated BOLD", "desc": "noise-free"},
+    )
     with pytest.raises(CiftiError, match=r"noise-free BOLD.*--scale_from"):
         evaluate(str(pred_p), str(clean_p), progress=False)
     res = evaluate(str(pred_p), str(clean_p), scale_from=str(measured_p), progress=False)
@@ -181,19 +206,33 @@ def test_one_normalisation_the_measured_datas_stated_in_the_output(pair, tmp_pat
         h5["fmri_mean"], h5["fmri_std"], h5["indices"] = m.astype(np.float32), s.astype(np.float32), TINY_INDICES
         h5["split"] = np.array([0, 0, 1, 2], np.int8)
     res = evaluate(str(pred_p), str(clean_p), scale_from=str(cache), progress=False)
-    check(res["metrics"]["model"], reference(pred, truth, TINY_INDICES, m.astype(np.float32), s.astype(np.float32)), rel=1e-5)
+    check(
+        res["metrics"]["model"],
+        reference(pred, truth, TINY_INDICES, m.astype(np.float32), s.astype(np.float32)),
+        rel=1e-5,
+    )
     capsys.readouterr()
     main(["evaluate", "--pred", str(pred_p), "--truth", str(clean_p), "--scale_from", str(cache)])
     out = capsys.readouterr().out
-    assert f"units: z-scored per grayordinate with the training-frame mean and std of the cache {cache} (2 frames" in out
+    assert (
+        f"units: z-scored per grayordinate with the training-frame mean and std of the cache {cache} (2 frames" in out
+    )
 
 
 def test_table_labels_are_short(pair, tmp_path, capsys):
     _, truth_p, pred, _, _ = pair
-    long = write_dtseries(tmp_path / "sub-0001_task-shape_run-1_space-fsLR_den-91k_desc-eeg2fmri_bold.dtseries.nii",
-                          pred.astype(np.float32), 0.8, indices=TINY_INDICES)
-    other = write_dtseries(tmp_path / "a_very_long_output_name_of_another_tool_v2.dtseries.nii",
-                           pred.astype(np.float32), 0.8, indices=TINY_INDICES)
+    long = write_dtseries(
+        tmp_path / "sub-0001_task-shape_run-1_space-fsLR_den-91k_desc-eeg2fmri_bold.dtseries.nii",
+        pred.astype(np.float32),
+        0.8,
+        indices=TINY_INDICES,
+    )
+    other = write_dtseries(
+        tmp_path / "a_very_long_output_name_of_another_tool_v2.dtseries.nii",
+        pred.astype(np.float32),
+        0.8,
+        indices=TINY_INDICES,
+    )
     assert evaluate(str(long), str(truth_p), progress=False)["method"] == "eeg2fmri"
     res = evaluate(str(other), str(truth_p), progress=False, identification=False)
     assert len(res["method"]) == 22 and res["method"].startswith("a_very_lon") and res["method"].endswith("_tool_v2")

@@ -11,8 +11,17 @@ from matplotlib.image import imread
 
 from eeg2fmri.data.cifti import N_CORTEX_LEFT, N_CORTEX_RIGHT, N_GRAYORDINATES, standard_brain_models
 from eeg2fmri.figures import (
-    N_MESH, NAN_GREY, SurfaceFigures, camera, draw, frame_figure, load_surface, project, save_png, to_mesh,
-)  # fmt: skip
+    N_MESH,
+    NAN_GREY,
+    SurfaceFigures,
+    camera,
+    draw,
+    frame_figure,
+    load_surface,
+    project,
+    save_png,
+    to_mesh,
+)
 
 N_CORTEX = N_CORTEX_LEFT + N_CORTEX_RIGHT
 
@@ -72,11 +81,19 @@ def _square_scene():
     """A large triangle far away (z = 0, value 0) listed after a small one near the viewer (z = 1,
     value 1) and a back-facing one nearest of all (z = 2, value 0.5): seen from above, the small
     triangle must cover the large one wherever they overlap, and the back face must not show."""
-    vertices = np.array([
-        [-0.2, -0.2, 1.0], [0.2, -0.2, 1.0], [0.0, 0.3, 1.0],  # near, small, counter-clockwise
-        [-1.0, -1.0, 0.0], [1.0, -1.0, 0.0], [0.0, 1.0, 0.0],  # far, large, counter-clockwise
-        [-1.0, -1.0, 2.0], [0.0, 1.0, 2.0], [1.0, -1.0, 2.0],  # nearest, clockwise: facing away
-    ])  # fmt: skip
+    vertices = np.array(
+        [
+            [-0.2, -0.2, 1.0],
+            [0.2, -0.2, 1.0],
+            [0.0, 0.3, 1.0],  # near, small, counter-clockwise
+            [-1.0, -1.0, 0.0],
+            [1.0, -1.0, 0.0],
+            [0.0, 1.0, 0.0],  # far, large, counter-clockwise
+            [-1.0, -1.0, 2.0],
+            [0.0, 1.0, 2.0],
+            [1.0, -1.0, 2.0],  # nearest, clockwise: facing away
+        ]
+    )
     faces = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
     values = np.array([1.0, 1, 1, 0, 0, 0, 0.5, 0.5, 0.5])
     return vertices, faces, values
@@ -114,8 +131,14 @@ def test_renderer_greys_missing_data_and_shades_oblique_faces():
 
 
 def test_views_are_rotations_not_mirrors():
-    for hemi, view in [("L", "lateral"), ("R", "lateral"), ("L", "medial"), ("R", "medial"),
-                       ("both", "superior"), ("both", "inferior")]:  # fmt: skip
+    for hemi, view in [
+        ("L", "lateral"),
+        ("R", "lateral"),
+        ("L", "medial"),
+        ("R", "medial"),
+        ("both", "superior"),
+        ("both", "inferior"),
+    ]:
         r = camera(hemi, view)
         np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
         assert np.isclose(np.linalg.det(r), 1.0)
@@ -175,15 +198,34 @@ def test_callback_writes_png_and_logs_to_tensorboard(tmp_path, raw_subject):
 
     cache = prepare(raw_subject, tmp_path / "prep", progress=False)
     dm = EEGfMRIDataModule(str(cache), n_frames=4, batch_size=8)
-    model = EEG2fMRIDiffusion(n_vertices=dm.n_vertices, n_chans=dm.n_chans, n_times=dm.n_times, n_frames=4,
-                              latent_dim=16, eeg_embed_dim=16, eeg_channels=8, eeg_blocks=2, hidden_size=32,
-                              depth=1, num_heads=2)  # fmt: skip
+    model = EEG2fMRIDiffusion(
+        n_vertices=dm.n_vertices,
+        n_chans=dm.n_chans,
+        n_times=dm.n_times,
+        n_frames=4,
+        latent_dim=16,
+        eeg_embed_dim=16,
+        eeg_channels=8,
+        eeg_blocks=2,
+        hidden_size=32,
+        depth=1,
+        num_heads=2,
+    )
     model.sampling = dict(num_inference_steps=2)
     surface = SurfaceFigures(every_n_epochs=1, frame=2, window=1)
     logger = TensorBoardLogger(tmp_path / "logs", name="", version=0)
-    trainer = Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=1,
-                      logger=logger, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      callbacks=[surface], default_root_dir=tmp_path)  # fmt: skip
+    trainer = Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[surface],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, dm)
     trainer.test(model, dm)
 

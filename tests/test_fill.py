@@ -50,15 +50,39 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("fill")
     subject = make_raw_subject(root / "raw")
     cache = prepare(subject, root / "prep", progress=False)
-    main(["fit", "--data.data_path", str(cache), "--data.n_frames", str(K), "--data.batch_size", "8",
-          "--trainer.default_root_dir", str(root / "run"), "--trainer.enable_progress_bar", "false",
-          "--trainer.logger", "false", "--evaluator.every_n_epochs", "1000", "--trainer.num_sanity_val_steps", "0",
-          *TINY_MODEL, "--trainer.max_epochs", "1"])  # fmt: skip
+    main(
+        [
+            "fit",
+            "--data.data_path",
+            str(cache),
+            "--data.n_frames",
+            str(K),
+            "--data.batch_size",
+            "8",
+            "--trainer.default_root_dir",
+            str(root / "run"),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger",
+            "false",
+            "--evaluator.every_n_epochs",
+            "1000",
+            "--trainer.num_sanity_val_steps",
+            "0",
+            *TINY_MODEL,
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
     ckpt = root / "run" / "checkpoints" / "last.ckpt"
     run = dict(
-        root=root, ckpt=ckpt, cache=cache, fmri=fmri_path(root / "raw", 1, 1),
-        eeg=Path(str(eeg_stem(root / "raw", 1, 1)) + ".npy"), raw=root / "raw",
-    )  # fmt: skip
+        root=root,
+        ckpt=ckpt,
+        cache=cache,
+        fmri=fmri_path(root / "raw", 1, 1),
+        eeg=Path(str(eeg_stem(root / "raw", 1, 1)) + ".npy"),
+        raw=root / "raw",
+    )
     censor = write_censor(root / "censor.tsv", _mask(CENSORED))
     return {**run, "censor": censor}
 
@@ -66,8 +90,15 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def filled(tiny):
     before = _hashes(tiny["raw"], tiny["ckpt"], tiny["censor"])
-    out = fill_run(tiny["ckpt"], tiny["fmri"], tiny["eeg"], tiny["censor"], tiny["root"] / "out" / "filled.dtseries.nii",
-                   num_inference_steps=4, progress=False)  # fmt: skip
+    out = fill_run(
+        tiny["ckpt"],
+        tiny["fmri"],
+        tiny["eeg"],
+        tiny["censor"],
+        tiny["root"] / "out" / "filled.dtseries.nii",
+        num_inference_steps=4,
+        progress=False,
+    )
     assert _hashes(tiny["raw"], tiny["ckpt"], tiny["censor"]) == before, "an input file was modified"
     return out
 
@@ -100,11 +131,26 @@ def test_interrecon_mean_of_samples_is_their_average(tiny, tmp_path):
     """num_samples=2 fills each censored frame with the average of the two draws that seeds 0 and 1
     give alone (one batch holds every window, so each run's draws use exactly those seeds)."""
     args = dict(num_inference_steps=3, progress=False, batch_size=512)
-    draws = [np.asarray(nib.load(fill_run(tiny["ckpt"], tiny["fmri"], tiny["eeg"], tiny["censor"],
-                                          tmp_path / f"seed{s}.dtseries.nii", seed=s, **args)).dataobj, np.float64)
-             for s in (0, 1)]  # fmt: skip
-    two = fill_run(tiny["ckpt"], tiny["fmri"], tiny["eeg"], tiny["censor"], tmp_path / "two.dtseries.nii",
-                   num_samples=2, **args)  # fmt: skip
+    draws = [
+        np.asarray(
+            nib.load(
+                fill_run(
+                    tiny["ckpt"],
+                    tiny["fmri"],
+                    tiny["eeg"],
+                    tiny["censor"],
+                    tmp_path / f"seed{s}.dtseries.nii",
+                    seed=s,
+                    **args,
+                )
+            ).dataobj,
+            np.float64,
+        )
+        for s in (0, 1)
+    ]
+    two = fill_run(
+        tiny["ckpt"], tiny["fmri"], tiny["eeg"], tiny["censor"], tmp_path / "two.dtseries.nii", num_samples=2, **args
+    )
     mean = np.asarray(nib.load(two).dataobj, np.float64)
     cens = _mask(CENSORED)
     assert not np.allclose(draws[0][cens], draws[1][cens])  # the seeds differ, so the test can fail
@@ -116,7 +162,9 @@ def test_wb_command_reads_the_filled_file(filled):
     wb = wb_command()
     info = subprocess.run([wb, "-file-information", str(filled)], capture_output=True, text=True, check=True).stdout
     assert "Dense Data Series" in info and f"Number of Maps:                 {T}" in info
-    stats = subprocess.run([wb, "-cifti-stats", str(filled), "-reduce", "MEAN"], capture_output=True, text=True, check=True).stdout
+    stats = subprocess.run(
+        [wb, "-cifti-stats", str(filled), "-reduce", "MEAN"], capture_output=True, text=True, check=True
+    ).stdout
     wb_mean = np.array([float(v) for v in stats.split()])  # one line per frame (map)
     data = np.asarray(nib.load(filled).dataobj, np.float64)
     cens = _mask(CENSORED)
@@ -133,15 +181,26 @@ def test_interrecon_on_a_file_in_fmriprep_row_major_order(tiny, filled, tmp_path
     perm = fmriprep_row_major_order(bm)
     assert not np.array_equal(perm, np.arange(len(perm)))
     old = write_dtseries(tmp_path / "old.dtseries.nii", np.asarray(src.dataobj)[:, perm], 0.8, brain_models=bm[perm])
-    out = fill_run(tiny["ckpt"], old, tiny["eeg"], tiny["censor"], tmp_path / "out.dtseries.nii", num_inference_steps=4,
-                   progress=False)  # fmt: skip
+    out = fill_run(
+        tiny["ckpt"],
+        old,
+        tiny["eeg"],
+        tiny["censor"],
+        tmp_path / "out.dtseries.nii",
+        num_inference_steps=4,
+        progress=False,
+    )
     assert nib.load(out).header.get_axis(1) == bm[perm]
-    np.testing.assert_allclose(np.asarray(nib.load(out).dataobj), np.asarray(nib.load(filled).dataobj)[:, perm], rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(nib.load(out).dataobj), np.asarray(nib.load(filled).dataobj)[:, perm], rtol=1e-6, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("method", ["linear", "cubic"])
 def test_interpolation_methods_equal_interpolate(tiny, tmp_path, method):
-    out = fill_run(None, tiny["fmri"], None, tiny["censor"], tmp_path / f"{method}.dtseries.nii", method=method, progress=False)
+    out = fill_run(
+        None, tiny["fmri"], None, tiny["censor"], tmp_path / f"{method}.dtseries.nii", method=method, progress=False
+    )
     a = np.asarray(nib.load(tiny["fmri"]).dataobj)
     b = np.asarray(nib.load(out).dataobj)
     cens = _mask(CENSORED)
@@ -161,8 +220,16 @@ def test_lost_frames_and_uncovered_grayordinates(tiny, tmp_path):
     cens = _mask([5, 6, 30])
     data[cens] = np.nan
     path = write_dtseries(tmp_path / "run.dtseries.nii", data, 0.8, indices=extra)
-    out = fill_run(tiny["ckpt"], path, tiny["eeg"], cens, tmp_path / "out.dtseries.nii", num_inference_steps=2,
-                   stride=2, progress=False)  # fmt: skip
+    out = fill_run(
+        tiny["ckpt"],
+        path,
+        tiny["eeg"],
+        cens,
+        tmp_path / "out.dtseries.nii",
+        num_inference_steps=2,
+        stride=2,
+        progress=False,
+    )
     b = np.asarray(nib.load(out).dataobj)
     assert np.isfinite(b).all()
     modelled = np.isin(extra, TINY_INDICES)
@@ -175,7 +242,17 @@ def test_lost_frames_and_uncovered_grayordinates(tiny, tmp_path):
 
 def test_cli_fill_with_bare_overwrite_flag(tiny, tmp_path, capsys):
     out = tmp_path / "cli.dtseries.nii"
-    args = ["fill", "--fmri", str(tiny["fmri"]), "--censor", str(tiny["censor"]), "--out", str(out), "--method", "linear"]
+    args = [
+        "fill",
+        "--fmri",
+        str(tiny["fmri"]),
+        "--censor",
+        str(tiny["censor"]),
+        "--out",
+        str(out),
+        "--method",
+        "linear",
+    ]
     main(args)
     assert f"fill: {len(CENSORED)} censored frames of {T} filled with linear" in capsys.readouterr().out
     assert "--overwrite" in cli_error(capsys, args)
@@ -253,9 +330,17 @@ def test_censor_formats(tmp_path, name, text, keep_is_one):
 @pytest.mark.parametrize(
     "text, keep_is_one, match",
     [
-        ("censored\n0\n1\n", False, r"bad\.tsv: 2 rows \(after the header\); expected one per frame of the fMRI run \(10 frames\)"),
+        (
+            "censored\n0\n1\n",
+            False,
+            r"bad\.tsv: 2 rows \(after the header\); expected one per frame of the fMRI run \(10 frames\)",
+        ),
         ("0\n1\n0\n", False, r"bad\.tsv: 3 rows of 0/1; expected one per frame of the fMRI run \(10 frames\)"),
-        ("framewise_displacement\n" + "0.1\n" * 10, False, r"found columns framewise_displacement; expected motion_outlier.*`framewise_displacement` holds motion values"),
+        (
+            "framewise_displacement\n" + "0.1\n" * 10,
+            False,
+            r"found columns framewise_displacement; expected motion_outlier.*`framewise_displacement` holds motion values",
+        ),
         ("3\n12\n", False, r"frame index 12; expected 0-based frame indices in 0\.\.9"),
         ("censored\n" + "2\n" * 10, False, r"row 2, column censored: '2'; expected 0 or 1"),
         ("censored\n" + "0\n" * 10, True, "censor_keep_is_one applies only to a headerless 0/1 column"),
@@ -288,13 +373,22 @@ def _copy_eeg(tiny, tmp_path, n_samples=None, n_onsets=None) -> Path:
 
 
 def test_bad_inputs_are_refused_and_inputs_unchanged(tiny, tmp_path, monkeypatch):
-    args = dict(ckpt_path=tiny["ckpt"], fmri=tiny["fmri"], eeg=tiny["eeg"], censor=tiny["censor"], num_inference_steps=2, progress=False)
+    args = dict(
+        ckpt_path=tiny["ckpt"],
+        fmri=tiny["fmri"],
+        eeg=tiny["eeg"],
+        censor=tiny["censor"],
+        num_inference_steps=2,
+        progress=False,
+    )
     out = tmp_path / "out.dtseries.nii"
     short = _copy_eeg(tiny, tmp_path, n_samples=40_000)
     few = tmp_path / "few"
     few.mkdir()
     few_triggers = _copy_eeg(tiny, few, n_onsets=50)
-    other = write_dtseries(tmp_path / "other.dtseries.nii", np.ones((T, 305), np.float32), 0.8, indices=np.arange(0, 91_282, 300))
+    other = write_dtseries(
+        tmp_path / "other.dtseries.nii", np.ones((T, 305), np.float32), 0.8, indices=np.arange(0, 91_282, 300)
+    )
     wrong_len = write_censor(tmp_path / "wrong.tsv", np.zeros(T - 3, bool))
     too_long = write_censor(tmp_path / "long.tsv", _mask(range(30, 30 + 2 * K - 1)))
     all_cens = write_censor(tmp_path / "all.tsv", np.ones(T, bool))
@@ -309,11 +403,18 @@ def test_bad_inputs_are_refused_and_inputs_unchanged(tiny, tmp_path, monkeypatch
         fill_run(**{**args, "censor": all_cens}, out=out)
     with pytest.raises(FillError, match="num_samples=0: expected a positive number of InterRecon samples"):
         fill_run(**args, out=out, num_samples=0)
-    with pytest.raises(RawDataError, match=r"short_eeg\.npy: EEG has 40000 samples .* the EEG is shorter than the fMRI"):
+    with pytest.raises(
+        RawDataError, match=r"short_eeg\.npy: EEG has 40000 samples .* the EEG is shorter than the fMRI"
+    ):
         fill_run(**{**args, "eeg": short}, out=out)
-    with pytest.raises(RawDataError, match=r"50 fMRI volume triggers but the fMRI run has 90 frames: the EEG is shorter"):
+    with pytest.raises(
+        RawDataError, match=r"50 fMRI volume triggers but the fMRI run has 90 frames: the EEG is shorter"
+    ):
         fill_run(**{**args, "eeg": few_triggers}, out=out)
-    with pytest.raises(CiftiError, match=r"other\.dtseries\.nii: has 305 grayordinates but the checkpoint .* models 457, of which \d+ are not in the file"):
+    with pytest.raises(
+        CiftiError,
+        match=r"other\.dtseries\.nii: has 305 grayordinates but the checkpoint .* models 457, of which \d+ are not in the file",
+    ):
         fill_run(**{**args, "fmri": other, "censor": _mask(CENSORED)}, out=out)
     with pytest.raises(FillError, match="is an input of this fill"):
         fill_run(**args, out=tiny["fmri"], overwrite=True)
@@ -364,10 +465,24 @@ def test_fill_study_tiny(tmp_path, monkeypatch):
 
     model = dict(latent_dim=16, eeg_embed_dim=16, eeg_channels=8, eeg_blocks=2, hidden_size=32, depth=1, num_heads=2)
     tiny_scale = R.Scale(
-        simulate="ci", grayordinates="every:200", ks=(10,), epochs={"diffusion": 1}, model={"diffusion": model},
-        extra=["--data.batch_size", "16", "--evaluator.num_inference_steps", "2", "--evaluator.every_n_epochs", "1000",
-               "--trainer.num_sanity_val_steps", "0", "--evaluator.identification", "false"],
-    )  # fmt: skip
+        simulate="ci",
+        grayordinates="every:200",
+        ks=(10,),
+        epochs={"diffusion": 1},
+        model={"diffusion": model},
+        extra=[
+            "--data.batch_size",
+            "16",
+            "--evaluator.num_inference_steps",
+            "2",
+            "--evaluator.every_n_epochs",
+            "1000",
+            "--trainer.num_sanity_val_steps",
+            "0",
+            "--evaluator.identification",
+            "false",
+        ],
+    )
     monkeypatch.setitem(R.SCALES, "tiny", tiny_scale)
     kw = dict(raw=str(tmp_path / "raw"), prepared=str(tmp_path / "prep"), results=str(tmp_path / "res"))
     md = R.fill_study("tiny", [1], rates=[0.05, 0.2], **kw)
@@ -375,7 +490,13 @@ def test_fill_study_tiny(tmp_path, monkeypatch):
     rows = list(csv.DictReader(open(out / "fill.csv")))
     # 2 rates x (3 fill methods + the EEG-only FIR ridge, each x {real, noise-free}, + the ceiling)
     assert len(rows) == 2 * 9 and (out / "fill.png").stat().st_size > 10_000
-    assert {r["method"] for r in rows} == {"InterRecon", "Linear", "Cubic spline", "FIR ridge (EEG only)", "Noise ceiling"}
+    assert {r["method"] for r in rows} == {
+        "InterRecon",
+        "Linear",
+        "Cubic spline",
+        "FIR ridge (EEG only)",
+        "Noise ceiling",
+    }
     assert all(np.isfinite(float(r["whole/r"])) for r in rows)
     assert "| 20% | InterRecon | real |" in md.read_text()
     # censoring: only inside test clips, in bursts of 1-5 frames, at the asked rate, and what was filled
@@ -389,9 +510,14 @@ def test_fill_study_tiny(tmp_path, monkeypatch):
             assert not (cens & ~test).any() and cens.sum() == max(1, round(rate * test.sum()))
             bursts = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], cens.astype(int), [0]]))))[::2]
             assert bursts.max() <= 5
-            note = json.loads(nib.load(folder / f"run-{run}_interrecon.dtseries.nii").header.matrix.metadata["eeg2fmri_fill"])
+            note = json.loads(
+                nib.load(folder / f"run-{run}_interrecon.dtseries.nii").header.matrix.metadata["eeg2fmri_fill"]
+            )
             assert note["censored_frames"] == np.flatnonzero(cens).tolist() and note["n_frames_window"] == 10
             assert note["num_samples"] == tiny_scale.fill_samples == 1
             # a finished fill is reused only for the same number of samples per window
-            path, ckpt = folder / f"run-{run}_interrecon.dtseries.nii", out / "cells" / "sub1" / "K10" / "diffusion" / "checkpoints" / "last.ckpt"
+            path, ckpt = (
+                folder / f"run-{run}_interrecon.dtseries.nii",
+                out / "cells" / "sub1" / "K10" / "diffusion" / "checkpoints" / "last.ckpt",
+            )
             assert R._fill_done(path, cens, ckpt, 1) and not R._fill_done(path, cens, ckpt, 2)

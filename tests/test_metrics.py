@@ -367,9 +367,23 @@ def test_region_metrics_names_and_values():
         collection.update(preds, target)
     got = collection.compute()
     assert all(isinstance(v, (int, float)) for v in got.values())
-    per_region = {"mse", "r", "cos", "mse_std", "r_std", "cos_std", "n_windows", "n_frames", "temporal_r_median",
-                  "temporal_r_mean", "temporal_n_valid", "identification_top1", "identification_top5",
-                  "identification_mean_rank", "identification_n_windows"}  # fmt: skip
+    per_region = {
+        "mse",
+        "r",
+        "cos",
+        "mse_std",
+        "r_std",
+        "cos_std",
+        "n_windows",
+        "n_frames",
+        "temporal_r_median",
+        "temporal_r_mean",
+        "temporal_n_valid",
+        "identification_top1",
+        "identification_top5",
+        "identification_mean_rank",
+        "identification_n_windows",
+    }
     assert set(got) == {f"{region}/{key}" for region in regions for key in per_region}
     cols = regions["V1+A1"]
     p = np.concatenate([b[2] for b in batches])[..., cols]

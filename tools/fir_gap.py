@@ -72,8 +72,9 @@ def load_cache(path: str) -> SimpleNamespace:
     feat = (feat - feat[split == 0].mean(0)) / feat[split == 0].std(0)
     brk = np.ones(len(clip), bool)
     brk[1:] = (clip[1:] != clip[:-1]) | (vol[1:] != vol[:-1] + 1)
-    return SimpleNamespace(feat=feat, fmri=fmri, clean=clean, split=split, clip=clip, vol=vol, indices=indices,
-                           seg=np.cumsum(brk))  # fmt: skip
+    return SimpleNamespace(
+        feat=feat, fmri=fmri, clean=clean, split=split, clip=clip, vol=vol, indices=indices, seg=np.cumsum(brk)
+    )
 
 
 def fir_ridge_frames(c: SimpleNamespace, lags: range = range(-8, 3)) -> np.ndarray:
@@ -91,11 +92,21 @@ def main() -> None:
     ap.add_argument("--lags", type=int, nargs=2, default=(-8, 2))
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--per_target", action="store_true", help="one penalty per grayordinate (else one for all)")
-    ap.add_argument("--latent", type=int, default=0, help="also: the FIR ridge on the top-d PCA scores of the training frames")
+    ap.add_argument(
+        "--latent", type=int, default=0, help="also: the FIR ridge on the top-d PCA scores of the training frames"
+    )
     args = ap.parse_args()
     c = load_cache(args.cache)
-    feat, fmri, clean, split, clip, vol, indices, seg = (c.feat, c.fmri, c.clean, c.split, c.clip, c.vol, c.indices,
-                                                        c.seg)  # fmt: skip
+    feat, fmri, clean, split, clip, vol, indices, seg = (
+        c.feat,
+        c.fmri,
+        c.clean,
+        c.split,
+        c.clip,
+        c.vol,
+        c.indices,
+        c.seg,
+    )
     starts = window_starts(clip, vol, split, args.k, args.k)
     starts = starts[split[starts] == 2]
     rows = starts[:, None] + np.arange(args.k)  # (N, K) test frames as `eeg2fmri test` scores them
@@ -125,8 +136,10 @@ def main() -> None:
         table["noise ceiling"] = score(clean)
     print(f"{'predictor':<36} {'V1 temporal r':>14} {'V1+A1 temporal r':>17} {'whole MSE':>10} {'whole r':>8}")
     for name, m in table.items():
-        print(f"{name:<36} {m['V1/temporal_r_median']:>14.3f} {m['V1+A1/temporal_r_median']:>17.3f} "
-              f"{m['whole/mse']:>10.3f} {m['whole/r']:>8.3f}")
+        print(
+            f"{name:<36} {m['V1/temporal_r_median']:>14.3f} {m['V1+A1/temporal_r_median']:>17.3f} "
+            f"{m['whole/mse']:>10.3f} {m['whole/r']:>8.3f}"
+        )
 
 
 if __name__ == "__main__":

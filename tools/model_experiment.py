@@ -20,14 +20,36 @@ import yaml
 from eeg2fmri.cli import main
 
 
-def run(name: str, data: str, base: str, overrides: list[str], epochs: int | None, test_only: bool = False,
-        val_every: int | None = None, ckpt: str = "last") -> dict:
+def run(
+    name: str,
+    data: str,
+    base: str,
+    overrides: list[str],
+    epochs: int | None,
+    test_only: bool = False,
+    val_every: int | None = None,
+    ckpt: str = "last",
+) -> dict:
     out = Path("runs/experiments") / name
     cfg = yaml.safe_load(Path(base).read_text())
     epochs = epochs or cfg.get("trainer", {}).get("max_epochs", 25)
-    args = ["--config", base, *overrides, "--data.data_path", data, "--trainer.logger", "false",
-            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(out),
-            "--trainer.max_epochs", str(epochs), "--trainer.check_val_every_n_epoch", str(val_every or epochs)]  # fmt: skip
+    args = [
+        "--config",
+        base,
+        *overrides,
+        "--data.data_path",
+        data,
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.check_val_every_n_epoch",
+        str(val_every or epochs),
+    ]
     t0 = time.perf_counter()
     if not test_only:
         main(["fit", *args])
@@ -37,8 +59,10 @@ def run(name: str, data: str, base: str, overrides: list[str], epochs: int | Non
     print(f"\n== {name}: fit {fit_s:.0f} s; {res.get('estimator')}; EEG {res.get('eeg_seconds')} s per frame")
     print(f"{'row':<14} {'V1 temporal r':>14} {'V1+A1 temporal r':>17} {'whole MSE':>10} {'whole r':>8}")
     for source, m in res["metrics"].items():
-        print(f"{source:<14} {m['V1/temporal_r_median']:>14.3f} {m['V1+A1/temporal_r_median']:>17.3f} "
-              f"{m['whole/mse']:>10.3f} {m['whole/r']:>8.3f}")
+        print(
+            f"{source:<14} {m['V1/temporal_r_median']:>14.3f} {m['V1+A1/temporal_r_median']:>17.3f} "
+            f"{m['whole/mse']:>10.3f} {m['whole/r']:>8.3f}"
+        )
     return res
 
 
@@ -49,7 +73,9 @@ if __name__ == "__main__":
     ap.add_argument("--base", default="configs/demo.yaml")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--test_only", action="store_true", help="test the run's last.ckpt again (other evaluator options)")
-    ap.add_argument("--val_every", type=int, default=None, help="validation period in epochs (default: the last epoch only)")
+    ap.add_argument(
+        "--val_every", type=int, default=None, help="validation period in epochs (default: the last epoch only)"
+    )
     ap.add_argument("--ckpt", default="last", choices=["last", "best"], help="checkpoint to test")
     a, overrides = ap.parse_known_args()
     run(a.name, a.data, a.base, [o for o in overrides if o != "--"], a.epochs, a.test_only, a.val_every, a.ckpt)

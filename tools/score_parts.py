@@ -21,8 +21,10 @@ def main(ckpt: str, cache: str) -> None:
     dm = EEGfMRIDataModule(cache, n_frames=model.n_frames, batch_size=16, eeg_context=model.eeg_context)
     dm.setup("test")
     cols = {r: region_columns(r, dm.indices) for r in ("whole", "V1", "V1+A1")}
-    parts = {"regression D(mu)": RegionMetrics(cols, dm.n_vertices, identification=False),
-             "posterior mean": RegionMetrics(cols, dm.n_vertices, identification=False)}  # fmt: skip
+    parts = {
+        "regression D(mu)": RegionMetrics(cols, dm.n_vertices, identification=False),
+        "posterior mean": RegionMetrics(cols, dm.n_vertices, identification=False),
+    }
     with torch.no_grad():
         for b in dm.test_dataloader():
             _, mu = model.encode_eeg(b["eeg"], b["eeg_mask"])
@@ -34,7 +36,9 @@ def main(ckpt: str, cache: str) -> None:
         if name.startswith("regression") and model.regression_head is None:
             continue
         v = m.compute()
-        print(f"{name:<20} {v['V1/temporal_r_median']:>14.3f} {v['V1+A1/temporal_r_median']:>17.3f} {v['whole/mse']:>10.3f} {v['whole/r']:>8.3f}")
+        print(
+            f"{name:<20} {v['V1/temporal_r_median']:>14.3f} {v['V1+A1/temporal_r_median']:>17.3f} {v['whole/mse']:>10.3f} {v['whole/r']:>8.3f}"
+        )
 
 
 if __name__ == "__main__":

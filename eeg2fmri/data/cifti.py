@@ -59,10 +59,13 @@ def standard_brain_models() -> cifti2_axes.BrainModelAxis:
     vertex = np.concatenate([left, right, np.full(len(ijk), -1, np.int64)])  # (91282,)
     voxel = np.concatenate([np.full((n_surf, 3), -1, np.int64), ijk])  # (91282, 3)
     bm = cifti2_axes.BrainModelAxis(
-        name=np.array(names, dtype=object), voxel=voxel, vertex=vertex, affine=lay["volume_affine"],
+        name=np.array(names, dtype=object),
+        voxel=voxel,
+        vertex=vertex,
+        affine=lay["volume_affine"],
         volume_shape=tuple(int(s) for s in lay["volume_shape"]),
         nvertices={"CIFTI_STRUCTURE_CORTEX_LEFT": n_mesh, "CIFTI_STRUCTURE_CORTEX_RIGHT": n_mesh},
-    )  # fmt: skip
+    )
     assert len(bm) == N_GRAYORDINATES
     return bm
 
@@ -200,8 +203,10 @@ def _note_reordered(bm: cifti2_axes.BrainModelAxis, idx: np.ndarray, path) -> No
         what = "its columns are not in the HCP standard order"
     log.warning(
         "%s: %s. It is read by grayordinate (each column's structure and voxel are in its header); "
-        "files written from it keep its column order", path, what,
-    )  # fmt: skip
+        "files written from it keep its column order",
+        path,
+        what,
+    )
 
 
 def is_fmriprep_row_major(bm: cifti2_axes.BrainModelAxis, idx: np.ndarray) -> bool:

@@ -36,12 +36,71 @@ log = logging.getLogger(__name__)
 # The 64 scalp channels of the BrainProducts actiCAP 64 layout (10-10 system), the montage of
 # CineBrain-style recordings. Order here is the canonical order of the prepared cache.
 CHANNELS_64: tuple[str, ...] = (
-    "Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "FC5", "FC1", "FC2", "FC6", "T7", "C3", "Cz",
-    "C4", "T8", "TP9", "CP5", "CP1", "CP2", "CP6", "TP10", "P7", "P3", "Pz", "P4", "P8", "PO9",
-    "O1", "Oz", "O2", "PO10", "AF7", "AF3", "AF4", "AF8", "F5", "F1", "F2", "F6", "FT9", "FT7",
-    "FC3", "FC4", "FT8", "FT10", "C5", "C1", "C2", "C6", "TP7", "CP3", "CPz", "CP4", "TP8", "P5",
-    "P1", "P2", "P6", "PO7", "PO3", "POz", "PO4", "PO8",
-)  # fmt: skip
+    "Fp1",
+    "Fp2",
+    "F7",
+    "F3",
+    "Fz",
+    "F4",
+    "F8",
+    "FC5",
+    "FC1",
+    "FC2",
+    "FC6",
+    "T7",
+    "C3",
+    "Cz",
+    "C4",
+    "T8",
+    "TP9",
+    "CP5",
+    "CP1",
+    "CP2",
+    "CP6",
+    "TP10",
+    "P7",
+    "P3",
+    "Pz",
+    "P4",
+    "P8",
+    "PO9",
+    "O1",
+    "Oz",
+    "O2",
+    "PO10",
+    "AF7",
+    "AF3",
+    "AF4",
+    "AF8",
+    "F5",
+    "F1",
+    "F2",
+    "F6",
+    "FT9",
+    "FT7",
+    "FC3",
+    "FC4",
+    "FT8",
+    "FT10",
+    "C5",
+    "C1",
+    "C2",
+    "C6",
+    "TP7",
+    "CP3",
+    "CPz",
+    "CP4",
+    "TP8",
+    "P5",
+    "P1",
+    "P2",
+    "P6",
+    "PO7",
+    "PO3",
+    "POz",
+    "PO4",
+    "PO8",
+)
 
 EEG_SUFFIXES = (".npy", ".vhdr", ".edf", ".bdf", ".set", ".fif")
 
@@ -55,14 +114,20 @@ def subject_dirname(subject: int) -> str:
 
 
 def fmri_path(root: Path, subject: int, run: int, task: str = "shape") -> Path:
-    return Path(root) / subject_dirname(subject) / "dtseries" / (
-        f"sub-{subject:04d}_task-{task}_run-{run}_space-fsLR_den-91k_bold.dtseries.nii"
+    return (
+        Path(root)
+        / subject_dirname(subject)
+        / "dtseries"
+        / (f"sub-{subject:04d}_task-{task}_run-{run}_space-fsLR_den-91k_bold.dtseries.nii")
     )
 
 
 def truth_path(root: Path, subject: int, run: int, task: str = "shape") -> Path:
-    return Path(root) / subject_dirname(subject) / "truth" / (
-        f"sub-{subject:04d}_task-{task}_run-{run}_space-fsLR_den-91k_desc-noisefree_bold.dtseries.nii"
+    return (
+        Path(root)
+        / subject_dirname(subject)
+        / "truth"
+        / (f"sub-{subject:04d}_task-{task}_run-{run}_space-fsLR_den-91k_desc-noisefree_bold.dtseries.nii")
     )
 
 
@@ -195,24 +260,45 @@ def discover_runs(subject_dir: Path) -> list[Run]:
         if not beh.exists():
             raise RawDataError(f"run {r}: behaviour file {beh} is missing (fMRI {fmri.name} exists)")
         stem = eeg_dir / f"sub-{subject:04d}_task-{task}_run-{r}_eeg"
-        eeg = next((stem.with_name(stem.name + s) for s in EEG_SUFFIXES if stem.with_name(stem.name + s).exists()), None)
+        eeg = next(
+            (stem.with_name(stem.name + s) for s in EEG_SUFFIXES if stem.with_name(stem.name + s).exists()), None
+        )
         if eeg is None:
-            other = sorted(p.name for p in eeg_dir.glob(f"sub-{subject:04d}_task-*_run-{r}_eeg.*")
-                           if bids_task(p.name) != task) if eeg_dir.is_dir() else []  # fmt: skip
-            hint = f"; found {', '.join(other)} of another task (the EEG follows the fMRI file's task, {task!r})" if other else ""
+            other = (
+                sorted(
+                    p.name for p in eeg_dir.glob(f"sub-{subject:04d}_task-*_run-{r}_eeg.*") if bids_task(p.name) != task
+                )
+                if eeg_dir.is_dir()
+                else []
+            )
+            hint = (
+                f"; found {', '.join(other)} of another task (the EEG follows the fMRI file's task, {task!r})"
+                if other
+                else ""
+            )
             raise RawDataError(
                 f"run {r}: EEG file missing: expected {stem}.npy (+ .json) or one of "
                 f"{', '.join(EEG_SUFFIXES[1:])}{hint}"
             )
-        truth = subject_dir / "truth" / f"sub-{subject:04d}_task-{task}_run-{r}_space-fsLR_den-91k_desc-noisefree_bold.dtseries.nii"
+        truth = (
+            subject_dir
+            / "truth"
+            / f"sub-{subject:04d}_task-{task}_run-{r}_space-fsLR_den-91k_desc-noisefree_bold.dtseries.nii"
+        )
         if not truth.exists():
-            other = sorted((subject_dir / "truth").glob(f"sub-{subject:04d}_task-*_run-{r}_*desc-noisefree_bold.dtseries.nii"))
+            other = sorted(
+                (subject_dir / "truth").glob(f"sub-{subject:04d}_task-*_run-{r}_*desc-noisefree_bold.dtseries.nii")
+            )
             if other and str(other[0]) not in _WARNED:
                 _WARNED.add(str(other[0]))
                 log.warning(
                     "run %d: %s is a noise-free BOLD of another task than the fMRI's (%r); not used (no noise "
-                    "ceiling for this run). Rename it to %s if it belongs to this run", r, other[0], task, truth.name,
-                )  # fmt: skip
+                    "ceiling for this run). Rename it to %s if it belongs to this run",
+                    r,
+                    other[0],
+                    task,
+                    truth.name,
+                )
             truth = None
         runs.append(Run(subject, r, fmri, beh, eeg, truth, read_clips(beh), task=task))
     gaps = sorted(set(range(1, max(found) + 1)) - set(found))
@@ -244,7 +330,9 @@ def read_clips(path: Path) -> list[Clip]:
                 f"videoStopTime={row['videoStopTime']!r}; expected numbers (seconds)"
             ) from None
         if not (np.isfinite(start) and np.isfinite(stop) and 0 <= start < stop):
-            raise RawDataError(f"{path}, row {i + 1}: expected 0 <= videoStartTime < videoStopTime, got {start}, {stop}")
+            raise RawDataError(
+                f"{path}, row {i + 1}: expected 0 <= videoStartTime < videoStopTime, got {start}, {stop}"
+            )
         clips.append(Clip(row.get("clip") or f"{path.stem}:{i}", start, stop))
     return clips
 
@@ -270,7 +358,9 @@ def read_eeg(path: Path, volume_marker: str = "R128") -> EEGRecording:
     try:
         raw.pick("eeg")
     except ValueError:
-        raise RawDataError(f"{path}: no EEG channel in this file (channel types: {sorted(set(raw.get_channel_types()))})") from None
+        raise RawDataError(
+            f"{path}: no EEG channel in this file (channel types: {sorted(set(raw.get_channel_types()))})"
+        ) from None
     ann = raw.annotations
     sel = [i for i, d in enumerate(ann.description) if volume_marker in d]
     onsets = None
@@ -280,9 +370,11 @@ def read_eeg(path: Path, volume_marker: str = "R128") -> EEGRecording:
     elif len(ann):
         log.warning(
             "%s: no annotation contains the volume marker %r (found e.g. %s); the EEG's first sample is taken as "
-            "the first volume's onset. Set --volume_marker to your scanner's marker", path, volume_marker,
+            "the first volume's onset. Set --volume_marker to your scanner's marker",
+            path,
+            volume_marker,
             sorted(set(ann.description))[:5],
-        )  # fmt: skip
+        )
     return EEGRecording(
         data=raw.get_data().astype(np.float32),
         sfreq=float(raw.info["sfreq"]),
@@ -317,7 +409,9 @@ def _read_npy_eeg(path: Path) -> EEGRecording:
         raise RawDataError(f"{side}: holds a {type(meta).__name__}; expected an object with keys sfreq, ch_names")
     for key in ("sfreq", "ch_names"):
         if key not in meta:
-            raise RawDataError(f"{side}: field {key!r} missing (expected sfreq in Hz and ch_names, a list of channel names)")
+            raise RawDataError(
+                f"{side}: field {key!r} missing (expected sfreq in Hz and ch_names, a list of channel names)"
+            )
     unknown = sorted(set(meta) - set(SIDECAR_KEYS))
     if unknown:
         hint = ""
@@ -348,13 +442,17 @@ def _read_npy_eeg(path: Path) -> EEGRecording:
         )
     if data.shape[1] == 0:
         raise RawDataError(f"{path}: EEG has 0 samples; expected a recording that covers the run")
-    return EEGRecording(data=data, sfreq=sfreq, ch_names=list(ch_names), volume_onsets=_onsets(side, meta, sfreq), path=path)
+    return EEGRecording(
+        data=data, sfreq=sfreq, ch_names=list(ch_names), volume_onsets=_onsets(side, meta, sfreq), path=path
+    )
 
 
 def _onsets(side: Path, meta: dict, sfreq: float) -> np.ndarray | None:
     """Volume onsets in samples from ``volume_onsets`` (samples) or ``volume_onsets_s`` (seconds)."""
     if "volume_onsets" in meta and "volume_onsets_s" in meta:
-        raise RawDataError(f"{side}: both volume_onsets (samples) and volume_onsets_s (seconds) are given; expected one")
+        raise RawDataError(
+            f"{side}: both volume_onsets (samples) and volume_onsets_s (seconds) are given; expected one"
+        )
     key = "volume_onsets" if "volume_onsets" in meta else "volume_onsets_s" if "volume_onsets_s" in meta else None
     if key is None or meta[key] is None:
         return None
@@ -393,15 +491,24 @@ def _windowed(path: Path, side: Path, meta: dict, data: np.ndarray, sfreq: float
     vols = vols.astype(np.int64)
     if np.any(np.diff(vols) <= 0):
         first = int(np.argmax(np.diff(vols) <= 0)) + 1
-        raise RawDataError(f"{side}: window_volumes must increase (window {first} pairs with volume {int(vols[first])} "
-                           f"after volume {int(vols[first - 1])})")  # fmt: skip
+        raise RawDataError(
+            f"{side}: window_volumes must increase (window {first} pairs with volume {int(vols[first])} "
+            f"after volume {int(vols[first - 1])})"
+        )
     shift = meta.get("shift_s")
     if shift is not None and not isinstance(shift, (int, float)):
         raise RawDataError(f"{side}: shift_s={shift!r}; expected the windows' hemodynamic shift in seconds")
     n_w, n_chans, n_times = data.shape
     flat = np.ascontiguousarray(np.asarray(data).transpose(1, 0, 2)).reshape(n_chans, n_w * n_times)  # (C, n_w * W)
-    return EEGRecording(data=flat, sfreq=sfreq, ch_names=list(ch_names), volume_onsets=None, path=path,
-                        window_volumes=vols, window_shift_s=None if shift is None else float(shift))  # fmt: skip
+    return EEGRecording(
+        data=flat,
+        sfreq=sfreq,
+        ch_names=list(ch_names),
+        volume_onsets=None,
+        path=path,
+        window_volumes=vols,
+        window_shift_s=None if shift is None else float(shift),
+    )
 
 
 def window_length(eeg: EEGRecording) -> int:
@@ -409,8 +516,15 @@ def window_length(eeg: EEGRecording) -> int:
     return eeg.data.shape[1] // len(eeg.window_volumes)
 
 
-def write_npy_eeg(stem: Path, data: np.ndarray, sfreq: float, ch_names, volume_onsets=None, unit: str = "uV",
-                  extra: dict | None = None) -> Path:  # fmt: skip
+def write_npy_eeg(
+    stem: Path,
+    data: np.ndarray,
+    sfreq: float,
+    ch_names,
+    volume_onsets=None,
+    unit: str = "uV",
+    extra: dict | None = None,
+) -> Path:
     """Write EEG in the plain layout (.npy + JSON sidecar), each file atomically. ``data`` is
     (n_chans, n_samples), or (n_windows, n_chans, n_times) with ``window_volumes`` in ``extra``."""
     from eeg2fmri.data.cifti import atomic_save, atomic_write_text
@@ -421,6 +535,7 @@ def write_npy_eeg(stem: Path, data: np.ndarray, sfreq: float, ch_names, volume_o
     if volume_onsets is not None:
         meta["volume_onsets"] = [int(v) for v in volume_onsets]
     meta.update(extra or {})
+
     def save_npy(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(data, np.float32))

@@ -53,11 +53,15 @@ def open_cache(path: str | Path) -> h5py.File:
     try:
         h5 = h5py.File(path, "r")
     except OSError as e:
-        raise CacheError(f"{path}: not a readable HDF5 cache (truncated or corrupt? {e}); delete it and re-run prepare") from e
+        raise CacheError(
+            f"{path}: not a readable HDF5 cache (truncated or corrupt? {e}); delete it and re-run prepare"
+        ) from e
     missing = [k for k in ("fmri", "eeg", "split", "frame_clip", "frame_volume", "indices") if k not in h5]
     if missing:
         h5.close()
-        raise CacheError(f"{path}: cache lacks dataset(s) {missing}; it was not written by `eeg2fmri prepare` or is incomplete")
+        raise CacheError(
+            f"{path}: cache lacks dataset(s) {missing}; it was not written by `eeg2fmri prepare` or is incomplete"
+        )
     return h5
 
 
@@ -66,12 +70,20 @@ def segment_ids(frame_clip: np.ndarray, frame_volume: np.ndarray, split: np.ndar
     frames (volume index increasing by one) of one clip and one split. Windows and EEG context
     never reach across a segment's edge."""
     brk = np.ones(len(frame_clip), bool)  # True where a new segment of consecutive frames begins
-    brk[1:] = (frame_clip[1:] != frame_clip[:-1]) | (frame_volume[1:] != frame_volume[:-1] + 1) | (split[1:] != split[:-1])
+    brk[1:] = (
+        (frame_clip[1:] != frame_clip[:-1]) | (frame_volume[1:] != frame_volume[:-1] + 1) | (split[1:] != split[:-1])
+    )
     return np.cumsum(brk) - 1
 
 
-def window_starts(frame_clip: np.ndarray, frame_volume: np.ndarray, split: np.ndarray, n_frames: int, stride: int = 1,
-                  include_tail: bool = False) -> np.ndarray:  # fmt: skip
+def window_starts(
+    frame_clip: np.ndarray,
+    frame_volume: np.ndarray,
+    split: np.ndarray,
+    n_frames: int,
+    stride: int = 1,
+    include_tail: bool = False,
+) -> np.ndarray:
     """Cache rows where a window of ``n_frames`` consecutive frames of one clip starts.
 
     Frames are consecutive when their volume index (``frame_volume``) increases by one and they share clip and split.
@@ -117,8 +129,13 @@ class EpochShuffle(Sampler[int]):
 class _Windows(Dataset):
     """Map-style dataset of window starts; gathers tensors on CPU unless ``index_only``."""
 
-    def __init__(self, starts: np.ndarray, store: dict[str, torch.Tensor] | None, n_frames: int,
-                 eeg_context: tuple[int, int] = (0, 0)):  # fmt: skip
+    def __init__(
+        self,
+        starts: np.ndarray,
+        store: dict[str, torch.Tensor] | None,
+        n_frames: int,
+        eeg_context: tuple[int, int] = (0, 0),
+    ):
         self.starts = torch.as_tensor(starts, dtype=torch.long)
         self.store = store  # None: index-only (the GPU path gathers after transfer)
         self.n_frames = n_frames
@@ -134,8 +151,13 @@ class _Windows(Dataset):
         return gather(self.store, torch.tensor([s]), self.n_frames, self.eeg_context, squeeze=True)
 
 
-def gather(store: dict[str, torch.Tensor], starts: torch.Tensor, n_frames: int, eeg_context: tuple[int, int] = (0, 0),
-           squeeze: bool = False) -> dict:  # fmt: skip
+def gather(
+    store: dict[str, torch.Tensor],
+    starts: torch.Tensor,
+    n_frames: int,
+    eeg_context: tuple[int, int] = (0, 0),
+    squeeze: bool = False,
+) -> dict:
     """Batch dict for windows starting at ``starts`` (B,), from tensors on any device.
 
     With ``eeg_context = (P, F)`` the EEG covers the frames ``start - P .. start + K - 1 + F``; a
@@ -236,7 +258,9 @@ class EEGfMRIDataModule(pl.LightningDataModule):
             whole = len(self.columns) == h5["fmri"].shape[1]
             self.frame_clip = h5["frame_clip"][:].astype(np.int64)
             self.frame_volume = h5["frame_volume"][:].astype(np.int64)
-            self.frame_run = h5["frame_run"][:].astype(np.int64) if "frame_run" in h5 else np.zeros_like(self.frame_clip)
+            self.frame_run = (
+                h5["frame_run"][:].astype(np.int64) if "frame_run" in h5 else np.zeros_like(self.frame_clip)
+            )
             self.split = h5["split"][:].astype(np.int64)
             store = {
                 "fmri": torch.from_numpy(_read_columns(h5["fmri"], None if whole else self.columns)),
@@ -248,11 +272,13 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                 store["fmri_clean"] = torch.from_numpy(_read_columns(h5["fmri_clean"], None if whole else self.columns))
             self.fmri_mean = h5["fmri_mean"][:][self.columns] if "fmri_mean" in h5 else None
             self.fmri_std = h5["fmri_std"][:][self.columns] if "fmri_std" in h5 else None
-            self.run_files = [s.decode() if isinstance(s, bytes) else s for s in h5["run_files"][:]] if "run_files" in h5 else []
+            self.run_files = (
+                [s.decode() if isinstance(s, bytes) else s for s in h5["run_files"][:]] if "run_files" in h5 else []
+            )
             self.run_numbers = h5["run_numbers"][:].tolist() if "run_numbers" in h5 else []
             self.run_n_volumes = h5["run_n_volumes"][:].tolist() if "run_n_volumes" in h5 else []
         self.store = store
-        k, es = self.n_frames, self.hparams.eval_stride or self.n_frames
+        es = self.hparams.eval_stride or self.n_frames
         self.windows = {
             "train": self._windows("train", self.hparams.train_stride),
             "val": self._windows("val", es),
@@ -301,14 +327,21 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         elif split != "train" and trainer is not None and trainer.world_size > 1:
             # evaluation windows split across ranks without the padding (repeated windows) of
             # Lightning's default DistributedSampler, so metrics do not depend on the rank count
-            sampler = UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+            sampler = UnrepeatedDistributedSampler(
+                ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
         return DataLoader(
-            ds, batch_size=bs, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=workers,
-            drop_last=split == "train" and len(ds) > bs, persistent_workers=workers > 0,
+            ds,
+            batch_size=bs,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=workers,
+            drop_last=split == "train" and len(ds) > bs,
+            persistent_workers=workers > 0,
             # index-only batches in pinned memory: their copy to the GPU is asynchronous (from pageable
             # memory it would wait for the stream, i.e. a host sync every step)
             pin_memory=index_only,
-        )  # fmt: skip
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -343,8 +376,13 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                 log.warning(
                     "%s needs %.2f GiB on %s but only %.2f GiB of %.2f GiB are free (gpu_memory_fraction=%.2f); "
                     "keeping the data in host memory and streaming batches (slower)",
-                    self.data_path, need / 2**30, device, free / 2**30, total / 2**30, self.hparams.gpu_memory_fraction,
-                )  # fmt: skip
+                    self.data_path,
+                    need / 2**30,
+                    device,
+                    free / 2**30,
+                    total / 2**30,
+                    self.hparams.gpu_memory_fraction,
+                )
                 if torch.cuda.is_available():  # pinned host memory: asynchronous copies to the GPU
                     self.store = {k: v.pin_memory() for k, v in self.store.items()}
                 return
@@ -367,20 +405,30 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         with open_cache(self.data_path) as h5:
             return {
                 "options": json.loads(h5.attrs.get("options", "{}")),
-                "tr": self.tr, "sfreq": self.sfreq, "n_times": self.n_times, "ch_names": self.ch_names,
-                "eeg_center": torch.as_tensor(h5["eeg_center"][:]), "eeg_scale": torch.as_tensor(h5["eeg_scale"][:]),
+                "tr": self.tr,
+                "sfreq": self.sfreq,
+                "n_times": self.n_times,
+                "ch_names": self.ch_names,
+                "eeg_center": torch.as_tensor(h5["eeg_center"][:]),
+                "eeg_scale": torch.as_tensor(h5["eeg_scale"][:]),
                 "fmri_mean": torch.as_tensor(h5["fmri_mean"][:][self.columns]),
                 "fmri_std": torch.as_tensor(h5["fmri_std"][:][self.columns]),
-                "grayordinates": torch.as_tensor(self.indices), "region": self.hparams.region,
+                "grayordinates": torch.as_tensor(self.indices),
+                "region": self.hparams.region,
                 "subject": str(h5.attrs.get("subject", "")),
-            }  # fmt: skip
+            }
 
     def describe(self) -> dict:
         return {
-            "data_path": str(self.data_path), "n_frames": self.n_frames, "n_vertices": self.n_vertices,
-            "n_chans": self.n_chans, "n_times": self.n_times, "tr": self.tr, "region": self.hparams.region,
+            "data_path": str(self.data_path),
+            "n_frames": self.n_frames,
+            "n_vertices": self.n_vertices,
+            "n_chans": self.n_chans,
+            "n_times": self.n_times,
+            "tr": self.tr,
+            "region": self.hparams.region,
             "eeg_context": list(self.eeg_context),
-        }  # fmt: skip
+        }
 
 
 def _read_columns(dset: h5py.Dataset, columns: np.ndarray | None, block: int = 1024) -> np.ndarray:

@@ -44,7 +44,15 @@ import numpy as np
 from scipy import signal
 
 from eeg2fmri.data.cifti import CiftiError, load_header, new_file_mode, standard_order
-from eeg2fmri.data.cinebrain import CHANNELS_64, RawDataError, Run, discover_runs, read_ch_names, read_eeg, window_length
+from eeg2fmri.data.cinebrain import (
+    CHANNELS_64,
+    RawDataError,
+    Run,
+    discover_runs,
+    read_ch_names,
+    read_eeg,
+    window_length,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +79,9 @@ class PrepareOptions:
     eeg_clip_quantile: float = 0.999  # |x| quantile (train) that maps to ±1
     # the protocol (recorded in the cache and in every results table): the defaults are the project's;
     # normalize="all", split="tail" are the CineBrain authors' (make reproduce-table1 PROTOCOL=paper)
-    normalize: Literal["train", "all"] = "train"  # fMRI z-score statistics: train frames (ddof 0), or all frames (ddof 1)
+    normalize: Literal["train", "all"] = (
+        "train"  # fMRI z-score statistics: train frames (ddof 0), or all frames (ddof 1)
+    )
     split: Literal["clips", "tail"] = "clips"  # random whole clips, or the recording's last frames as test (val before)
     detrend: Literal["none", "constant", "linear", "quadratic"] = "none"  # per-run polynomial removed from the fMRI
     drop_unpaired: bool = False  # frames without an fMRI volume or EEG window: dropped with a warning, not refused
@@ -83,8 +93,11 @@ DETREND_ORDER = {"none": -1, "constant": 0, "linear": 1, "quadratic": 2}
 def protocol(o: PrepareOptions) -> str:
     """One line naming the protocol options, as the results tables print it."""
     norm = "z-score over all frames (ddof 1)" if o.normalize == "all" else "z-score with train-frame statistics"
-    split = (f"tail (last {o.test_fraction:.0%} of the recording is test, {o.val_fraction:.0%} before it val)"
-             if o.split == "tail" else f"clips (random whole clips: {o.test_fraction:.0%} test, {o.val_fraction:.0%} val)")  # fmt: skip
+    split = (
+        f"tail (last {o.test_fraction:.0%} of the recording is test, {o.val_fraction:.0%} before it val)"
+        if o.split == "tail"
+        else f"clips (random whole clips: {o.test_fraction:.0%} test, {o.val_fraction:.0%} val)"
+    )
     return f"normalize={o.normalize}: {norm}; split={split}; detrend={o.detrend}"
 
 
@@ -186,8 +199,11 @@ def _check_options(o: PrepareOptions) -> None:
     if len(set(o.ch_names)) != len(o.ch_names):
         dup = sorted({c for c in o.ch_names if o.ch_names.count(c) > 1})
         raise ValueError(f"ch_names lists channel(s) {dup} twice")
-    for name, value, allowed in (("normalize", o.normalize, ("train", "all")), ("split", o.split, ("clips", "tail")),
-                                 ("detrend", o.detrend, tuple(DETREND_ORDER))):  # fmt: skip
+    for name, value, allowed in (
+        ("normalize", o.normalize, ("train", "all")),
+        ("split", o.split, ("clips", "tail")),
+        ("detrend", o.detrend, tuple(DETREND_ORDER)),
+    ):
         if value not in allowed:
             raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
 
@@ -217,8 +233,17 @@ def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
         raise RawDataError(f"{eeg.path}: TR {tr} s x {eeg.sfreq} Hz is not a whole number of EEG samples")
     n_times = int(round(n_times))
     ch_order, flat = _check_channels(eeg, o)
-    base = dict(run=run, tr=tr, indices=indices, file_indices=file_indices, n_volumes=n_volumes, sfreq=eeg.sfreq,
-                n_times=n_times, ch_order=ch_order, flat=flat)  # fmt: skip
+    base = dict(
+        run=run,
+        tr=tr,
+        indices=indices,
+        file_indices=file_indices,
+        n_volumes=n_volumes,
+        sfreq=eeg.sfreq,
+        n_times=n_times,
+        ch_order=ch_order,
+        flat=flat,
+    )
     if eeg.windowed:
         return _plan_windowed(eeg, o, base)
 
@@ -244,14 +269,24 @@ def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
             lost = len(clip_frames(longer, clip.start, clip.stop, o.shift_s, eeg.sfreq, n_times)[0]) - len(keep)
             log.warning(
                 "%s: clip %r plays until %g s but the fMRI ends at %g s: %d frame(s) at its end have no fMRI volume "
-                "%g s later and are dropped (drop_unpaired)", run.fmri, clip.name, clip.stop, end_s, lost, o.shift_s,
-            )  # fmt: skip
+                "%g s later and are dropped (drop_unpaired)",
+                run.fmri,
+                clip.name,
+                clip.stop,
+                end_s,
+                lost,
+                o.shift_s,
+            )
         inside = (st >= 0) & (st + n_times <= n_samples)
         if not inside.all() and o.drop_unpaired:
             log.warning(
                 "%s: %d frame(s) of clip %r need EEG samples outside the recording (%d samples); dropped "
-                "(drop_unpaired)", eeg.path, int((~inside).sum()), clip.name, n_samples,
-            )  # fmt: skip
+                "(drop_unpaired)",
+                eeg.path,
+                int((~inside).sum()),
+                clip.name,
+                n_samples,
+            )
             keep, st = keep[inside], st[inside]
         if len(keep) == 0:
             if o.drop_unpaired:
@@ -272,8 +307,13 @@ def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
             "the EEG is shorter than the fMRI it should cover (or prepare with --drop_unpaired true to drop "
             "the frames it does not cover, with a warning)"
         )
-    return RunPlan(**base, frames=np.concatenate(frames), window_starts=starts_all,
-                   frame_clip=np.concatenate(fclip), clip_names=names)  # fmt: skip
+    return RunPlan(
+        **base,
+        frames=np.concatenate(frames),
+        window_starts=starts_all,
+        frame_clip=np.concatenate(fclip),
+        clip_names=names,
+    )
 
 
 def _plan_windowed(eeg, o: PrepareOptions, base: dict) -> RunPlan:
@@ -299,8 +339,10 @@ def _plan_windowed(eeg, o: PrepareOptions, base: dict) -> RunPlan:
     pos = np.arange(len(vols))
     keep = vols < n_volumes
     if not keep.all():
-        msg = (f"{eeg.path}: {int((~keep).sum())} window(s) pair with volumes {int(vols[~keep][0])}..{int(vols[-1])}, but "
-               f"{run.fmri.name} has {n_volumes} volumes (more windows than frames)")  # fmt: skip
+        msg = (
+            f"{eeg.path}: {int((~keep).sum())} window(s) pair with volumes {int(vols[~keep][0])}..{int(vols[-1])}, but "
+            f"{run.fmri.name} has {n_volumes} volumes (more windows than frames)"
+        )
         if not o.drop_unpaired:
             raise RawDataError(msg + "; expected every window's volume in the run, or --drop_unpaired true")
         log.warning("%s; dropped (drop_unpaired)", msg)
@@ -310,8 +352,10 @@ def _plan_windowed(eeg, o: PrepareOptions, base: dict) -> RunPlan:
         owner[(vols >= first) & (vols < first + n) & (owner < 0)] = c
     orphan = keep & (owner < 0)
     if orphan.any():
-        msg = (f"{eeg.path}: window {int(pos[orphan][0])} pairs with volume {int(vols[orphan][0])}, which no clip of "
-               f"{run.beh.name} covers ({int(orphan.sum())} such window(s))")  # fmt: skip
+        msg = (
+            f"{eeg.path}: window {int(pos[orphan][0])} pairs with volume {int(vols[orphan][0])}, which no clip of "
+            f"{run.beh.name} covers ({int(orphan.sum())} such window(s))"
+        )
         if not o.drop_unpaired:
             raise RawDataError(msg + "; expected windows of the movie's frames only")
         log.warning("%s; dropped (drop_unpaired)", msg)
@@ -320,9 +364,14 @@ def _plan_windowed(eeg, o: PrepareOptions, base: dict) -> RunPlan:
         raise RawDataError(f"{eeg.path}: no window pairs with a volume of the run's clips")
     used = sorted(set(owner[keep].tolist()))
     remap = {c: i for i, c in enumerate(used)}
-    return RunPlan(**base, frames=vols[keep], window_starts=pos[keep] * n_times,
-                   frame_clip=np.array([remap[c] for c in owner[keep]]), clip_names=[run.clips[c].name for c in used],
-                   windowed=True)  # fmt: skip
+    return RunPlan(
+        **base,
+        frames=vols[keep],
+        window_starts=pos[keep] * n_times,
+        frame_clip=np.array([remap[c] for c in owner[keep]]),
+        clip_names=[run.clips[c].name for c in used],
+        windowed=True,
+    )
 
 
 def volume_onsets(eeg, n_volumes: int, n_times: int) -> np.ndarray:
@@ -368,8 +417,10 @@ def _check_channels(eeg, o: PrepareOptions) -> tuple[np.ndarray, list[str]]:
         raise RawDataError(f"{eeg.path}: channel name(s) {dup} appear more than once; expected unique channel names")
     missing = [c for c in o.ch_names if c not in names]
     if missing:
-        how = ("(set --ch_names to the montage you recorded: a list, --ch_names [Fp1,Fp2,...], or a text file with "
-               "one name per line, --ch_names montage.txt)")  # fmt: skip
+        how = (
+            "(set --ch_names to the montage you recorded: a list, --ch_names [Fp1,Fp2,...], or a text file with "
+            "one name per line, --ch_names montage.txt)"
+        )
         if len(missing) == len(o.ch_names):
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             raise RawDataError(
@@ -400,7 +451,9 @@ def _check_channels(eeg, o: PrepareOptions) -> tuple[np.ndarray, list[str]]:
             flat.append(name)
     if flat:
         if len(flat) > len(o.ch_names) // 4:
-            raise RawDataError(f"{eeg.path}: {len(flat)} flat channels ({flat}); expected at most {len(o.ch_names) // 4}")
+            raise RawDataError(
+                f"{eeg.path}: {len(flat)} flat channels ({flat}); expected at most {len(o.ch_names) // 4}"
+            )
         log.warning("%s: flat channel(s) %s are set to zero after scaling (documented repair)", eeg.path, flat)
     return order, flat
 
@@ -460,7 +513,9 @@ def _tail_split(plans: list[RunPlan], o: PrepareOptions, where: Path) -> dict[st
     n_test = max(1, round(o.test_fraction * n))
     n_val = max(1, round(o.val_fraction * n)) if o.val_fraction > 0 else 0
     if n - n_test - n_val < 1:
-        raise RawDataError(f"{where}: {n} frames cannot be split into train/val/test with test_fraction={o.test_fraction}")
+        raise RawDataError(
+            f"{where}: {n} frames cannot be split into train/val/test with test_fraction={o.test_fraction}"
+        )
     split = np.zeros(n, np.int8)  # (T,) in recording order
     split[n - n_test - n_val : n - n_test] = SPLITS["val"]
     split[n - n_test :] = SPLITS["test"]
@@ -600,7 +655,7 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
     offset = 0
     for i, p in enumerate(plans):
         sel = np.flatnonzero(use[offset : offset + len(p.frames)])
-        for rows, block in blocks(i, "fmri", p.frames[sel], sel):
+        for _, block in blocks(i, "fmri", p.frames[sel], sel):
             s1 += block.sum(0, dtype=np.float64)
             s2 += np.square(block, dtype=np.float64).sum(0)
         offset += len(p.frames)
@@ -680,11 +735,16 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
     # for a run keep it, so they line up with the user's files column for column
     h5["run_file_indices"] = np.stack([p.file_indices for p in plans]).astype(np.int32)
     h5.attrs.update(
-        tr=plans[0].tr, sfreq=plans[0].sfreq, shift_s=o.shift_s, n_times=n_times,
-        ch_names=json.dumps(list(o.ch_names)), flat_channels=json.dumps(flat),
-        n_vertices=n_vertices, layout="fsLR-32k 91k" if n_vertices == 91_282 else "fsLR-32k 91k subset",
+        tr=plans[0].tr,
+        sfreq=plans[0].sfreq,
+        shift_s=o.shift_s,
+        n_times=n_times,
+        ch_names=json.dumps(list(o.ch_names)),
+        flat_channels=json.dumps(flat),
+        n_vertices=n_vertices,
+        layout="fsLR-32k 91k" if n_vertices == 91_282 else "fsLR-32k 91k subset",
         has_truth=has_truth,
-    )  # fmt: skip
+    )
 
 
 def _trend_basis(volumes: np.ndarray, n_volumes: int, order: int) -> np.ndarray:
@@ -810,9 +870,19 @@ def prepare_subjects(
     if isinstance(subject_dir, (str, Path)):
         subject_dir = [subject_dir]
     options = PrepareOptions(
-        shift_s=shift_s, l_freq=l_freq, h_freq=h_freq, notch_freq=notch_freq, sfreq=sfreq,
-        ch_names=read_ch_names(ch_names, CHANNELS_64), test_fraction=test_fraction,
-        val_fraction=val_fraction, split_seed=split_seed, volume_marker=volume_marker,
-        normalize=normalize, split=split, detrend=detrend, drop_unpaired=drop_unpaired,
-    )  # fmt: skip
+        shift_s=shift_s,
+        l_freq=l_freq,
+        h_freq=h_freq,
+        notch_freq=notch_freq,
+        sfreq=sfreq,
+        ch_names=read_ch_names(ch_names, CHANNELS_64),
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        volume_marker=volume_marker,
+        normalize=normalize,
+        split=split,
+        detrend=detrend,
+        drop_unpaired=drop_unpaired,
+    )
     return [prepare(d, out_dir, options, force=force, progress=progress) for d in subject_dir]

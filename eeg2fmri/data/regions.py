@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,7 @@ def parcel_ids(region: str) -> list[int]:
     raise KeyError(region)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _builtin_mask(region: str) -> np.ndarray:
     if region == "whole":
         return np.ones(N_GRAYORDINATES, bool)

@@ -112,22 +112,30 @@ def parse_window_names(names: list[str], pattern: str | None, where) -> list[tup
         except re.error as e:
             raise RawDataError(f"eeg_pattern={pattern!r}: not a valid regular expression ({e})") from None
         if "frame" not in rx.groupindex:
-            raise RawDataError(f"eeg_pattern={pattern!r}: needs a named group (?P<frame>...) (and optionally (?P<run>...))")
+            raise RawDataError(
+                f"eeg_pattern={pattern!r}: needs a named group (?P<frame>...) (and optionally (?P<run>...))"
+            )
         for name in names:
             m = rx.search(name)
             if m is None:
-                raise RawDataError(f"{where(name)}: does not match eeg_pattern={pattern!r} ({len(names)} .npy windows found)")
+                raise RawDataError(
+                    f"{where(name)}: does not match eeg_pattern={pattern!r} ({len(names)} .npy windows found)"
+                )
             try:
                 run = int(m.group("run")) if "run" in rx.groupindex else None
                 frame = int(m.group("frame"))
             except (TypeError, ValueError):
-                raise RawDataError(f"{where(name)}: eeg_pattern={pattern!r} groups run/frame must capture integers") from None
+                raise RawDataError(
+                    f"{where(name)}: eeg_pattern={pattern!r} groups run/frame must capture integers"
+                ) from None
             out.append((run, frame, name))
         return out
     for name in names:
         runs = {int(r) for r in _RUN_PART.findall(name)}
         if len(runs) > 1:
-            raise RawDataError(f"{where(name)}: the path names runs {sorted(runs)}; expected one run-<r> part (or --eeg_pattern)")
+            raise RawDataError(
+                f"{where(name)}: the path names runs {sorted(runs)}; expected one run-<r> part (or --eeg_pattern)"
+            )
         stem = name.rsplit("/", 1)[-1].removesuffix(".npy")
         m = _LAST_INT.search(stem)
         if m is None:
@@ -189,15 +197,26 @@ def _release_runs(folder: Path, subject: int, shift_s: float) -> list[_ReleaseRu
         )
     runs = []
     for r in sorted(found):
-        beh = next((folder / "beh_data" / f"{pre}_{r}.csv" for pre in (f"sub_{subject:04d}", f"sub-{subject:04d}")
-                    if (folder / "beh_data" / f"{pre}_{r}.csv").exists()), None)  # fmt: skip
+        beh = next(
+            (
+                folder / "beh_data" / f"{pre}_{r}.csv"
+                for pre in (f"sub_{subject:04d}", f"sub-{subject:04d}")
+                if (folder / "beh_data" / f"{pre}_{r}.csv").exists()
+            ),
+            None,
+        )
         if beh is None:
-            raise RawDataError(f"run {r}: behaviour file {folder / 'beh_data' / f'sub_{subject:04d}_{r}.csv'} is missing")
+            raise RawDataError(
+                f"run {r}: behaviour file {folder / 'beh_data' / f'sub_{subject:04d}_{r}.csv'} is missing"
+            )
         start, stop = first_row(beh)
         img, _, tr, _ = load_header(found[r])
         first, n = authors_frames(start, stop, shift_s, tr)
-        runs.append(_ReleaseRun(r, bids_task(found[r].name) or "shape", found[r], beh, int(img.shape[0]), tr,
-                                start, stop, first, n))  # fmt: skip
+        runs.append(
+            _ReleaseRun(
+                r, bids_task(found[r].name) or "shape", found[r], beh, int(img.shape[0]), tr, start, stop, first, n
+            )
+        )
     return runs
 
 
@@ -223,7 +242,11 @@ def first_row(path: Path) -> tuple[float, float]:
     if not (np.isfinite(start) and np.isfinite(stop) and 0 <= start < stop):
         raise RawDataError(f"{path}, row 1: expected 0 <= videoStartTime < videoStopTime, got {start}, {stop}")
     if rest:
-        log.info("%s: the first row is the run's movie segment (as the authors read it); %d later row(s) not read", path, rest)
+        log.info(
+            "%s: the first row is the run's movie segment (as the authors read it); %d later row(s) not read",
+            path,
+            rest,
+        )
     return start, stop
 
 
@@ -232,7 +255,9 @@ def _eeg_source(folder: Path, eeg_name: str) -> Path:
         if cand.exists():
             return cand
     there = sorted(p.name for p in folder.iterdir())
-    raise RawDataError(f"{folder}: EEG windows not found: expected {eeg_name}.tar or an unpacked {eeg_name}/ folder (found {there})")
+    raise RawDataError(
+        f"{folder}: EEG windows not found: expected {eeg_name}.tar or an unpacked {eeg_name}/ folder (found {there})"
+    )
 
 
 def _key(folder: Path, eeg: Path, options: dict) -> str:
@@ -301,8 +326,16 @@ def import_cinebrain(
         )
     if not (sfreq > 0 and 0 <= shift_s < 60):
         raise ValueError(f"sfreq={sfreq}, shift_s={shift_s}: expected a positive rate (Hz) and a shift in [0, 60) s")
-    options = dict(eeg_pattern=eeg_pattern, first_frame=first_frame, eeg_rows=eeg_rows, ch_names=list(names), sfreq=sfreq,
-                   shift_s=shift_s, drop_unpaired=drop_unpaired, copy_fmri=copy_fmri)  # fmt: skip
+    options = dict(
+        eeg_pattern=eeg_pattern,
+        first_frame=first_frame,
+        eeg_rows=eeg_rows,
+        ch_names=list(names),
+        sfreq=sfreq,
+        shift_s=shift_s,
+        drop_unpaired=drop_unpaired,
+        copy_fmri=copy_fmri,
+    )
     written = []
     for s in [int(x) for x in subjects]:
         folder = find_release_subject(release, s)
@@ -320,14 +353,44 @@ def import_cinebrain(
                 written.append(target)
                 continue
             if not overwrite:
-                raise FileExistsError(f"{target} already exists (from other inputs or options); pass --overwrite true to replace it")
-        written.append(_import_subject(folder, s, eeg, target, key, eeg_pattern, first_frame, eeg_rows, names, sfreq,
-                                       shift_s, drop_unpaired, copy_fmri))  # fmt: skip
+                raise FileExistsError(
+                    f"{target} already exists (from other inputs or options); pass --overwrite true to replace it"
+                )
+        written.append(
+            _import_subject(
+                folder,
+                s,
+                eeg,
+                target,
+                key,
+                eeg_pattern,
+                first_frame,
+                eeg_rows,
+                names,
+                sfreq,
+                shift_s,
+                drop_unpaired,
+                copy_fmri,
+            )
+        )
     return written
 
 
-def _import_subject(folder, s, eeg_path, target, key, eeg_pattern, first_frame, eeg_rows, names, sfreq, shift_s,
-                    drop_unpaired, copy_fmri) -> Path:  # fmt: skip
+def _import_subject(
+    folder,
+    s,
+    eeg_path,
+    target,
+    key,
+    eeg_pattern,
+    first_frame,
+    eeg_rows,
+    names,
+    sfreq,
+    shift_s,
+    drop_unpaired,
+    copy_fmri,
+) -> Path:
     runs = _release_runs(folder, s, shift_s)
     src = _Windows(eeg_path)
     try:
@@ -341,16 +404,43 @@ def _import_subject(folder, s, eeg_path, target, key, eeg_pattern, first_frame, 
             sub = tmp_root / target.name
             report = []
             for rr in runs:
-                report.append(_import_run(rr, s, by_run[rr.run], src, sub, eeg_rows, names, sfreq, shift_s,
-                                          drop_unpaired, copy_fmri, eeg_path))  # fmt: skip
+                report.append(
+                    _import_run(
+                        rr,
+                        s,
+                        by_run[rr.run],
+                        src,
+                        sub,
+                        eeg_rows,
+                        names,
+                        sfreq,
+                        shift_s,
+                        drop_unpaired,
+                        copy_fmri,
+                        eeg_path,
+                    )
+                )
             truth = folder / "truth"  # the simulator's noise-free BOLD (the real release has none)
             if truth.is_dir():
                 for p in sorted(truth.glob("*desc-noisefree_bold.dtseries.nii")):
                     _place(p, sub / "truth" / p.name, copy_fmri)
-            info = dict(key=key, release=str(folder.resolve()), eeg=str(Path(eeg_path).resolve()), subject=s,
-                        options=dict(eeg_pattern=eeg_pattern, first_frame=first_frame, eeg_rows=eeg_rows,
-                                     ch_names=list(names), ch_names_assumed=names == CHANNELS_64, sfreq=sfreq,
-                                     shift_s=shift_s, drop_unpaired=drop_unpaired), runs=report)  # fmt: skip
+            info = dict(
+                key=key,
+                release=str(folder.resolve()),
+                eeg=str(Path(eeg_path).resolve()),
+                subject=s,
+                options=dict(
+                    eeg_pattern=eeg_pattern,
+                    first_frame=first_frame,
+                    eeg_rows=eeg_rows,
+                    ch_names=list(names),
+                    ch_names_assumed=names == CHANNELS_64,
+                    sfreq=sfreq,
+                    shift_s=shift_s,
+                    drop_unpaired=drop_unpaired,
+                ),
+                runs=report,
+            )
             atomic_write_text(sub / "import.json", json.dumps(info, indent=2) + "\n")
             swap_in_dir(sub, target, tmp_root / "replaced")
         finally:
@@ -361,7 +451,9 @@ def _import_subject(folder, s, eeg_path, target, key, eeg_pattern, first_frame, 
     return target
 
 
-def _assign_runs(parsed, runs: list[_ReleaseRun], first_frame: int, where, eeg_path) -> dict[int, list[tuple[int, str]]]:
+def _assign_runs(
+    parsed, runs: list[_ReleaseRun], first_frame: int, where, eeg_path
+) -> dict[int, list[tuple[int, str]]]:
     """run -> [(frame index from 0, name)] sorted; duplicates, gaps and strays are errors."""
     by_run: dict[int, dict[int, str]] = {rr.run: {} for rr in runs}
     if parsed[0][0] is None:  # frames numbered across the recording: runs take them in order
@@ -402,21 +494,36 @@ def _assign_runs(parsed, runs: list[_ReleaseRun], first_frame: int, where, eeg_p
     for rr in runs:
         got = by_run[rr.run]
         if not got:
-            raise RawDataError(f"{eeg_path}: no EEG window for run {rr.run} (fMRI {rr.fmri.name}); expected {rr.n_frames}")
+            raise RawDataError(
+                f"{eeg_path}: no EEG window for run {rr.run} (fMRI {rr.fmri.name}); expected {rr.n_frames}"
+            )
         idx = np.array(sorted(got))
         if not np.array_equal(idx, np.arange(len(idx))):
             miss = int(np.setdiff1d(np.arange(idx[-1] + 1), idx)[0])
             raise RawDataError(
                 f"{eeg_path}: run {rr.run}: frame index {miss + first_frame} missing (found {len(idx)} windows numbered "
                 f"{idx[0] + first_frame}..{idx[-1] + first_frame}; expected {first_frame}..{len(idx) - 1 + first_frame}"
-                + (", or first_frame=1 if the release counts from 1" if miss == 0 and first_frame == 0 else "") + ")"
+                + (", or first_frame=1 if the release counts from 1" if miss == 0 and first_frame == 0 else "")
+                + ")"
             )
         out[rr.run] = [(int(i), got[int(i)]) for i in idx]
     return out
 
 
-def _import_run(rr: _ReleaseRun, s: int, windows, src: _Windows, sub: Path, eeg_rows, names, sfreq, shift_s,
-                drop_unpaired, copy_fmri, eeg_path) -> dict:  # fmt: skip
+def _import_run(
+    rr: _ReleaseRun,
+    s: int,
+    windows,
+    src: _Windows,
+    sub: Path,
+    eeg_rows,
+    names,
+    sfreq,
+    shift_s,
+    drop_unpaired,
+    copy_fmri,
+    eeg_path,
+) -> dict:
     n_times = rr.tr * sfreq
     if abs(n_times - round(n_times)) > 1e-6:
         raise RawDataError(f"{rr.fmri}: TR {rr.tr:g} s x {sfreq:g} Hz is not a whole number of EEG samples")
@@ -425,20 +532,28 @@ def _import_run(rr: _ReleaseRun, s: int, windows, src: _Windows, sub: Path, eeg_
     n_pair = min(rr.n_frames, rr.n_volumes - rr.first)  # the authors' frames that exist in the run
     problems = []
     if n_w > rr.n_frames:
-        problems.append(f"{n_w} EEG windows but the movie segment of {rr.beh.name} ({rr.start:g}-{rr.stop:g} s) gives "
-                        f"{rr.n_frames} frames (more windows than frames)")  # fmt: skip
+        problems.append(
+            f"{n_w} EEG windows but the movie segment of {rr.beh.name} ({rr.start:g}-{rr.stop:g} s) gives "
+            f"{rr.n_frames} frames (more windows than frames)"
+        )
     elif n_w < rr.n_frames:
-        problems.append(f"{n_w} EEG windows but the movie segment of {rr.beh.name} ({rr.start:g}-{rr.stop:g} s) gives "
-                        f"{rr.n_frames} frames (fewer windows than frames)")  # fmt: skip
+        problems.append(
+            f"{n_w} EEG windows but the movie segment of {rr.beh.name} ({rr.start:g}-{rr.stop:g} s) gives "
+            f"{rr.n_frames} frames (fewer windows than frames)"
+        )
     if n_pair < rr.n_frames:
-        problems.append(f"{rr.fmri.name} has {rr.n_volumes} volumes, but the segment's frames run to volume "
-                        f"{rr.first + rr.n_frames - 1} (0-based): its last {rr.n_frames - max(n_pair, 0)} frame(s) have no volume")  # fmt: skip
+        problems.append(
+            f"{rr.fmri.name} has {rr.n_volumes} volumes, but the segment's frames run to volume "
+            f"{rr.first + rr.n_frames - 1} (0-based): its last {rr.n_frames - max(n_pair, 0)} frame(s) have no volume"
+        )
     keep = max(0, min(n_w, n_pair))
     if problems:
         msg = f"run {rr.run}: " + "; ".join(problems)
         if not drop_unpaired or keep == 0:
-            raise RawDataError(f"{eeg_path}: {msg}. Expected one window per frame; --drop_unpaired true keeps the "
-                               f"{keep} paired frame(s) with a warning")  # fmt: skip
+            raise RawDataError(
+                f"{eeg_path}: {msg}. Expected one window per frame; --drop_unpaired true keeps the "
+                f"{keep} paired frame(s) with a warning"
+            )
         log.warning("%s: %s; keeping the %d paired frame(s) (drop_unpaired)", eeg_path, msg, keep)
     data = np.empty((keep, eeg_rows, n_times), np.float32)  # (n_windows, C, W)
     for i, name in windows[:keep]:
@@ -453,18 +568,36 @@ def _import_run(rr: _ReleaseRun, s: int, windows, src: _Windows, sub: Path, eeg_
         x = w[:eeg_rows]
         if not np.isfinite(x).all():
             row, col = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
-            raise RawDataError(f"{src.where(name)}: NaN/Inf at row {row} ({names[row]}), sample {col}; expected finite EEG")
+            raise RawDataError(
+                f"{src.where(name)}: NaN/Inf at row {row} ({names[row]}), sample {col}; expected finite EEG"
+            )
         data[i] = x
     _place(rr.fmri, sub / "dtseries" / rr.fmri.name, copy_fmri)
     _write_beh(sub / "beh_data" / f"sub_{s:04d}_{rr.run}.csv", rr)
     volumes = rr.first + np.arange(keep)
     stem = sub / "eeg" / f"sub-{s:04d}_task-{rr.task}_run-{rr.run}_eeg"
-    extra = {"window_volumes": volumes.tolist(), "shift_s": shift_s,
-             "source": {"archive": str(Path(eeg_path).resolve()), "first": windows[0][1], "last": windows[keep - 1][1],
-                        "rows_dropped": "rows beyond eeg_rows (other signals, e.g. ECG)"}}  # fmt: skip
+    extra = {
+        "window_volumes": volumes.tolist(),
+        "shift_s": shift_s,
+        "source": {
+            "archive": str(Path(eeg_path).resolve()),
+            "first": windows[0][1],
+            "last": windows[keep - 1][1],
+            "rows_dropped": "rows beyond eeg_rows (other signals, e.g. ECG)",
+        },
+    }
     write_npy_eeg(stem, data, sfreq, names, unit="as released", extra=extra)
-    return dict(run=rr.run, task=rr.task, fmri=str(rr.fmri), videoStartTime=rr.start, videoStopTime=rr.stop,
-                first_volume=rr.first, n_frames=rr.n_frames, n_windows=n_w, n_kept=keep)  # fmt: skip
+    return dict(
+        run=rr.run,
+        task=rr.task,
+        fmri=str(rr.fmri),
+        videoStartTime=rr.start,
+        videoStopTime=rr.stop,
+        first_volume=rr.first,
+        n_frames=rr.n_frames,
+        n_windows=n_w,
+        n_kept=keep,
+    )
 
 
 def _write_beh(path: Path, rr: _ReleaseRun) -> None:
@@ -510,8 +643,15 @@ class ReleaseEEGWriter:
         self._tar.close()
 
 
-def release_windows(eeg: np.ndarray, volume_onsets: np.ndarray, start_s: float, stop_s: float, tr: float,
-                    sfreq: float, shift_s: float = 4.0) -> tuple[np.ndarray, int]:  # fmt: skip
+def release_windows(
+    eeg: np.ndarray,
+    volume_onsets: np.ndarray,
+    start_s: float,
+    stop_s: float,
+    tr: float,
+    sfreq: float,
+    shift_s: float = 4.0,
+) -> tuple[np.ndarray, int]:
     """Cut a continuous recording (n_rows, n_samples) as the release is cut: the authors' frames of
     the segment [start_s, stop_s), window i = the TR of EEG ``shift_s`` before frame i's volume.
     Returns (windows (n_frames, n_rows, n_times), first volume)."""
@@ -534,5 +674,3 @@ def synthetic_ecg(rng: np.random.Generator, n_samples: int, sfreq: float) -> np.
     for b in beats:
         ecg += 1000 * np.exp(-0.5 * ((t - b) / 0.012) ** 2) - 150 * np.exp(-0.5 * ((t - b - 0.25) / 0.05) ** 2)
     return (ecg + rng.normal(0, 5, n_samples)).astype(np.float32)
-
-

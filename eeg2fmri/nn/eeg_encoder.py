@@ -90,8 +90,9 @@ class BandPowerEncoder(nn.Module):
         segment_s: Welch segment length (s); 50 % overlap.
     """
 
-    def __init__(self, n_chans: int = 64, n_times: int = 800, embed_dim: int = 512, sfreq: float = 1000.0,
-                 segment_s: float = 0.4):  # fmt: skip
+    def __init__(
+        self, n_chans: int = 64, n_times: int = 800, embed_dim: int = 512, sfreq: float = 1000.0, segment_s: float = 0.4
+    ):
         super().__init__()
         self.n_chans, self.n_times, self.embed_dim = n_chans, n_times, embed_dim
         self.band_power = BandPower(sfreq, n_times, segment_s)

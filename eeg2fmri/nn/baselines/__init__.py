@@ -5,9 +5,28 @@ features they and the ridge floor share. The LightningModules are in ``eeg2fmri.
 from eeg2fmri.nn.baselines.cnn_tag import CNNTAGNet, TopographicalAttention
 from eeg2fmri.nn.baselines.cnn_tc import CNNTCNet
 from eeg2fmri.nn.baselines.e2fnet import E2fNetGenerator, FrameDiscriminator, UNet2d
-from eeg2fmri.nn.baselines.features import EEG_BANDS, BandPower, Spectrogram, Standardize, band_power, spectrogram, welch
+from eeg2fmri.nn.baselines.features import (
+    EEG_BANDS,
+    BandPower,
+    Spectrogram,
+    Standardize,
+    band_power,
+    spectrogram,
+    welch,
+)
 
 __all__ = [
-    "EEG_BANDS", "BandPower", "CNNTAGNet", "CNNTCNet", "E2fNetGenerator", "FrameDiscriminator", "Spectrogram",
-    "Standardize", "TopographicalAttention", "UNet2d", "band_power", "spectrogram", "welch",
-]  # fmt: skip
+    "EEG_BANDS",
+    "BandPower",
+    "CNNTAGNet",
+    "CNNTCNet",
+    "E2fNetGenerator",
+    "FrameDiscriminator",
+    "Spectrogram",
+    "Standardize",
+    "TopographicalAttention",
+    "UNet2d",
+    "band_power",
+    "spectrogram",
+    "welch",
+]

@@ -117,7 +117,9 @@ class CNNTAGNet(nn.Module):
         F_, S = self.spectrogram.n_freqs, self.spectrogram.n_segments
         self.standardize = Standardize((n_chans, F_, S))
         self.attention = TopographicalAttention(n_chans, F_ * S)
-        self.blocks = nn.Sequential(*[ResBlock3d(1 if i == 0 else channels, channels, (2, 2, 1)) for i in range(n_blocks)])
+        self.blocks = nn.Sequential(
+            *[ResBlock3d(1 if i == 0 else channels, channels, (2, 2, 1)) for i in range(n_blocks)]
+        )
         c, f = n_chans, F_
         for _ in range(n_blocks):
             c, f = (c - 1) // 2 + 1, (f - 1) // 2 + 1

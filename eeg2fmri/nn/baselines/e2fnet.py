@@ -217,12 +217,19 @@ class FrameDiscriminator(nn.Module):
         self.project = nn.Linear(n_vertices, grid * grid)
         lrelu = nn.LeakyReLU(0.2, inplace=True)
         self.model = nn.Sequential(
-            nn.Conv2d(1, 64, 4, stride=2, padding=1), lrelu,
-            nn.Conv2d(64, 64, 4, stride=2, padding=1), nn.BatchNorm2d(64), lrelu,
-            nn.Conv2d(64, 128, 4, stride=2, padding=1), nn.BatchNorm2d(128), lrelu,
-            nn.Conv2d(128, 128, 4, stride=2, padding=1), nn.BatchNorm2d(128), lrelu,
+            nn.Conv2d(1, 64, 4, stride=2, padding=1),
+            lrelu,
+            nn.Conv2d(64, 64, 4, stride=2, padding=1),
+            nn.BatchNorm2d(64),
+            lrelu,
+            nn.Conv2d(64, 128, 4, stride=2, padding=1),
+            nn.BatchNorm2d(128),
+            lrelu,
+            nn.Conv2d(128, 128, 4, stride=2, padding=1),
+            nn.BatchNorm2d(128),
+            lrelu,
             nn.Conv2d(128, 1, grid // 16),
-        )  # fmt: skip
+        )
 
     def forward(self, frames: Tensor) -> Tensor:
         img = self.project(frames).reshape(-1, 1, self.grid, self.grid)  # (N, 1, grid, grid)
