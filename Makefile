@@ -13,7 +13,7 @@ PREPARED ?= data/prepared
 RESULTS ?= results
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-slow test-all bench reproduce-table1 reproduce-table2 reproduce-ablation reproduce-fill reproduce-figures clean
+.PHONY: help install demo test test-slow lint format bench reproduce-table1 reproduce-table2 reproduce-ablation reproduce-fill clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -51,6 +51,14 @@ test: install ## run the test suite (fast tests; a few minutes on 2 CPU cores)
 
 test-slow: install ## run the slow tests (fault injection, DDP, reproduce at smallest scale)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+lint: install ## ruff's lint rules and format check (the rules are in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## rewrite the code in ruff's format and apply its safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: install ## benchmark the training step and sampler against a bare-PyTorch reference (SCALE=ci|paper)
 	$(VENV)/bin/eeg2fmri bench --scale $(SCALE)
