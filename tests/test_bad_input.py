@@ -3,7 +3,6 @@ naming the file and what was expected (or a documented repair), never a tracebac
 torch or h5py. (Other cases live beside the code they test: test_prepare.py, test_cifti.py,
 test_datamodule.py, test_fill.py.)"""
 
-
 import h5py
 import numpy as np
 import pytest
