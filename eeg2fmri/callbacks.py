@@ -8,9 +8,7 @@ is sampled however the evaluation asks. The CLI adds :class:`Evaluator` to every
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -18,13 +16,14 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, WeightAveraging
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 
-from eeg2fmri.data.cifti import atomic_save, atomic_write_csv, atomic_write_text, standard_brain_models, write_dtseries
+from eeg2fmri.data.cifti import atomic_save, standard_brain_models, write_dtseries
 from eeg2fmri.data.regions import region_columns
 from eeg2fmri.interpolate import linear_fill
 from eeg2fmri.metrics import RegionMetrics
+from eeg2fmri.results import format_table, write_results
+from eeg2fmri.seed import global_seed
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +226,7 @@ class Evaluator(Callback):
             "eeg_seconds": eeg_seconds(dm, pl_module),
             "protocol": getattr(dm, "protocol", None),  # the cache's normalisation / split (prepare)
             "eeg": getattr(dm, "eeg_note", "as recorded"),  # ShuffleEEG: the permutation floor
-            "seed": _seed(),
+            "seed": global_seed(),
             "metrics": results,
         }
         if trainer.is_global_zero:
@@ -271,89 +270,6 @@ def eeg_seconds(dm, pl_module) -> float:
     if span is None:
         span = 1 if not hasattr(pl_module, "sample") else dm.n_frames + sum(getattr(dm, "eeg_context", (0, 0)))
     return float(span * dm.tr)
-
-
-def _seed() -> int | None:
-    import os
-
-    s = os.environ.get("PL_GLOBAL_SEED")
-    return int(s) if s is not None else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Results: JSON + CSV per region, a printed table
-# ---------------------------------------------------------------------------------------------
-
-CSV_COLUMNS = (
-    "mse",
-    "mse_std",
-    "r",
-    "r_std",
-    "cos",
-    "cos_std",
-    "temporal_r_median",
-    "temporal_r_mean",
-    "identification_top1",
-    "identification_top5",
-    "identification_mean_rank",
-    "n_windows",
-)
-
-
-def results_rows(results: dict) -> list[dict]:
-    """One row per (source, region): source is 'model' (the estimator's prediction), 'model_sample'
-    (one DDIM sample) or 'ceiling'."""
-    rows = []
-    mean = str(results.get("estimator", "")).startswith("posterior mean")
-    names = {
-        "model": results["method"] + (" (posterior mean)" if mean else ""),
-        "model_sample": f"{results['method']} (1 sample)",
-        "ceiling": "noise ceiling",
-    }
-    for source, values in results["metrics"].items():
-        regions = sorted(
-            {k.split("/")[0] for k in values},
-            key=lambda r: ("whole", "V1", "V1+A1", r).index(r) if r in ("whole", "V1", "V1+A1") else 3,
-        )
-        for region in regions:
-            row = {"method": names.get(source, source), "source": source, "region": region}
-            row.update({c: values.get(f"{region}/{c}", float("nan")) for c in CSV_COLUMNS})
-            rows.append(row)
-    return rows
-
-
-def write_results(results: dict, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "test_metrics.json", json.dumps(results, indent=2, default=float))
-    atomic_write_csv(out_dir / "test_metrics.csv", results_rows(results), ["method", "source", "region", *CSV_COLUMNS])
-
-
-def format_table(*results: dict) -> str:
-    """One table of the rows of one or more ``eeg2fmri test`` results (the noise ceiling once, last),
-    with the estimator of each sampling model's rows and the seconds of EEG each row sees."""
-    lines = [
-        f"{'method':<36} {'EEG s':>5} {'region':<7} {'MSE':>13} {'spatial r':>13} {'cosine':>13} {'temporal r':>10} {'ident top1':>10}",
-    ]
-    notes = []
-    for res in results:
-        lines += [_table_line(row, res.get("eeg_seconds")) for row in results_rows(res) if row["source"] != "ceiling"]
-        if res.get("sampling"):
-            notes.append(f"{res['method']}: {res.get('estimator', '?')}; (1 sample): one DDIM draw")
-    first = next((r for r in results if "ceiling" in r["metrics"]), None)
-    if first is not None:
-        lines += [_table_line(row, None) for row in results_rows(first) if row["source"] == "ceiling"]
-    return "\n".join(lines + notes)
-
-
-def _table_line(row: dict, eeg_seconds: float | None) -> str:
-    def pm(k):
-        return f"{row[k]:.3f}±{row[k + '_std']:.3f}"
-
-    secs = "–" if eeg_seconds is None else f"{eeg_seconds:.1f}"
-    return (
-        f"{row['method']:<36} {secs:>5} {row['region']:<7} {pm('mse'):>13} {pm('r'):>13} {pm('cos'):>13} "
-        f"{row['temporal_r_median']:>10.3f} {row['identification_top1']:>10.3f}"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,48 +502,6 @@ class EMA(WeightAveraging):
             return
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
         self._n = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints written atomically
-# ---------------------------------------------------------------------------------------------
-
-
-RESUME_KEYS = ("optimizer_states", "lr_schedulers", "callbacks", "current_model_state", "averaging_state")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's torch checkpoint writer, but through a temporary file renamed over the target:
-    a run killed while writing leaves the previous checkpoint intact, never a truncated one.
-
-    Only the resume point (``last.ckpt``) keeps what resuming needs: optimizer and scheduler state,
-    callback state, and under EMA the current (non-averaged) weights beside the average. Every other
-    checkpoint (``best.ckpt``) is written with the weights only: ``state_dict`` (the EMA average when
-    EMA is on), hyperparameters and the data's preprocessing; about a quarter of the size under EMA
-    with AdamW. Lightning's ``ModelCheckpoint(save_weights_only=True)`` does not do this: it skips
-    the callbacks' checkpoint hooks, so under EMA it would store the non-averaged weights.
-
-    Args:
-        resume_files: file names written whole (resumable); every other checkpoint is weights only.
-    """
-
-    def __init__(self, resume_files: tuple[str, ...] = ("last.ckpt",)):
-        super().__init__()
-        self.resume_files = tuple(resume_files)
-
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options}")
-        if Path(path).name not in self.resume_files:
-            checkpoint = {k: v for k, v in checkpoint.items() if k not in RESUME_KEYS}
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-
-        atomic_save(path, write)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,11 +29,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from eeg2fmri.callbacks import EMA, CiftiWriter, Compile, Evaluator, FiniteLossGuard
+from eeg2fmri.checkpoint import check_checkpoint_file
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.errors import EEG2fMRIError
 from eeg2fmri.figures import SurfaceFigures
 from eeg2fmri.floors import ShuffleEEG
-from eeg2fmri.module import EEGfMRIModule, check_checkpoint_file
+from eeg2fmri.module import EEGfMRIModule
 from eeg2fmri.progress import LineProgressBar
 
 DATA_FACTS = ("n_vertices", "n_chans", "n_times")
@@ -196,7 +197,7 @@ def trainer_defaults() -> dict:
         "log_every_n_steps": 50,
         "default_root_dir": "runs",
         # a class path, not an instance, so the saved config.yaml can name it
-        "plugins": [{"class_path": "eeg2fmri.callbacks.AtomicCheckpointIO"}],
+        "plugins": [{"class_path": "eeg2fmri.checkpoint.AtomicCheckpointIO"}],
         "callbacks": [
             # best.ckpt by validation loss, weights only (AtomicCheckpointIO keeps resume state in
             # last.ckpt alone); last.ckpt, the resume point, rewritten at the end of every training
@@ -305,7 +306,7 @@ def table(results: list[str]) -> str:
     import json
     from pathlib import Path
 
-    from eeg2fmri.callbacks import format_table
+    from eeg2fmri.results import format_table
 
     loaded = []
     for f in results:

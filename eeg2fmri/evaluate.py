@@ -41,12 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
+from eeg2fmri.data.censor import read_censor
 from eeg2fmri.data.cifti import CiftiError, atomic_write_csv, atomic_write_text, load_header, read_dtseries
+from eeg2fmri.results import CSV_COLUMNS, format_table, results_rows
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 256  # frames per metric update (bounds memory at 91,282 grayordinates)
-LABEL_WIDTH = 22  # the method column of callbacks.format_table
+LABEL_WIDTH = 22  # the method column of results.format_table
 
 
 def score(
@@ -118,8 +120,6 @@ def evaluate(
     Returns:
         {"pred", "truth", "n_frames_scored", "n_grayordinates", ..., "metrics": {"model": {"whole/r": ...}}}
     """
-    from eeg2fmri.callbacks import format_table
-
     pred_p, truth_p = Path(pred), Path(truth)
     out_json, out_csv = _out_paths(out)
     _, _, tr_p, _ = load_header(pred_p)
@@ -129,41 +129,11 @@ def evaluate(
     P = read_dtseries(pred_p, dtype=np.float64)
     Tr = read_dtseries(truth_p, dtype=np.float64)
     offset = _frame_offset(P, Tr, img_t)
-    n_p, n_t = P.n_frames, Tr.n_frames
-
-    # grayordinates in both files
-    common, cp, ct = np.intersect1d(P.indices, Tr.indices, assume_unique=True, return_indices=True)
-    if len(common) == 0:
-        raise CiftiError(f"{pred_p} and {truth_p} share no grayordinate; expected files on the same fsLR-32k layout")
-    if len(common) < max(len(P.indices), len(Tr.indices)):
-        log.info(
-            "scoring the %d grayordinates present in both files (pred %d, truth %d)",
-            len(common),
-            len(P.indices),
-            len(Tr.indices),
-        )
+    common, cp, ct = _common_grayordinates(P, Tr)
     x = P.data[:, cp]  # (n_p, V) prediction
-    y = Tr.data[offset : offset + n_p][:, ct]  # (n_p, V) truth frames under the prediction
-
-    # frames to score: the requested truth frames that the prediction covers
-    cand = np.arange(n_p)
-    if frames is not None:
-        want = _frames(frames, n_t)
-        outside = want[(want < offset) | (want >= offset + n_p)]
-        if len(outside):
-            log.warning("frames %s of %s are not in %s; not scored", outside.tolist(), truth_p, pred_p)
-        cand = want[(want >= offset) & (want < offset + n_p)] - offset
-        if len(cand) == 0:
-            raise ValueError(
-                f"none of the requested frames lies in {pred_p} (truth frames {offset}..{offset + n_p - 1})"
-            )
-    fin_x, fin_y = np.isfinite(x[cand]), np.isfinite(y[cand])  # (N, V)
-    col_ok = fin_x.any(0) & fin_y.any(0)  # (V,) columns with data in both
-    if not col_ok.any():
-        raise ValueError(f"{pred_p}: no grayordinate is finite in both files over the scored frames")
-    row_ok = fin_x[:, col_ok].all(1) & fin_y[:, col_ok].all(1)  # (N,)
-    if not row_ok.any():
-        raise ValueError(f"{pred_p}: no frame is finite at every scored grayordinate in both files")
+    y = Tr.data[offset : offset + P.n_frames][:, ct]  # (n_p, V) truth frames under the prediction
+    cand = _candidate_frames(frames, offset, P, Tr)  # (N,) prediction frames to score
+    row_ok, col_ok = _finite_cells(x[cand], y[cand], pred_p)  # (N,), (V,)
     rows = cand[row_ok]
     x, y, idx = x[:, col_ok], y[:, col_ok], common[col_ok]
 
@@ -198,19 +168,69 @@ def evaluate(
         "metrics": {"model": metrics},
     }
     if progress:
-        print(format_table(results))
-        excluded = results["n_frames_excluded"]
-        print(f"evaluate: {results['method']} = {pred_p}, against {truth_p}")
-        print(
-            f"evaluate: {len(rows)} frames x {int(col_ok.sum())} grayordinates scored"
-            + (f" ({excluded} frames excluded: non-finite)" if excluded else "")
-        )
-        print(f"evaluate: units: {normalisation}")
+        _print_summary(results)
     if out_json is not None:
         _write(results, out_json, out_csv)
         if progress:
             print(f"evaluate: wrote {out_json} and {out_csv}")
     return results
+
+
+def _common_grayordinates(P, Tr) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The standard grayordinates in both files (G,), and their columns in the prediction and in
+    the truth (G,), (G,)."""
+    common, cp, ct = np.intersect1d(P.indices, Tr.indices, assume_unique=True, return_indices=True)
+    if len(common) == 0:
+        raise CiftiError(f"{P.path} and {Tr.path} share no grayordinate; expected files on the same fsLR-32k layout")
+    if len(common) < max(len(P.indices), len(Tr.indices)):
+        log.info(
+            "scoring the %d grayordinates present in both files (pred %d, truth %d)",
+            len(common),
+            len(P.indices),
+            len(Tr.indices),
+        )
+    return common, cp, ct
+
+
+def _candidate_frames(frames, offset: int, P, Tr) -> np.ndarray:
+    """The prediction's frames to score: all of them, or the requested truth frames (indices or a
+    censor file) that the prediction covers."""
+    n_p = P.n_frames
+    if frames is None:
+        return np.arange(n_p)
+    want = _frames(frames, Tr.n_frames)
+    outside = want[(want < offset) | (want >= offset + n_p)]
+    if len(outside):
+        log.warning("frames %s of %s are not in %s; not scored", outside.tolist(), Tr.path, P.path)
+    cand = want[(want >= offset) & (want < offset + n_p)] - offset
+    if len(cand) == 0:
+        raise ValueError(f"none of the requested frames lies in {P.path} (truth frames {offset}..{offset + n_p - 1})")
+    return cand
+
+
+def _finite_cells(x: np.ndarray, y: np.ndarray, pred_p: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Which candidate frames (N,) and grayordinates (V,) of ``x`` and ``y`` (N, V) are scored:
+    columns with data in both files, then frames finite at every such column in both."""
+    fin_x, fin_y = np.isfinite(x), np.isfinite(y)  # (N, V)
+    col_ok = fin_x.any(0) & fin_y.any(0)  # (V,) columns with data in both
+    if not col_ok.any():
+        raise ValueError(f"{pred_p}: no grayordinate is finite in both files over the scored frames")
+    row_ok = fin_x[:, col_ok].all(1) & fin_y[:, col_ok].all(1)  # (N,)
+    if not row_ok.any():
+        raise ValueError(f"{pred_p}: no frame is finite at every scored grayordinate in both files")
+    return row_ok, col_ok
+
+
+def _print_summary(results: dict) -> None:
+    """The table and three lines: what was scored against what, how much of it, in which units."""
+    print(format_table(results))
+    excluded = results["n_frames_excluded"]
+    print(f"evaluate: {results['method']} = {results['pred']}, against {results['truth']}")
+    print(
+        f"evaluate: {results['n_frames_scored']} frames x {results['n_grayordinates']} grayordinates scored"
+        + (f" ({excluded} frames excluded: non-finite)" if excluded else "")
+    )
+    print(f"evaluate: units: {results['normalisation']}")
 
 
 def short_label(path: Path) -> str:
@@ -294,14 +314,14 @@ def _frame_offset(P, Tr, img_t) -> int:
     )
 
 
-def _frames(frames, n_frames: int) -> np.ndarray:
+def _frames(frames, n_volumes: int) -> np.ndarray:
+    """The requested truth frames as sorted 0-based indices: ``frames`` itself, or the frames a
+    censor file flags."""
     if isinstance(frames, (str, os.PathLike)):
-        from eeg2fmri.fill import read_censor
-
-        return np.flatnonzero(read_censor(frames, n_frames))
+        return np.flatnonzero(read_censor(frames, n_volumes))
     f = np.unique(np.asarray(frames, np.int64))
-    if len(f) and (f[0] < 0 or f[-1] >= n_frames):
-        raise ValueError(f"frames {f.tolist()}: expected 0-based frame indices in 0..{n_frames - 1}")
+    if len(f) and (f[0] < 0 or f[-1] >= n_volumes):
+        raise ValueError(f"frames {f.tolist()}: expected 0-based frame indices in 0..{n_volumes - 1}")
     return f
 
 
@@ -317,8 +337,6 @@ def _out_paths(out: str | None) -> tuple[Path | None, Path | None]:
 
 
 def _write(results: dict, out_json: Path, out_csv: Path) -> None:
-    from eeg2fmri.callbacks import CSV_COLUMNS, results_rows
-
     atomic_write_text(out_json, json.dumps(results, indent=2, default=float))
     rows = results_rows(results)
     for row in rows:

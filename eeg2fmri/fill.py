@@ -12,7 +12,7 @@ What happens, in order (every check before any computation):
 
 1. The output path must not exist (unless ``overwrite``) and its folder must be writable; the
    input files are only read.
-2. The censor file (:func:`read_censor`) gives one flag per frame of the run.
+2. The censor file (:func:`~eeg2fmri.data.censor.read_censor`) gives one flag per frame of the run.
 3. ``interrecon``: the checkpoint's modelled grayordinates must all be in the file; each of them
    is z-scored with the run's own UNCENSORED frames' mean and std. Not the training statistics
    stored in the checkpoint: a new run or session has its own baseline and scale (scanner gain,
@@ -57,7 +57,8 @@ from typing import Literal
 
 import numpy as np
 
-from eeg2fmri.data.cifti import CiftiError, atomic_save, atomic_write_text, load_header
+from eeg2fmri.data.censor import read_censor
+from eeg2fmri.data.cifti import CiftiError, atomic_save, load_header
 from eeg2fmri.errors import EEG2fMRIError
 
 log = logging.getLogger(__name__)
@@ -69,139 +70,6 @@ _BLOCK = 8192  # grayordinates interpolated at a time (bounds memory at 91,282 x
 
 class FillError(EEG2fMRIError):
     """An input ``fill`` cannot use; the message names the file and what was expected."""
-
-
-# --------------------------------------------------------------------------------------------
-# Censor files
-# --------------------------------------------------------------------------------------------
-
-CENSOR_FORMATS = """\
-Censor file formats (1 = censored unless stated):
-  - TSV/CSV with a header (fMRIPrep / XCP-D confounds): the union of the one-hot columns
-    motion_outlier00, motion_outlier01, ... ; or a column named `censored` or `outlier` (0/1).
-    One row per frame.
-  - no header, one 0/1 value per line, one line per frame (1 = censored). AFNI's censor files
-    use the opposite convention (1 = keep, 0 = censored): pass censor_keep_is_one.
-  - no header, 0-based frame indices of the censored frames, one per line or all on one line
-    (separated by commas, tabs or spaces). A one-per-line list holding only 0s and 1s is read as
-    a 0/1 column."""
-
-
-def read_censor(path: str | os.PathLike, n_frames: int, keep_is_one: bool = False) -> np.ndarray:
-    """Censored frames of a run as a bool mask (n_frames,) (True = censored); see ``CENSOR_FORMATS``.
-
-    Args:
-        path: the censor file.
-        n_frames: frames of the run (T); a per-frame file must have exactly T rows.
-        keep_is_one: a headerless 0/1 column marks KEPT frames with 1 (AFNI's convention).
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: censor file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise FillError(f"{path}: censor file cannot be read as text ({e})") from e
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        if keep_is_one:
-            raise FillError(
-                f"{path}: empty censor file, but censor_keep_is_one expects one 0/1 line per frame ({n_frames})"
-            )
-        log.warning("%s: empty censor file; no frame is censored", path)
-        return np.zeros(n_frames, bool)
-    delim = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
-    rows = [[tok.strip().strip('"') for tok in ln.split(delim)] for ln in lines]
-    if any(not _is_number(tok) for tok in rows[0]):
-        if keep_is_one:
-            raise FillError(
-                f"{path}: censor_keep_is_one applies only to a headerless 0/1 column; this file has a header"
-            )
-        return _censor_from_table(path, rows[0], rows[1:], n_frames)
-    if any(len(r) > 1 for r in rows):
-        if len(rows) > 1:
-            raise FillError(
-                f"{path}: {len(rows)} lines of {max(len(r) for r in rows)} values without a header; expected one "
-                f"column (0/1 per frame, or frame indices) or a header naming the censor column.\n{CENSOR_FORMATS}"
-            )
-        return _censor_from_indices(path, rows[0], n_frames, keep_is_one)
-    values = [r[0] for r in rows]
-    if all(float(v) in (0.0, 1.0) for v in values) and (len(values) > 1 or n_frames == 1):
-        if len(values) != n_frames:
-            raise FillError(
-                f"{path}: {len(values)} rows of 0/1; expected one per frame of the fMRI run ({n_frames} frames). "
-                "(A frame-index list holding only 0 and 1 is read as a 0/1 column: list more frames or write a mask.)"
-            )
-        flags = np.array([float(v) for v in values]) == 1.0
-        return ~flags if keep_is_one else flags
-    return _censor_from_indices(path, values, n_frames, keep_is_one)
-
-
-def _is_number(tok: str) -> bool:
-    try:
-        return math.isfinite(float(tok))
-    except ValueError:
-        return False
-
-
-def _censor_from_table(path: Path, names: list[str], rows: list[list[str]], n_frames: int) -> np.ndarray:
-    lower = [n.lower() for n in names]
-    cols = [i for i, n in enumerate(lower) if n.startswith("motion_outlier")]
-    if not cols:
-        cols = [i for i, n in enumerate(lower) if n in ("censored", "outlier")]
-    if not cols:
-        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-        hint = (
-            " `framewise_displacement` holds motion values, not a censor: threshold it yourself (e.g. FD > 0.5 mm) "
-            "and write a `censored` column."
-            if "framewise_displacement" in lower
-            else ""
-        )
-        raise FillError(
-            f"{path}: found columns {shown}; expected motion_outlier* columns (fMRIPrep confounds; a confounds file "
-            f"without them flags no frame: nothing to fill) or a column named `censored` or `outlier` "
-            f"(1 = censored).{hint}\n{CENSOR_FORMATS}"
-        )
-    if len(rows) != n_frames:
-        raise FillError(
-            f"{path}: {len(rows)} rows (after the header); expected one per frame of the fMRI run ({n_frames} frames)"
-        )
-    mask = np.zeros(n_frames, bool)
-    for r, row in enumerate(rows):
-        for c in cols:
-            tok = row[c] if c < len(row) else ""
-            try:
-                v = float(tok)
-            except ValueError:
-                v = float("nan")
-            if v not in (0.0, 1.0):
-                raise FillError(f"{path}, row {r + 2}, column {names[c]}: {tok!r}; expected 0 or 1 (1 = censored)")
-            mask[r] |= v == 1.0
-    return mask
-
-
-def _censor_from_indices(path: Path, values: list[str], n_frames: int, keep_is_one: bool) -> np.ndarray:
-    if keep_is_one:
-        raise FillError(f"{path}: censor_keep_is_one applies only to a headerless 0/1 column (one line per frame)")
-    idx = []
-    for v in values:
-        f = float(v)
-        if f != int(f) or not 0 <= f < n_frames:
-            raise FillError(
-                f"{path}: frame index {v}; expected 0-based frame indices in 0..{n_frames - 1} "
-                f"(the fMRI run has {n_frames} frames)"
-            )
-        idx.append(int(f))
-    mask = np.zeros(n_frames, bool)
-    mask[idx] = True
-    return mask
-
-
-def write_censor(path: str | os.PathLike, censored: np.ndarray) -> Path:
-    """Write a censor mask as a TSV with one column ``censored`` (1 = censored), readable by
-    :func:`read_censor` (and by pandas / XCP-D-style tools)."""
-    text = "censored\n" + "".join(f"{int(c)}\n" for c in np.asarray(censored, bool))
-    return atomic_write_text(path, text)
 
 
 def _ranges(frames: np.ndarray) -> str:
@@ -268,7 +136,8 @@ def plan_windows(censored: np.ndarray, n_frames: int, stride: int = 1) -> np.nda
 
 def load_model(ckpt_path: str | os.PathLike, device: str = "cpu"):
     """(model in eval mode, preprocessing dict) of a diffusion checkpoint written by ``eeg2fmri fit``."""
-    from eeg2fmri.module import EEG2fMRIDiffusion, check_checkpoint_file
+    from eeg2fmri.checkpoint import check_checkpoint_file
+    from eeg2fmri.module import EEG2fMRIDiffusion
 
     ckpt_path = Path(ckpt_path)
     ckpt = check_checkpoint_file(ckpt_path)  # missing, unreadable or not a checkpoint: a clear error
@@ -427,7 +296,7 @@ def fill_run(
         ckpt_path: diffusion checkpoint (``eeg2fmri fit``); needed for ``interrecon`` only.
         fmri: the run, a CIFTI-2 ``.dtseries.nii`` (standard fsLR-32k grayordinates or a subset).
         eeg: the run's EEG (``.npy`` + ``.json`` sidecar or an MNE-readable file); ``interrecon`` only.
-        censor: censor file (:func:`read_censor`) or a bool mask (T,) (True = censored).
+        censor: censor file (:func:`~eeg2fmri.data.censor.read_censor`) or a bool mask (T,) (True = censored).
         out: the filled ``.dtseries.nii`` to write.
         method: ``interrecon`` (EEG-conditioned null-space sampling), ``linear`` or ``cubic``.
         stride: frames between consecutive sampled windows (1 = every window; overlaps are averaged).
@@ -445,60 +314,18 @@ def fill_run(
     Returns:
         the path written.
     """
-    if method not in METHODS:
-        raise FillError(f"method {method!r}: expected one of {', '.join(METHODS)}")
-    if stride < 1:
-        raise FillError(f"stride={stride}: expected a positive number of frames")
-    if num_samples < 1:
-        raise FillError(f"num_samples={num_samples}: expected a positive number of InterRecon samples per window")
     fmri, out = Path(fmri), Path(out)
     ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
     eeg = Path(eeg) if eeg is not None else None
     censor_path = None if isinstance(censor, np.ndarray) else Path(censor)
-    if method == "interrecon" and (ckpt_path is None or eeg is None):
-        raise FillError("method interrecon needs --ckpt_path (a diffusion checkpoint) and --eeg (the run's EEG)")
-    for p in (
-        fmri,
-        ckpt_path if method == "interrecon" else None,
-        eeg if method == "interrecon" else None,
-        censor_path,
-    ):
-        if p is not None and not p.exists():
-            raise FileNotFoundError(f"{p}: no such file")
-    _check_output(out, [fmri, eeg, censor_path, ckpt_path], overwrite)
+    _check_inputs(method, stride, num_samples, fmri, ckpt_path, eeg, censor_path, out, overwrite)
 
     img, bm, tr, indices = load_header(fmri)
-    T, V = img.shape
-    if isinstance(censor, np.ndarray):
-        censored = np.asarray(censor)
-        if censored.dtype != bool or censored.shape != (T,):
-            raise FillError(f"censor mask: {censored.dtype} {censored.shape}; expected bool ({T},) for {fmri}")
-    else:
-        censored = read_censor(censor_path, T, keep_is_one=censor_keep_is_one)
+    T = img.shape[0]
+    censored = _censor_mask(censor, censor_path, fmri, T, censor_keep_is_one)  # (T,) True = censored
+    data = _read_frames(img, fmri, censored)  # (T, V)
     n_cens = int(censored.sum())
-    if n_cens == T:
-        raise FillError(
-            f"{censor_path or 'censor mask'}: all {T} frames of {fmri} are censored; nothing to anchor a fill"
-        )
-
-    try:
-        data = np.array(img.dataobj)  # (T, V) the file's own dtype: uncensored frames copied bit for bit
-    except Exception as e:
-        raise CiftiError(f"{fmri}: data block cannot be read (truncated or corrupt file?): {e}") from e
-    bad = ~np.isfinite(data[~censored]).all(axis=1)
-    if bad.any():
-        frames = np.flatnonzero(~censored)[bad]
-        raise FillError(f"{fmri}: uncensored frame(s) {_ranges(frames)} hold NaN/Inf; censor them or repair the file")
-
-    note: dict = {
-        "method": method,
-        "fmri": str(fmri),
-        "censor": str(censor_path) if censor_path else None,
-        "censored_frames": np.flatnonzero(censored).tolist(),
-        "n_censored": n_cens,
-        "n_frames": T,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
+    note = _fill_note(method, fmri, censor_path, censored)
     result = data.copy()
     if n_cens == 0:
         log.warning("%s: no frame is censored; the output is a copy of the input", censor_path)
@@ -525,18 +352,102 @@ def fill_run(
         result[censored] = filled.astype(data.dtype)
         note.update(extra)
 
-    header = copy.deepcopy(img.header)
-    meta = dict(header.matrix.metadata or {})
-    meta["eeg2fmri_fill"] = json.dumps(note)
-    header.matrix.metadata = _metadata(meta)
-    new = type(img)(result, header=header, nifti_header=img.nifti_header)
-    atomic_save(out, lambda tmp: new.to_filename(tmp, dtype=img.get_data_dtype()))
+    _write_filled(img, result, note, out)
     msg = f"fill: {n_cens} censored frames of {T} filled with {method} → {out}"
     if progress:
         print(msg, flush=True)
     else:
         log.info(msg)
     return out
+
+
+def _check_inputs(
+    method: str,
+    stride: int,
+    num_samples: int,
+    fmri: Path,
+    ckpt_path: Path | None,
+    eeg: Path | None,
+    censor_path: Path | None,
+    out: Path,
+    overwrite: bool,
+) -> None:
+    """Every check of the options and paths that needs no file read: a bad option or a missing
+    input fails before anything is loaded."""
+    if method not in METHODS:
+        raise FillError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    if stride < 1:
+        raise FillError(f"stride={stride}: expected a positive number of frames")
+    if num_samples < 1:
+        raise FillError(f"num_samples={num_samples}: expected a positive number of InterRecon samples per window")
+    if method == "interrecon" and (ckpt_path is None or eeg is None):
+        raise FillError("method interrecon needs --ckpt_path (a diffusion checkpoint) and --eeg (the run's EEG)")
+    for p in (
+        fmri,
+        ckpt_path if method == "interrecon" else None,
+        eeg if method == "interrecon" else None,
+        censor_path,
+    ):
+        if p is not None and not p.exists():
+            raise FileNotFoundError(f"{p}: no such file")
+    _check_output(out, [fmri, eeg, censor_path, ckpt_path], overwrite)
+
+
+def _censor_mask(
+    censor: np.ndarray | Path, censor_path: Path | None, fmri: Path, n_volumes: int, keep_is_one: bool
+) -> np.ndarray:
+    """The run's censored frames, (n_volumes,) bool, from a censor file or a caller's mask; at least
+    one frame must stay uncensored to anchor a fill."""
+    if isinstance(censor, np.ndarray):
+        censored = np.asarray(censor)
+        if censored.dtype != bool or censored.shape != (n_volumes,):
+            raise FillError(f"censor mask: {censored.dtype} {censored.shape}; expected bool ({n_volumes},) for {fmri}")
+    else:
+        censored = read_censor(censor_path, n_volumes, keep_is_one=keep_is_one)
+    if int(censored.sum()) == n_volumes:
+        raise FillError(
+            f"{censor_path or 'censor mask'}: all {n_volumes} frames of {fmri} are censored; nothing to anchor a fill"
+        )
+    return censored
+
+
+def _read_frames(img, fmri: Path, censored: np.ndarray) -> np.ndarray:
+    """The run's data block (T, V) in the file's own dtype (uncensored frames are copied bit for
+    bit); every uncensored frame must be finite."""
+    try:
+        data = np.array(img.dataobj)  # (T, V)
+    except Exception as e:
+        raise CiftiError(f"{fmri}: data block cannot be read (truncated or corrupt file?): {e}") from e
+    bad = ~np.isfinite(data[~censored]).all(axis=1)
+    if bad.any():
+        frames = np.flatnonzero(~censored)[bad]
+        raise FillError(f"{fmri}: uncensored frame(s) {_ranges(frames)} hold NaN/Inf; censor them or repair the file")
+    return data
+
+
+def _fill_note(method: str, fmri: Path, censor_path: Path | None, censored: np.ndarray) -> dict:
+    """The output's ``eeg2fmri_fill`` entry: what was filled, from which files, when (InterRecon
+    adds its settings)."""
+    return {
+        "method": method,
+        "fmri": str(fmri),
+        "censor": str(censor_path) if censor_path else None,
+        "censored_frames": np.flatnonzero(censored).tolist(),
+        "n_censored": int(censored.sum()),
+        "n_frames": len(censored),  # the run's volumes (T), not the model's K
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def _write_filled(img, result: np.ndarray, note: dict, out: Path) -> None:
+    """Write ``result`` (T, V) with the input's CIFTI and NIfTI headers and data type, plus the
+    ``eeg2fmri_fill`` metadata entry (``note`` as JSON), through a temporary file renamed to ``out``."""
+    header = copy.deepcopy(img.header)
+    meta = dict(header.matrix.metadata or {})
+    meta["eeg2fmri_fill"] = json.dumps(note)
+    header.matrix.metadata = _metadata(meta)
+    new = type(img)(result, header=header, nifti_header=img.nifti_header)
+    atomic_save(out, lambda tmp: new.to_filename(tmp, dtype=img.get_data_dtype()))
 
 
 def _metadata(d: dict):
@@ -564,82 +475,31 @@ def _interrecon(
 ) -> tuple[np.ndarray, dict]:
     """InterRecon fills of the censored frames, (n_censored, V) float64 in the run's units, and the note."""
     import torch
-    from tqdm.auto import tqdm
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, prep = load_model(ckpt_path, device)
     K = int(model.hparams.n_frames)
-    gray = np.asarray(prep["grayordinates"], np.int64)  # (V_model,) standard indices
-    # the file's column of each modelled grayordinate (the file may be in any column order: fMRIPrep
-    # <= 23.1 wrote subcortical voxels row-major), so the output keeps the file's own order
-    srt = np.argsort(indices, kind="stable")
-    at = np.minimum(np.searchsorted(indices[srt], gray), len(indices) - 1)
-    inside = indices[srt][at] == gray
-    pos = srt[at]  # (V_model,) file columns
-    if not inside.all():
-        raise CiftiError(
-            f"{fmri}: has {len(indices)} grayordinates but the checkpoint {ckpt_path} models {len(gray)}, of which "
-            f"{int((~inside).sum())} are not in the file (region {prep.get('region', '?')!r}); expected a file holding "
-            "every grayordinate the model was trained on (the same layout, or a superset)"
-        )
+    pos = _model_columns(indices, prep, fmri, ckpt_path)  # (V_model,) file columns
     if not math.isclose(tr, float(prep["tr"]), rel_tol=1e-4):
         raise CiftiError(f"{fmri}: TR {tr:g} s; the checkpoint was trained on TR {float(prep['tr']):g} s")
     starts = plan_windows(censored, K, stride)  # (N,) checked before the EEG is read
-
-    T = data.shape[0]
-    before, after = model.eeg_context  # EEG windows of frames before / after each window, as in training
-    span = np.arange(-before, K + after)  # (N,) EEG frames of a window, relative to its start
-    rows = np.unique(np.clip(starts[:, None] + span, 0, T - 1))  # frames whose EEG any window needs
-    eeg_rows = run_eeg_windows(eeg_path, prep, T, rows)  # (R, C, W)
-    row_of = np.full(T, -1)
-    row_of[rows] = np.arange(len(rows))
-
-    # z-score the modelled grayordinates with the run's own uncensored frames (see module docstring)
-    x = data[:, pos]  # (T, V_model)
-    kept = x[~censored]  # (T_kept, V_model)
-    mean = kept.mean(0, dtype=np.float64)  # (V_model,)
-    std = kept.std(0, dtype=np.float64)
-    del kept
-    std = np.where(std < 1e-6 * np.maximum(1.0, np.abs(mean)), 1.0, std)  # constant columns stay at 0
-    z = ((x - mean) / std).astype(np.float32)  # (T, V_model)
-    z[censored] = 0.0  # censored values (maybe NaN) are never anchors
-
-    cens = np.flatnonzero(censored)
-    slot = np.full(T, -1)
-    slot[cens] = np.arange(len(cens))
-    acc = np.zeros((len(cens), len(gray)), np.float64)  # sum of the fills of each censored frame
-    count = np.zeros(len(cens), np.int64)
-    bar = tqdm(total=len(starts), desc="fill", unit="window", disable=not progress)
-    with torch.no_grad():
-        for i, b in enumerate(range(0, len(starts), batch_size)):
-            s = starts[b : b + batch_size]
-            frames = s[:, None] + np.arange(K)  # (B, K)
-            efr = s[:, None] + span  # (B, N) EEG frames, context included
-            inside = (efr >= 0) & (efr < T)  # context beyond the run's ends is missing
-            eeg_b = eeg_rows[row_of[np.clip(efr, 0, T - 1)]] * inside[..., None, None]  # (B, N, C, W)
-            eeg_b, eeg_mask = torch.from_numpy(eeg_b).to(device), torch.from_numpy(inside).to(device)
-            obs = torch.from_numpy(z[frames]).to(device)  # (B, K, V_model)
-            mask = torch.from_numpy(~censored[frames]).to(device)  # (B, K) True = anchor
-            pred = model.sample_mean(
-                eeg_b,
-                num_samples,
-                seed=seed + i * num_samples,
-                num_inference_steps=steps,
-                eta=eta,
-                observed=obs,
-                observed_mask=mask,
-                null_space=True,
-                eeg_mask=eeg_mask,
-            )  # (B, K, V_model)
-            pred = pred.double().cpu().numpy()
-            fill = censored[frames]  # (B, K)
-            np.add.at(acc, slot[frames[fill]], pred[fill])
-            np.add.at(count, slot[frames[fill]], 1)
-            bar.update(len(s))
-    bar.close()
-    assert (count > 0).all(), "plan_windows guarantees every censored frame a window"
-    z_fill = acc / count[:, None]  # (n_censored, V_model) mean over the windows that filled it
-    filled = np.empty((len(cens), data.shape[1]), np.float64)
+    eeg = _WindowEEG(eeg_path, prep, model.eeg_context, K, starts, len(censored))
+    z, mean, std = _run_zscores(data[:, pos], censored)  # (T, V_model), (V_model,), (V_model,)
+    z_fill = _sample_windows(
+        model,
+        eeg,
+        z,
+        censored,
+        starts,
+        steps=steps,
+        eta=eta,
+        seed=seed,
+        batch_size=batch_size,
+        num_samples=num_samples,
+        device=device,
+        progress=progress,
+    )  # (n_censored, V_model)
+    filled = np.empty((int(censored.sum()), data.shape[1]), np.float64)
     other = np.setdiff1d(np.arange(data.shape[1]), pos)
     if len(other):  # grayordinates the model does not cover: linear interpolation in time
         filled[:, other] = interpolate_frames(data[:, other], censored, "linear")
@@ -664,6 +524,116 @@ def _interrecon(
             "linear interpolation in time"
         )
     return filled, note
+
+
+def _model_columns(indices: np.ndarray, prep: dict, fmri: Path, ckpt_path: Path) -> np.ndarray:
+    """The file's column of each grayordinate the checkpoint models, (V_model,). The file may be in
+    any column order (fMRIPrep <= 23.1 wrote subcortical voxels row-major), so the output keeps the
+    file's own order; every modelled grayordinate must be in the file."""
+    gray = np.asarray(prep["grayordinates"], np.int64)  # (V_model,) standard indices
+    srt = np.argsort(indices, kind="stable")
+    at = np.minimum(np.searchsorted(indices[srt], gray), len(indices) - 1)
+    inside = indices[srt][at] == gray
+    if not inside.all():
+        raise CiftiError(
+            f"{fmri}: has {len(indices)} grayordinates but the checkpoint {ckpt_path} models {len(gray)}, of which "
+            f"{int((~inside).sum())} are not in the file (region {prep.get('region', '?')!r}); expected a file holding "
+            "every grayordinate the model was trained on (the same layout, or a superset)"
+        )
+    return srt[at]
+
+
+def _run_zscores(x: np.ndarray, censored: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The modelled columns ``x`` (T, V_model) z-scored with the run's own uncensored frames (see
+    the module docstring): (z float32 with censored frames at 0, mean, std)."""
+    kept = x[~censored]  # (T_kept, V_model)
+    mean = kept.mean(0, dtype=np.float64)  # (V_model,)
+    std = kept.std(0, dtype=np.float64)
+    del kept
+    std = np.where(std < 1e-6 * np.maximum(1.0, np.abs(mean)), 1.0, std)  # constant columns stay at 0
+    z = ((x - mean) / std).astype(np.float32)  # (T, V_model)
+    z[censored] = 0.0  # censored values (maybe NaN) are never anchors
+    return z, mean, std
+
+
+class _WindowEEG:
+    """The EEG of the sampled windows, each frame's window read and processed once.
+
+    A window starting at frame s sees the EEG windows of frames s − P .. s + K − 1 + F (the model's
+    ``eeg_context`` (P, F), as in training); context frames beyond the run's ends are missing
+    (zeros, masked out).
+    """
+
+    def __init__(self, eeg_path, prep: dict, eeg_context: tuple[int, int], K: int, starts: np.ndarray, T: int):
+        before, after = eeg_context
+        self.T = T
+        self.span = np.arange(-before, K + after)  # (N,) EEG frames of a window, relative to its start
+        rows = np.unique(np.clip(starts[:, None] + self.span, 0, T - 1))  # frames whose EEG any window needs
+        self.rows = run_eeg_windows(eeg_path, prep, T, rows)  # (R, C, W)
+        self.row_of = np.full(T, -1)
+        self.row_of[rows] = np.arange(len(rows))
+
+    def batch(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(EEG (B, N, C, W), mask (B, N) True = present) of the windows starting at ``s`` (B,)."""
+        efr = s[:, None] + self.span  # (B, N) EEG frames, context included
+        inside = (efr >= 0) & (efr < self.T)  # context beyond the run's ends is missing
+        return self.rows[self.row_of[np.clip(efr, 0, self.T - 1)]] * inside[..., None, None], inside
+
+
+def _sample_windows(
+    model,
+    eeg: _WindowEEG,
+    z: np.ndarray,
+    censored: np.ndarray,
+    starts: np.ndarray,
+    *,
+    steps: int,
+    eta: float,
+    seed: int,
+    batch_size: int,
+    num_samples: int,
+    device: str,
+    progress: bool,
+) -> np.ndarray:
+    """InterRecon over the windows starting at ``starts``, every uncensored frame an anchor: the mean
+    fill of each censored frame over the windows covering it, (n_censored, V_model) float64 z-scores."""
+    import torch
+    from tqdm.auto import tqdm
+
+    K = int(model.hparams.n_frames)
+    cens = np.flatnonzero(censored)
+    slot = np.full(len(censored), -1)
+    slot[cens] = np.arange(len(cens))
+    acc = np.zeros((len(cens), z.shape[1]), np.float64)  # sum of the fills of each censored frame
+    count = np.zeros(len(cens), np.int64)
+    bar = tqdm(total=len(starts), desc="fill", unit="window", disable=not progress)
+    with torch.no_grad():
+        for i, b in enumerate(range(0, len(starts), batch_size)):
+            s = starts[b : b + batch_size]
+            frames = s[:, None] + np.arange(K)  # (B, K)
+            eeg_b, eeg_mask = eeg.batch(s)  # (B, N, C, W), (B, N)
+            eeg_b, eeg_mask = torch.from_numpy(eeg_b).to(device), torch.from_numpy(eeg_mask).to(device)
+            obs = torch.from_numpy(z[frames]).to(device)  # (B, K, V_model)
+            mask = torch.from_numpy(~censored[frames]).to(device)  # (B, K) True = anchor
+            pred = model.sample_mean(
+                eeg_b,
+                num_samples,
+                seed=seed + i * num_samples,
+                num_inference_steps=steps,
+                eta=eta,
+                observed=obs,
+                observed_mask=mask,
+                null_space=True,
+                eeg_mask=eeg_mask,
+            )  # (B, K, V_model)
+            pred = pred.double().cpu().numpy()
+            fill = censored[frames]  # (B, K)
+            np.add.at(acc, slot[frames[fill]], pred[fill])
+            np.add.at(count, slot[frames[fill]], 1)
+            bar.update(len(s))
+    bar.close()
+    assert (count > 0).all(), "plan_windows guarantees every censored frame a window"
+    return acc / count[:, None]  # (n_censored, V_model) mean over the windows that filled it
 
 
 def fill(

@@ -11,7 +11,6 @@ hyperparameters. The evaluation, InterRecon and CIFTI writing live in callbacks.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -23,41 +22,16 @@ from torch import Tensor
 
 from eeg2fmri import __version__
 from eeg2fmri import diffusion as D
+from eeg2fmri.checkpoint import CHECKPOINT_FORMAT, CheckpointVersionError
 from eeg2fmri.errors import EEG2fMRIError
 from eeg2fmri.nn.autoencoder import LinearAutoencoder, held_out_variance
 from eeg2fmri.nn.dit import DiT
 from eeg2fmri.nn.eeg_encoder import BandPowerEncoder, EEGEncoder
 from eeg2fmri.nn.regression import FIRHead
 from eeg2fmri.ridge import DEFAULT_ALPHAS, ridge_per_target
+from eeg2fmri.seed import global_seed
 
 log = logging.getLogger(__name__)
-
-
-CHECKPOINT_FORMAT = 2  # bump when a checkpoint of the previous format can no longer be loaded
-
-
-class CheckpointVersionError(EEG2fMRIError):
-    """A checkpoint written by an incompatible version of eeg2fmri (or by another program)."""
-
-
-def check_checkpoint_file(path) -> dict:
-    """A clear error for a checkpoint path that is missing or not a readable checkpoint, before
-    Lightning or torch meet it; returns the checkpoint (memory-mapped) when it is one."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        raise CheckpointVersionError(
-            f"{path}: not a readable eeg2fmri checkpoint (truncated, corrupt, or another program's file): "
-            f"{str(e).splitlines()[0][:200]}"
-        ) from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointVersionError(f"{path}: holds no state_dict; expected a checkpoint written by `eeg2fmri fit`")
-    return ckpt
 
 
 class LayoutMismatchError(EEG2fMRIError):
@@ -502,7 +476,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         # the step's randomness (timesteps, noise, condition dropout) is drawn from (seed, step)
         # alone, so a run resumed from a checkpoint continues exactly as an uninterrupted one would
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        seed = global_seed(default=0)
         g = torch.Generator(device=self.device).manual_seed(seed * 1_000_003 + self.global_step)
         losses = self._losses(batch, generator=g)
         if self._logs_this_step():

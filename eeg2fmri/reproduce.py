@@ -902,10 +902,11 @@ def fill_study(
     import torch
 
     from eeg2fmri.baselines import FIRRidge
+    from eeg2fmri.data.censor import write_censor
     from eeg2fmri.data.cifti import read_dtseries
     from eeg2fmri.data.cinebrain import discover_runs, subject_dirname
     from eeg2fmri.evaluate import score
-    from eeg2fmri.fill import fill_run, write_censor
+    from eeg2fmri.fill import fill_run
 
     sc = SCALES[scale]
     out = Path(results) / scale

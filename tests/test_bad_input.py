@@ -3,18 +3,18 @@ naming the file and what was expected (or a documented repair), never a tracebac
 torch or h5py. (Other cases live beside the code they test: test_prepare.py, test_cifti.py,
 test_datamodule.py, test_fill.py.)"""
 
-
 import h5py
 import numpy as np
 import pytest
 import torch
 
+from eeg2fmri.checkpoint import CheckpointVersionError
 from eeg2fmri.cli import main
 from eeg2fmri.data.cifti import CiftiError, write_dtseries
 from eeg2fmri.data.cinebrain import RawDataError, eeg_stem, fmri_path
 from eeg2fmri.data.datamodule import CacheError, EEGfMRIDataModule
 from eeg2fmri.data.prepare import prepare
-from eeg2fmri.module import CheckpointVersionError, EEG2fMRIDiffusion
+from eeg2fmri.module import EEG2fMRIDiffusion
 from tests.cli_errors import cli_error
 from tests.conftest import TINY_INDICES, make_raw_subject
 

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from eeg2fmri.cli import main
+from eeg2fmri.data.censor import CensorError, read_censor, write_censor
 from eeg2fmri.data.cifti import CiftiError, fmriprep_row_major_order, write_dtseries
 from eeg2fmri.data.cinebrain import RawDataError, eeg_stem, fmri_path
 from eeg2fmri.data.prepare import prepare
-from eeg2fmri.fill import FillError, fill_run, plan_windows, read_censor, write_censor
+from eeg2fmri.fill import FillError, fill_run, plan_windows
 from eeg2fmri.interpolate import cubic_fill, linear_fill
 from tests.cli_errors import cli_error
 from tests.conftest import TINY_INDICES, make_raw_subject, wb_command
@@ -350,7 +351,7 @@ def test_censor_formats(tmp_path, name, text, keep_is_one):
 def test_bad_censor_files(tmp_path, text, keep_is_one, match):
     path = tmp_path / "bad.tsv"
     path.write_text(text)
-    with pytest.raises(FillError, match=match):
+    with pytest.raises(CensorError, match=match):
         read_censor(path, 10, keep_is_one=keep_is_one)
 
 
@@ -395,7 +396,7 @@ def test_bad_inputs_are_refused_and_inputs_unchanged(tiny, tmp_path, monkeypatch
     inputs = [tiny["raw"], tiny["ckpt"], tiny["censor"], short, few_triggers, other, wrong_len, too_long, all_cens]
     before = _hashes(*inputs)
 
-    with pytest.raises(FillError, match=rf"wrong\.tsv: {T - 3} rows .*\({T} frames\)"):
+    with pytest.raises(CensorError, match=rf"wrong\.tsv: {T - 3} rows .*\({T} frames\)"):
         fill_run(**{**args, "censor": wrong_len}, out=out)
     with pytest.raises(FillError, match=r"frame\(s\) 33 cannot be anchored.*K = 4 frames"):
         fill_run(**{**args, "censor": too_long}, out=out)

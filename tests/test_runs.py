@@ -147,7 +147,7 @@ def test_time_limited_fit_saves_where_it_stopped_and_prints_no_noise(cache, tmp_
     assert 0 < ckpt["global_step"] < 1000 and "Timer" in ckpt["callbacks"]
     assert "Time limit reached" in log and "step 1/" in log and "loss " in log
     assert not [n for n in NOISE if n in log], log
-    assert "class_path: eeg2fmri.callbacks.AtomicCheckpointIO" in (last.parent.parent / "config.yaml").read_text()
+    assert "class_path: eeg2fmri.checkpoint.AtomicCheckpointIO" in (last.parent.parent / "config.yaml").read_text()
     # predict (as test) reads it without the fit's Timer, and from another folder name than the fit's
     capsys.readouterr()
     with warnings.catch_warnings(record=True) as caught:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import h5py
@@ -36,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from eeg2fmri.data.prepare import SPLITS
 from eeg2fmri.data.regions import region_columns
 from eeg2fmri.errors import EEG2fMRIError
+from eeg2fmri.seed import global_seed
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class EpochShuffle(Sampler[int]):
 
     def __init__(self, n: int, seed: int | None = None):
         self.n = n
-        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        self.seed = global_seed(default=0) if seed is None else seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
