@@ -30,19 +30,18 @@ def encode_eeg(
     eeg_encoder: BandPowerEncoder | EEGEncoder,
     regression_head: FIRHead | None,
     eeg: Tensor,
-    eeg_mask: Tensor | None = None,
-    *,
-    eeg_features: str,
+    eeg_mask: Tensor | None,
+    hp: Mapping[str, Any],
 ) -> tuple[Tensor, Tensor | None]:
     """EEG windows (B, N, C, W) -> tokens h (B, N, E) and the regression stage's latents μ
     (B, K, d), or None without a regression stage. N = P + K + F.
 
-    ``eeg_features``: ``bandpower`` (``eeg_encoder`` is a BandPowerEncoder: features, then tokens)
-    or ``conv`` (an EEGEncoder, whose tokens are also the regression stage's features).
+    ``hp["eeg_features"]``: ``bandpower`` (``eeg_encoder`` is a BandPowerEncoder: features, then
+    tokens) or ``conv`` (an EEGEncoder, whose tokens are also the regression stage's features).
     """
     if eeg_mask is None:
         eeg_mask = torch.ones(eeg.shape[:2], dtype=torch.bool, device=eeg.device)  # (B, N)
-    if eeg_features == "bandpower":
+    if hp["eeg_features"] == "bandpower":
         features = eeg_encoder.features(eeg, eeg_mask)  # (B, N, Fe)
         h = eeg_encoder.tokens(features)  # (B, N, E)
     else:
@@ -57,20 +56,19 @@ def denoiser_eps(
     x_t: Tensor,
     t: Tensor,
     h: Tensor | None,
-    drop: Tensor | None = None,
-    eeg_mask: Tensor | None = None,
-    mu: Tensor | None = None,
-    *,
-    cond_drop_prob: float,
-    parameterization: str,
+    drop: Tensor | None,
+    eeg_mask: Tensor | None,
+    mu: Tensor | None,
+    hp: Mapping[str, Any],
 ) -> Tensor:
-    """ε_θ(x_t, t, h_EEG[, μ]) (B, K, d) float32, from the DiT's output per ``parameterization``
-    (``eps``: the output itself; ``v``: ε from v, :func:`~eeg2fmri.diffusion.eps_from_v`)."""
+    """ε_θ(x_t, t, h_EEG[, μ]) (B, K, d) float32, from the DiT's output per
+    ``hp["parameterization"]`` (``eps``: the output itself; ``v``: ε from v,
+    :func:`~eeg2fmri.diffusion.eps_from_v`); ``hp["cond_drop_prob"] >= 1``: an unconditional DiT."""
     mu = mu if dit.latent_cond_embedder is not None else None
-    if cond_drop_prob >= 1.0:
+    if hp["cond_drop_prob"] >= 1.0:
         h = None  # an unconditional prior saw only the null token in training: sample with it too
     out = dit(x_t, t, h, drop_cond=drop, cond_mask=eeg_mask, x_cond=mu)  # (B, K, d)
-    if parameterization == "v":
+    if hp["parameterization"] == "v":
         return D.eps_from_v(x_t, out, alphas_cumprod[t])
     return out.float()
 
@@ -105,26 +103,14 @@ def training_losses(
     z, x_hat = autoencoder(x)  # (B, K, d), (B, K, V)
     t = torch.randint(0, len(alphas_cumprod), (B,), device=x.device, generator=generator)  # (B,)
     noise = torch.randn(z.shape, device=z.device, generator=generator)  # (B, K, d)
-    h, mu = encode_eeg(eeg_encoder, regression_head, eeg, eeg_mask, eeg_features=hp["eeg_features"])
-    # h (B, N, E); mu (B, K, d) or None
+    h, mu = encode_eeg(eeg_encoder, regression_head, eeg, eeg_mask, hp)  # (B, N, E), (B, K, d) or None
     target = z if mu is None else z - mu.detach()  # what the DiT generates: z, or the residual
     z_t = D.q_sample(target, t, noise, alphas_cumprod)  # (B, K, d)
     drop = None
     if training and hp["cond_drop_prob"] > 0:
         drop = torch.rand(B, device=x.device, generator=generator) < hp["cond_drop_prob"]  # (B,)
-    mu_cond = None if mu is None else mu.detach()
-    eps = denoiser_eps(
-        dit,
-        alphas_cumprod,
-        z_t,
-        t,
-        h,
-        drop,
-        eeg_mask,
-        mu_cond,
-        cond_drop_prob=hp["cond_drop_prob"],
-        parameterization=hp["parameterization"],
-    )  # (B, K, d)
+    mu_cond = None if mu is None else mu.detach()  # μ as the DiT's condition: no gradient through it
+    eps = denoiser_eps(dit, alphas_cumprod, z_t, t, h, drop, eeg_mask, mu_cond, hp)  # (B, K, d)
     if hp["loss_weighting"] == "v":
         # |v - v_hat|^2 = |eps - eps_hat|^2 / alpha_bar_t: the same objective re-weighted
         # towards high noise, where the coarse content of a window (what EEG can tell) is decided

@@ -459,9 +459,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
     def encode_eeg(self, eeg: Tensor, eeg_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """EEG windows (B, N, C, W) -> tokens h (B, N, E) and the regression stage's latents μ
         (B, K, d), or None without a regression stage. N = P + K + F."""
-        return L.encode_eeg(
-            self.eeg_encoder, self.regression_head, eeg, eeg_mask, eeg_features=self.hparams.eeg_features
-        )
+        return L.encode_eeg(self.eeg_encoder, self.regression_head, eeg, eeg_mask, self.hparams)
 
     # ------------------------------------------------------------------ training
     def _losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -515,19 +513,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         mu: Tensor | None = None,
     ) -> Tensor:
         """ε_θ(x_t, t, h_EEG[, μ]) (B, K, d) float32, from the DiT's output per ``parameterization``."""
-        hp = self.hparams
-        return L.denoiser_eps(
-            self.dit,
-            self.alphas_cumprod,
-            x_t,
-            t,
-            h,
-            drop,
-            eeg_mask,
-            mu,
-            cond_drop_prob=hp.cond_drop_prob,
-            parameterization=hp.parameterization,
-        )
+        return L.denoiser_eps(self.dit, self.alphas_cumprod, x_t, t, h, drop, eeg_mask, mu, self.hparams)
 
     # ------------------------------------------------------------------ sampling
     def _eps_fn(self, h: Tensor, guidance_scale: float, eeg_mask: Tensor | None = None, mu: Tensor | None = None):
