@@ -265,7 +265,7 @@ def cmd_import_cinebrain(argv: list[str]) -> None:
 
 
 def cmd_bench(argv: list[str]) -> None:
-    from eeg2fmri.bench import bench, format_table
+    from eeg2fmri.experiments.bench import bench, format_table
 
     results = _run_function("bench", bench, argv)
     print(format_table(results))

@@ -16,12 +16,12 @@ from typing import Literal
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
 from eeg2fmri import __version__
 from eeg2fmri import diffusion as D
+from eeg2fmri import losses as L
 from eeg2fmri.checkpoint import CHECKPOINT_FORMAT, CheckpointVersionError
 from eeg2fmri.errors import EEG2fMRIError
 from eeg2fmri.nn.autoencoder import LinearAutoencoder, held_out_variance
@@ -433,45 +433,14 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
     def encode_eeg(self, eeg: Tensor, eeg_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """EEG windows (B, N, C, W) -> tokens h (B, N, E) and the regression stage's latents μ
         (B, K, d), or None without a regression stage. N = P + K + F."""
-        if eeg_mask is None:
-            eeg_mask = torch.ones(eeg.shape[:2], dtype=torch.bool, device=eeg.device)  # (B, N)
-        if self.hparams.eeg_features == "bandpower":
-            features = self.eeg_encoder.features(eeg, eeg_mask)  # (B, N, Fe)
-            h = self.eeg_encoder.tokens(features)  # (B, N, E)
-        else:
-            h = features = self.eeg_encoder(eeg)  # (B, N, E)
-        mu = None if self.regression_head is None else self.regression_head(features.float(), eeg_mask)  # (B, K, d)
-        return h, mu
+        return L.encode_eeg(self.eeg_encoder, self.regression_head, eeg, eeg_mask, self.hparams)
 
     # ------------------------------------------------------------------ training
     def _losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        x, eeg, eeg_mask = batch["fmri"], batch["eeg"], batch.get("eeg_mask")  # (B, K, V), (B, N, C, W), (B, N)
-        B = x.shape[0]
-        z, x_hat = self.autoencoder(x)  # (B, K, d), (B, K, V)
-        t = torch.randint(0, len(self.alphas_cumprod), (B,), device=x.device, generator=generator)  # (B,)
-        noise = torch.randn(z.shape, device=z.device, generator=generator)  # (B, K, d)
-        h, mu = self.encode_eeg(eeg, eeg_mask)  # (B, N, E), (B, K, d) or None
-        target = z if mu is None else z - mu.detach()  # what the DiT generates: z, or the residual
-        z_t = D.q_sample(target, t, noise, self.alphas_cumprod)  # (B, K, d)
-        drop = None
-        if self.training and self.hparams.cond_drop_prob > 0:
-            drop = torch.rand(B, device=x.device, generator=generator) < self.hparams.cond_drop_prob  # (B,)
-        eps = self._eps(z_t, t, h, drop, eeg_mask, None if mu is None else mu.detach())  # (B, K, d)
-        diff = D.diffusion_loss(eps, noise)
-        if self.hparams.loss_weighting == "v":
-            # |v - v_hat|^2 = |eps - eps_hat|^2 / alpha_bar_t: the same objective re-weighted
-            # towards high noise, where the coarse content of a window (what EEG can tell) is decided
-            a = self.alphas_cumprod[t].view(B, 1, 1)  # (B, 1, 1)
-            diff = (((eps - noise) ** 2) / a).mean()
-        recon = F.mse_loss(x_hat.float(), x.float())
-        losses = {"diffusion": diff, "recon": recon}
-        loss = diff + self.hparams.recon_weight * recon
-        if mu is not None:
-            dec = self.autoencoder.decoder
-            x_mu = F.linear(mu, dec.weight.detach(), dec.bias.detach())  # (B, K, V) D(μ), D held fixed
-            losses["regression"] = F.mse_loss(x_mu.float(), x.float())
-            loss = loss + self.hparams.regression_weight * losses["regression"]
-        return {"loss": loss, **losses}
+        """The batch's losses (:func:`eeg2fmri.losses.training_losses`, which the bench's reference
+        also trains); the condition dropout is drawn in training mode only."""
+        nets = (self.autoencoder, self.eeg_encoder, self.dit, self.regression_head, self.alphas_cumprod)
+        return L.training_losses(*nets, batch, self.hparams, training=self.training, generator=generator)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         # the step's randomness (timesteps, noise, condition dropout) is drawn from (seed, step)
@@ -518,13 +487,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         mu: Tensor | None = None,
     ) -> Tensor:
         """ε_θ(x_t, t, h_EEG[, μ]) (B, K, d) float32, from the DiT's output per ``parameterization``."""
-        mu = mu if self.dit.latent_cond_embedder is not None else None
-        if self.hparams.cond_drop_prob >= 1.0:
-            h = None  # an unconditional prior saw only the null token in training: sample with it too
-        out = self.dit(x_t, t, h, drop_cond=drop, cond_mask=eeg_mask, x_cond=mu)  # (B, K, d)
-        if self.hparams.parameterization == "v":
-            return D.eps_from_v(x_t, out, self.alphas_cumprod[t])
-        return out.float()
+        return L.denoiser_eps(self.dit, self.alphas_cumprod, x_t, t, h, drop, eeg_mask, mu, self.hparams)
 
     # ------------------------------------------------------------------ sampling
     def _eps_fn(self, h: Tensor, guidance_scale: float, eeg_mask: Tensor | None = None, mu: Tensor | None = None):

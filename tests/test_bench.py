@@ -10,16 +10,13 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from eeg2fmri.bench import (
-    bench,
-    format_table,
-    reference_losses,
-    sampler_flops,
-    step_flops,
-    write_synthetic_cache,
-)
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.data.prepare import prepare
+from eeg2fmri.experiments.bench import bench, format_table
+from eeg2fmri.experiments.bench.cache import write_synthetic_cache
+from eeg2fmri.experiments.bench.costs import sampler_flops, step_flops
+from eeg2fmri.experiments.bench.harness import reference_networks
+from eeg2fmri.losses import training_losses
 from eeg2fmri.module import EEG2fMRIDiffusion
 from tests.conftest import make_raw_subject
 
@@ -36,7 +33,7 @@ TINY = dict(
     regression=False,
     train_autoencoder=True,
     loss_weighting="eps",  # what the bench's reference trains
-    cond_drop_prob=0.1,  # the paper's classifier-free guidance dropout (bench.PAPER_ARCHITECTURE)
+    cond_drop_prob=0.1,  # the paper's classifier-free guidance dropout (bench's PAPER_ARCHITECTURE)
 )
 
 
@@ -62,6 +59,7 @@ def test_bench_runs_on_cpu_and_writes_the_documented_keys(tmp_path):
     assert 1e-5 < ae["recon_rel_err"] < 2e-2 and ae["recon_rel_err"] < ae["recon_vs_data_rel_err"]
     for key in ("ratio_to_reference", "ema_update_ms", "ema_update_stock_ms"):
         assert _positive(r["lightning"][key]), key
+    assert r["lightning"]["ema_device"] == "cpu"  # where the EMA callback keeps its average
     for key in ("frames_per_s", "seconds", "frames", "tflops", "peak_memory_bytes"):
         assert _positive(r["sampler"][key]), key
     c = r["config"]
@@ -78,7 +76,7 @@ def test_bench_runs_on_cpu_and_writes_the_documented_keys(tmp_path):
 def test_a_failing_section_is_recorded_and_the_rest_still_measured(tmp_path, monkeypatch):
     """A failure in one measurement (here the Lightning step) keeps what the others measured, in
     the returned dict, the JSON written and the table, and names the failed section."""
-    import eeg2fmri.bench as B
+    import eeg2fmri.experiments.bench.run as B
 
     def broken(*args, **kwargs):
         raise RuntimeError("planted failure")
@@ -103,7 +101,7 @@ def test_step_and_sampler_flops_match_torch_flop_counter():
     hp = dict(m.hparams)
     batch = {"fmri": torch.randn(B, K, V), "eeg": torch.randn(B, K, 64, 800)}
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
-        reference_losses(m.autoencoder, m.eeg_encoder, m.dit, m.alphas_cumprod, batch, hp).backward()
+        training_losses(m.autoencoder, m.eeg_encoder, m.dit, None, m.alphas_cumprod, batch, hp)["loss"].backward()
     assert step_flops(V, B, K, hp)["total"] == fc.get_total_flops()
     m.eval()
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc, torch.no_grad():
@@ -111,24 +109,35 @@ def test_step_and_sampler_flops_match_torch_flop_counter():
     assert sampler_flops(B, K, V, hp, steps=7) == fc.get_total_flops()
 
 
-def test_reference_loss_is_the_module_loss():
-    """The bare-PyTorch reference trains the same function as EEG2fMRIDiffusion._losses."""
+@pytest.mark.parametrize("loss_weighting", ["eps", "v"])
+def test_reference_trains_the_module_loss_from_the_module_weights(loss_weighting):
+    """The bare-PyTorch reference starts from the module's initial weights (both built under seed 0)
+    and its loss, computed on its own networks, is EEG2fMRIDiffusion._losses exactly, for either
+    loss weighting."""
     V, B, K = 120, 3, 4
-    m = EEG2fMRIDiffusion(n_vertices=V, n_frames=K, **{**TINY, "cond_drop_prob": 0.5}).train()
+    torch.manual_seed(0)
+    m = EEG2fMRIDiffusion(n_vertices=V, n_frames=K, **{**TINY, "cond_drop_prob": 0.5, "loss_weighting": loss_weighting})
+    hp = dict(m.hparams)
+    ae, enc, dit, ac = reference_networks(hp, V, K, torch.device("cpu"))
+    for ref, mod in ((ae, m.autoencoder), (enc, m.eeg_encoder), (dit, m.dit)):
+        want = mod.state_dict()
+        assert ref.state_dict().keys() == want.keys()
+        assert all(torch.equal(v, want[k]) for k, v in ref.state_dict().items())
+    assert torch.equal(ac, m.alphas_cumprod)
     batch = {"fmri": torch.randn(B, K, V), "eeg": torch.randn(B, K, 64, 800)}
     torch.manual_seed(1)
-    want = m._losses(batch, generator=torch.Generator().manual_seed(3))["loss"]
+    want = m.train()._losses(batch, generator=torch.Generator().manual_seed(3))
     torch.manual_seed(1)
-    got = reference_losses(
-        m.autoencoder,
-        m.eeg_encoder,
-        m.dit,
-        m.alphas_cumprod,
-        batch,
-        dict(m.hparams),
-        generator=torch.Generator().manual_seed(3),
-    )
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    got = training_losses(ae, enc, dit, None, ac, batch, hp, generator=torch.Generator().manual_seed(3))
+    assert got.keys() == want.keys() == {"loss", "diffusion", "recon"}
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+
+
+def test_reference_refuses_an_architecture_it_does_not_build():
+    hp = dict(EEG2fMRIDiffusion(n_vertices=50, n_frames=4, **{**TINY, "regression": True}).hparams)
+    with pytest.raises(ValueError, match="paper's architecture"):
+        reference_networks(hp, 50, 4, torch.device("cpu"))
 
 
 def test_synthetic_cache_has_the_layout_prepare_writes(tmp_path):

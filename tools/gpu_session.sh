@@ -26,7 +26,7 @@ step() {  # name timeout_s command...: run with a time limit, log to $OUT/name.l
 
 # 1. one synthetic paper-size cache (27,000 frames x 91,282 + EEG, fp16) shared by both benchmarks
 step cache 40 python3 -c "
-import time; from eeg2fmri.bench import SCALES, write_synthetic_cache as w
+import time; from eeg2fmri.experiments.bench.scales import SCALES; from eeg2fmri.experiments.bench.cache import write_synthetic_cache as w
 c = SCALES['paper']; t = time.time(); w('/tmp/paper.h5', c['every'], c['n_clips'], c['clip_frames']); print('written in', time.time() - t)"
 # 2. paper scale, eager
 step bench_none 120 python3 -m eeg2fmri bench --scale paper --compile none --data_path /tmp/paper.h5 --out "$OUT/bench_none.json"
