@@ -310,7 +310,7 @@ def run_eeg_windows(eeg_path: str | os.PathLike, prep: dict, n_volumes: int, fra
     scan) are set to 0, the scaled EEG's centre, with a warning; an EEG that ends before the last
     frame's window is an error (the EEG is shorter than the fMRI)."""
     from eeg2fmri.data.cinebrain import RawDataError, read_eeg
-    from eeg2fmri.data.eeg import check_channels, filtered_windows, scale_windows, volume_onsets
+    from eeg2fmri.data.eeg import check_channels, check_covers, filtered_windows, scale_windows, volume_onsets
 
     o = _options(prep)
     eeg = read_eeg(Path(eeg_path), o.volume_marker)
@@ -328,14 +328,15 @@ def run_eeg_windows(eeg_path: str | os.PathLike, prep: dict, n_volumes: int, fra
     ch_order, flat = check_channels(eeg, o.ch_names)
     onsets = volume_onsets(eeg, n_volumes, n_times)
     shift = int(round(o.shift_s * sfreq))
-    n_samples = eeg.data.shape[1]
-    need = int(onsets[-1]) - shift + n_times  # end of the last frame's window
-    if need > n_samples:
-        raise RawDataError(
-            f"{eeg.path}: EEG has {n_samples} samples ({n_samples / sfreq:g} s) but the fMRI run's {n_volumes} frames "
-            f"need samples up to {need} ({need / sfreq:g} s, windows {o.shift_s:g} s before each volume): the EEG is "
-            "shorter than the fMRI"
-        )
+    need = int(onsets[-1]) - shift + n_times  # end of the last frame's window (an early start is padded below)
+    check_covers(
+        eeg,
+        0,
+        need,
+        sfreq,
+        f"the fMRI run's {n_volumes} frames need samples up to {need} ({need / sfreq:g} s, windows {o.shift_s:g} s "
+        "before each volume): the EEG is shorter than the fMRI",
+    )
     starts = onsets[frames] - shift  # (F,)
     w = filtered_windows(eeg.data, starts, n_times, ch_order, sfreq, o)  # (F, C, W)
     center = np.asarray(prep["eeg_center"], np.float64)  # (C,)

@@ -49,6 +49,14 @@ def volume_onsets(eeg: EEGRecording, n_volumes: int, n_times: int) -> np.ndarray
     return onsets
 
 
+def check_covers(eeg: EEGRecording, lo: int, hi: int, sfreq: float, need: str) -> None:
+    """Refuse a recording that lacks samples [lo, hi), the span its frames' windows need; ``need``
+    completes the error (which frames need which samples, and what to do)."""
+    n_samples = eeg.data.shape[1]
+    if lo < 0 or hi > n_samples:
+        raise RawDataError(f"{eeg.path}: EEG has {n_samples} samples ({n_samples / sfreq:g} s) but {need}")
+
+
 # --------------------------------------------------------------------------------------------
 # Step 1: the montage
 # --------------------------------------------------------------------------------------------

@@ -54,7 +54,14 @@ from eeg2fmri.data.cinebrain import (
     read_eeg,
     window_length,
 )
-from eeg2fmri.data.eeg import check_channels, filtered_windows, samples_per_tr, scale_windows, volume_onsets
+from eeg2fmri.data.eeg import (
+    check_channels,
+    check_covers,
+    filtered_windows,
+    samples_per_tr,
+    scale_windows,
+    volume_onsets,
+)
 from eeg2fmri.data.frames import zscore_std
 
 log = logging.getLogger(__name__)
@@ -267,7 +274,6 @@ def _plan_continuous(eeg, o: PrepareOptions, base: dict) -> RunPlan:
     run, n_times = base["run"], base["n_times"]
     onsets = volume_onsets(eeg, base["n_volumes"], n_times)
     frames, starts, fclip, names = [], [], [], []
-    n_samples = eeg.data.shape[1]
     for clip in run.clips:
         kept = _clip_plan(clip, eeg, onsets, o, base)
         if kept is None:
@@ -279,13 +285,16 @@ def _plan_continuous(eeg, o: PrepareOptions, base: dict) -> RunPlan:
     if not frames:
         raise RawDataError(f"{run.beh}: no clip of run {run.run} keeps a frame")
     starts_all = np.concatenate(starts)
-    if starts_all.min() < 0 or starts_all.max() + n_times > n_samples:
-        raise RawDataError(
-            f"{eeg.path}: EEG has {n_samples} samples ({n_samples / eeg.sfreq:g} s) but the movie frames "
-            f"need samples {starts_all.min()}..{starts_all.max() + n_times} (with the {o.shift_s:g} s shift); "
-            "the EEG is shorter than the fMRI it should cover (or prepare with --drop_unpaired true to drop "
-            "the frames it does not cover, with a warning)"
-        )
+    lo, hi = int(starts_all.min()), int(starts_all.max()) + n_times
+    check_covers(
+        eeg,
+        lo,
+        hi,
+        eeg.sfreq,
+        f"the movie frames need samples {lo}..{hi} (with the {o.shift_s:g} s shift); the EEG is shorter than the "
+        "fMRI it should cover (or prepare with --drop_unpaired true to drop the frames it does not cover, with a "
+        "warning)",
+    )
     return RunPlan(
         **base,
         frames=np.concatenate(frames),

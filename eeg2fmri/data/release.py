@@ -34,7 +34,7 @@ import re
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -287,16 +287,7 @@ class _ImportOptions:
 
     def hashed(self) -> dict:
         """Every option, as the import's key hashes them."""
-        return dict(
-            eeg_pattern=self.eeg_pattern,
-            first_frame=self.first_frame,
-            eeg_rows=self.eeg_rows,
-            ch_names=list(self.ch_names),
-            sfreq=self.sfreq,
-            shift_s=self.shift_s,
-            drop_unpaired=self.drop_unpaired,
-            copy_fmri=self.copy_fmri,
-        )
+        return asdict(self)
 
     def recorded(self) -> dict:
         """The options import.json records (whether the channel names are the assumed default too)."""
