@@ -179,7 +179,7 @@ def run_eeg_windows(eeg_path: str | os.PathLike, prep: dict, n_volumes: int, fra
     scan) are set to 0, the scaled EEG's centre, with a warning; an EEG that ends before the last
     frame's window is an error (the EEG is shorter than the fMRI)."""
     from eeg2fmri.data.cinebrain import RawDataError, read_eeg
-    from eeg2fmri.data.prepare import _check_channels, _filter_sos, eeg_windows, volume_onsets
+    from eeg2fmri.data.eeg import check_channels, check_covers, filtered_windows, scale_windows, volume_onsets
 
     o = _options(prep)
     eeg = read_eeg(Path(eeg_path), o.volume_marker)
@@ -194,26 +194,28 @@ def run_eeg_windows(eeg_path: str | os.PathLike, prep: dict, n_volumes: int, fra
             f"{eeg.path}: sampling rate {eeg.sfreq:g} Hz; the checkpoint was trained on EEG at {sfreq:g} Hz. "
             "Resample the EEG to that rate first."
         )
-    ch_order, flat = _check_channels(eeg, o)
+    ch_order, flat = check_channels(eeg, o.ch_names)
     onsets = volume_onsets(eeg, n_volumes, n_times)
     shift = int(round(o.shift_s * sfreq))
-    n_samples = eeg.data.shape[1]
-    need = int(onsets[-1]) - shift + n_times  # end of the last frame's window
-    if need > n_samples:
-        raise RawDataError(
-            f"{eeg.path}: EEG has {n_samples} samples ({n_samples / sfreq:g} s) but the fMRI run's {n_volumes} frames "
-            f"need samples up to {need} ({need / sfreq:g} s, windows {o.shift_s:g} s before each volume): the EEG is "
-            "shorter than the fMRI"
-        )
+    need = int(onsets[-1]) - shift + n_times  # end of the last frame's window (an early start is padded below)
+    check_covers(
+        eeg,
+        0,
+        need,
+        sfreq,
+        f"the fMRI run's {n_volumes} frames need samples up to {need} ({need / sfreq:g} s, windows {o.shift_s:g} s "
+        "before each volume): the EEG is shorter than the fMRI",
+    )
     starts = onsets[frames] - shift  # (F,)
-    w = eeg_windows(eeg.data, starts, n_times, _filter_sos(sfreq, o), ch_order, sfreq)  # (F, C, W)
-    center = np.asarray(prep["eeg_center"], np.float64)[None, :, None]  # (1, C, 1)
-    scale = np.asarray(prep["eeg_scale"], np.float64)[None, :, None]  # (1, C, 1)
-    if center.shape[1] != len(ch_order):
+    w = filtered_windows(eeg.data, starts, n_times, ch_order, sfreq, o)  # (F, C, W)
+    center = np.asarray(prep["eeg_center"], np.float64)  # (C,)
+    scale = np.asarray(prep["eeg_scale"], np.float64)  # (C,)
+    if len(center) != len(ch_order):
         raise FillError(
-            f"the checkpoint has EEG statistics for {center.shape[1]} channels but lists {len(ch_order)} channel names"
+            f"the checkpoint has EEG statistics for {len(center)} channels but lists {len(ch_order)} channel names"
         )
-    x = np.clip((w - center) / scale, -1.0, 1.0).astype(np.float32)  # (F, C, W)
+    flat_rows = [o.ch_names.index(c) for c in flat]  # flat channels: zero, as prepare repairs them
+    x = scale_windows(w, center, scale, flat_rows).astype(np.float32)  # (F, C, W)
     outside = np.isnan(x)
     if outside.any():
         early = frames[outside.any(axis=(1, 2))]
@@ -225,8 +227,6 @@ def run_eeg_windows(eeg_path: str | os.PathLike, prep: dict, n_volumes: int, fra
             o.shift_s,
         )
         x[outside] = 0.0
-    if flat:
-        x[:, [o.ch_names.index(c) for c in flat]] = 0.0  # flat channels: zero, as prepare repairs them
     return x
 
 

@@ -215,6 +215,11 @@ class Run:
 _WARNED: set[str] = set()  # files already warned about (one warning per file and process)
 
 
+def fmri_name(subject: int) -> re.Pattern:
+    """The fMRI file name of a subject's runs (fMRIPrep's CIFTI output): groups task and run."""
+    return re.compile(rf"sub-{subject:04d}_task-([A-Za-z0-9]+)_run-(\d+)_space-fsLR_den-91k_bold\.dtseries\.nii")
+
+
 def discover_runs(subject_dir: Path) -> list[Run]:
     """All runs of a subject folder, sorted by run number. A run needs its fMRI, behaviour CSV and
     EEG; a missing piece is an error naming it (never a silently dropped run). Each run's task is its
@@ -226,7 +231,37 @@ def discover_runs(subject_dir: Path) -> list[Run]:
     if not m:
         raise RawDataError(f"{subject_dir}: subject folder must be named sub_<NNNN> or sub-<NNNN> (e.g. sub_0001)")
     subject = int(m.group(1))
-    pattern = re.compile(rf"sub-{subject:04d}_task-([A-Za-z0-9]+)_run-(\d+)_space-fsLR_den-91k_bold\.dtseries\.nii")
+    found = _fmri_runs(subject_dir, subject)
+    eeg_dir = subject_dir / "eeg"
+    if not eeg_dir.is_dir():
+        release = [p.name for p in subject_dir.iterdir() if p.name.startswith("EEG_preprocessed_data")]
+        if release:
+            raise RawDataError(
+                f"{subject_dir}: no eeg/ folder but {release[0]}: this is a subject of the CineBrain release "
+                f"(EEG cut into per-frame windows). Import it first: eeg2fmri import-cinebrain --release_dir "
+                f"{subject_dir.parent} --subjects [{subject}] --out_dir data/raw, then prepare data/raw/sub_{subject:04d}"
+            )
+    runs = []
+    for r in sorted(found):
+        fmri, task = found[r]
+        beh = subject_dir / "beh_data" / f"sub_{subject:04d}_{r}.csv"
+        if not beh.exists():
+            raise RawDataError(f"run {r}: behaviour file {beh} is missing (fMRI {fmri.name} exists)")
+        eeg = _run_eeg(eeg_dir, subject, task, r)
+        truth = _run_truth(subject_dir, subject, task, r)
+        runs.append(Run(subject, r, fmri, beh, eeg, truth, read_clips(beh), task=task))
+    gaps = sorted(set(range(1, max(found) + 1)) - set(found))
+    if gaps:
+        raise RawDataError(
+            f"{subject_dir / 'dtseries'}: run(s) {gaps} missing between runs 1 and {max(found)}; "
+            "restore them or renumber the runs"
+        )
+    return runs
+
+
+def _fmri_runs(subject_dir: Path, subject: int) -> dict[int, tuple[Path, str]]:
+    """run -> (fMRI file, its task) of the files in ``dtseries/``; two files for one run are an error."""
+    pattern = fmri_name(subject)
     found: dict[int, tuple[Path, str]] = {}
     for p in sorted((subject_dir / "dtseries").glob("*.dtseries.nii")):
         mm = pattern.fullmatch(p.name)
@@ -244,70 +279,51 @@ def discover_runs(subject_dir: Path) -> list[Run]:
             f"{subject_dir / 'dtseries'}: no run found; expected files named "
             f"sub-{subject:04d}_task-<task>_run-<r>_space-fsLR_den-91k_bold.dtseries.nii"
         )
-    eeg_dir = subject_dir / "eeg"
-    if not eeg_dir.is_dir():
-        release = [p.name for p in subject_dir.iterdir() if p.name.startswith("EEG_preprocessed_data")]
-        if release:
-            raise RawDataError(
-                f"{subject_dir}: no eeg/ folder but {release[0]}: this is a subject of the CineBrain release "
-                f"(EEG cut into per-frame windows). Import it first: eeg2fmri import-cinebrain --release_dir "
-                f"{subject_dir.parent} --subjects [{subject}] --out_dir data/raw, then prepare data/raw/sub_{subject:04d}"
-            )
-    runs = []
-    for r in sorted(found):
-        fmri, task = found[r]
-        beh = subject_dir / "beh_data" / f"sub_{subject:04d}_{r}.csv"
-        if not beh.exists():
-            raise RawDataError(f"run {r}: behaviour file {beh} is missing (fMRI {fmri.name} exists)")
-        stem = eeg_dir / f"sub-{subject:04d}_task-{task}_run-{r}_eeg"
-        eeg = next(
-            (stem.with_name(stem.name + s) for s in EEG_SUFFIXES if stem.with_name(stem.name + s).exists()), None
+    return found
+
+
+def _run_eeg(eeg_dir: Path, subject: int, task: str, r: int) -> Path:
+    """The EEG file of run ``r`` under the fMRI's task (the first of ``EEG_SUFFIXES`` present); a
+    missing one is an error that names any EEG of the run under another task."""
+    stem = eeg_dir / f"sub-{subject:04d}_task-{task}_run-{r}_eeg"
+    eeg = next((stem.with_name(stem.name + s) for s in EEG_SUFFIXES if stem.with_name(stem.name + s).exists()), None)
+    if eeg is not None:
+        return eeg
+    other = (
+        sorted(p.name for p in eeg_dir.glob(f"sub-{subject:04d}_task-*_run-{r}_eeg.*") if bids_task(p.name) != task)
+        if eeg_dir.is_dir()
+        else []
+    )
+    hint = (
+        f"; found {', '.join(other)} of another task (the EEG follows the fMRI file's task, {task!r})" if other else ""
+    )
+    raise RawDataError(
+        f"run {r}: EEG file missing: expected {stem}.npy (+ .json) or one of {', '.join(EEG_SUFFIXES[1:])}{hint}"
+    )
+
+
+def _run_truth(subject_dir: Path, subject: int, task: str, r: int) -> Path | None:
+    """The simulator's noise-free BOLD of run ``r`` under the fMRI's task, or None (one warning per
+    file when it exists only under another task)."""
+    truth = (
+        subject_dir
+        / "truth"
+        / f"sub-{subject:04d}_task-{task}_run-{r}_space-fsLR_den-91k_desc-noisefree_bold.dtseries.nii"
+    )
+    if truth.exists():
+        return truth
+    other = sorted((subject_dir / "truth").glob(f"sub-{subject:04d}_task-*_run-{r}_*desc-noisefree_bold.dtseries.nii"))
+    if other and str(other[0]) not in _WARNED:
+        _WARNED.add(str(other[0]))
+        log.warning(
+            "run %d: %s is a noise-free BOLD of another task than the fMRI's (%r); not used (no noise "
+            "ceiling for this run). Rename it to %s if it belongs to this run",
+            r,
+            other[0],
+            task,
+            truth.name,
         )
-        if eeg is None:
-            other = (
-                sorted(
-                    p.name for p in eeg_dir.glob(f"sub-{subject:04d}_task-*_run-{r}_eeg.*") if bids_task(p.name) != task
-                )
-                if eeg_dir.is_dir()
-                else []
-            )
-            hint = (
-                f"; found {', '.join(other)} of another task (the EEG follows the fMRI file's task, {task!r})"
-                if other
-                else ""
-            )
-            raise RawDataError(
-                f"run {r}: EEG file missing: expected {stem}.npy (+ .json) or one of "
-                f"{', '.join(EEG_SUFFIXES[1:])}{hint}"
-            )
-        truth = (
-            subject_dir
-            / "truth"
-            / f"sub-{subject:04d}_task-{task}_run-{r}_space-fsLR_den-91k_desc-noisefree_bold.dtseries.nii"
-        )
-        if not truth.exists():
-            other = sorted(
-                (subject_dir / "truth").glob(f"sub-{subject:04d}_task-*_run-{r}_*desc-noisefree_bold.dtseries.nii")
-            )
-            if other and str(other[0]) not in _WARNED:
-                _WARNED.add(str(other[0]))
-                log.warning(
-                    "run %d: %s is a noise-free BOLD of another task than the fMRI's (%r); not used (no noise "
-                    "ceiling for this run). Rename it to %s if it belongs to this run",
-                    r,
-                    other[0],
-                    task,
-                    truth.name,
-                )
-            truth = None
-        runs.append(Run(subject, r, fmri, beh, eeg, truth, read_clips(beh), task=task))
-    gaps = sorted(set(range(1, max(found) + 1)) - set(found))
-    if gaps:
-        raise RawDataError(
-            f"{subject_dir / 'dtseries'}: run(s) {gaps} missing between runs 1 and {max(found)}; "
-            "restore them or renumber the runs"
-        )
-    return runs
+    return None
 
 
 def read_clips(path: Path) -> list[Clip]:

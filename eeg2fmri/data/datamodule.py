@@ -32,6 +32,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from eeg2fmri.data.frames import segment_bounds, segment_ids
 from eeg2fmri.data.prepare import SPLITS
 from eeg2fmri.data.regions import region_columns
 from eeg2fmri.errors import EEG2fMRIError
@@ -65,17 +66,6 @@ def open_cache(path: str | Path) -> h5py.File:
     return h5
 
 
-def segment_ids(frame_clip: np.ndarray, frame_volume: np.ndarray, split: np.ndarray) -> np.ndarray:
-    """(T,) int64 id of the segment each cache row belongs to: a segment is a run of consecutive
-    frames (volume index increasing by one) of one clip and one split. Windows and EEG context
-    never reach across a segment's edge."""
-    brk = np.ones(len(frame_clip), bool)  # True where a new segment of consecutive frames begins
-    brk[1:] = (
-        (frame_clip[1:] != frame_clip[:-1]) | (frame_volume[1:] != frame_volume[:-1] + 1) | (split[1:] != split[:-1])
-    )
-    return np.cumsum(brk) - 1
-
-
 def window_starts(
     frame_clip: np.ndarray,
     frame_volume: np.ndarray,
@@ -92,9 +82,7 @@ def window_starts(
     """
     if n_frames < 1 or stride < 1:
         raise ValueError(f"n_frames={n_frames} and stride={stride} must be >= 1")
-    seg = segment_ids(frame_clip, frame_volume, split)
-    seg_start = np.flatnonzero(np.diff(seg, prepend=-1) != 0)
-    seg_end = np.append(seg_start[1:], len(frame_clip))
+    seg_start, seg_end = segment_bounds(frame_volume, same=(frame_clip, split))
     out = []
     for a, b in zip(seg_start, seg_end):
         if b - a < n_frames:
@@ -266,7 +254,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                 "fmri": torch.from_numpy(_read_columns(h5["fmri"], None if whole else self.columns)),
                 "eeg": torch.from_numpy(h5["eeg"][:]),
                 "frame_clip": torch.from_numpy(self.frame_clip),
-                "segment": torch.from_numpy(segment_ids(self.frame_clip, self.frame_volume, self.split)),
+                "segment": torch.from_numpy(segment_ids(self.frame_volume, same=(self.frame_clip, self.split))),
             }
             if want_truth:
                 store["fmri_clean"] = torch.from_numpy(_read_columns(h5["fmri_clean"], None if whole else self.columns))
@@ -444,4 +432,4 @@ def _read_columns(dset: h5py.Dataset, columns: np.ndarray | None, block: int = 1
 def _longest_segment(frame_clip: np.ndarray, frame_volume: np.ndarray) -> int:
     if len(frame_clip) == 0:
         return 0
-    return int(np.bincount(segment_ids(frame_clip, frame_volume, np.zeros_like(frame_clip))).max())
+    return int(np.bincount(segment_ids(frame_volume, same=(frame_clip,))).max())

@@ -9,7 +9,8 @@ What happens, run by run, streaming (one run in memory at a time):
    in EEG samples) is paired with EEG samples [o_k − shift·sfreq, o_k − shift·sfreq + n_times),
    n_times = TR·sfreq (800 at 1000 Hz and TR 0.8 s). The fMRI frame thus sees the EEG of its own TR
    window ``shift_s`` earlier: the hemodynamic delay.
-3. EEG: band-pass (Butterworth, zero phase) + notch, per run, on float64.
+3. EEG: band-pass (Butterworth, zero phase) + notch, per run, on float64 (:mod:`eeg2fmri.data.eeg`,
+   which ``eeg2fmri fill`` applies to new runs too).
 4. Split clip-wise into train / val / test (a clip never straddles two splits), or, with
    ``split="tail"`` (the CineBrain authors' benchmark), the last frames of the recording are test.
 5. Normalise with statistics of the TRAIN frames only: fMRI z-scored per grayordinate (optionally
@@ -41,11 +42,11 @@ from typing import Literal
 
 import h5py
 import numpy as np
-from scipy import signal
 
 from eeg2fmri.data.cifti import CiftiError, load_header, new_file_mode, standard_order
 from eeg2fmri.data.cinebrain import (
     CHANNELS_64,
+    Clip,
     RawDataError,
     Run,
     discover_runs,
@@ -53,6 +54,15 @@ from eeg2fmri.data.cinebrain import (
     read_eeg,
     window_length,
 )
+from eeg2fmri.data.eeg import (
+    check_channels,
+    check_covers,
+    filtered_windows,
+    samples_per_tr,
+    scale_windows,
+    volume_onsets,
+)
+from eeg2fmri.data.frames import zscore_std
 
 log = logging.getLogger(__name__)
 
@@ -209,30 +219,13 @@ def _check_options(o: PrepareOptions) -> None:
 
 
 def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
-    _, _, tr, file_indices = load_header(run.fmri)
-    indices = np.sort(file_indices)
-    img_shape = _cifti_shape(run.fmri)
-    n_volumes = img_shape[0]
-    if run.truth is not None:
-        _, _, tr_t, idx_t = load_header(run.truth)
-        if _cifti_shape(run.truth)[0] != n_volumes or not np.array_equal(np.sort(idx_t), indices):
-            raise CiftiError(f"{run.truth}: noise-free BOLD does not match {run.fmri.name} in frames or grayordinates")
-    if not tr > 0:
-        raise CiftiError(f"{run.fmri}: TR (SeriesAxis step) is {tr}; expected a positive repetition time in seconds")
-
+    """Check one run (fMRI header, noise-free BOLD, EEG rate and montage) and decide which of its
+    frames are kept, with the EEG window of each."""
+    tr, indices, file_indices, n_volumes = _run_header(run)
     eeg = read_eeg(run.eeg, o.volume_marker)
-    if o.sfreq is not None and not math.isclose(eeg.sfreq, o.sfreq):
-        raise RawDataError(
-            f"{eeg.path}: sampling rate {eeg.sfreq:g} Hz; expected {o.sfreq:g} Hz. Resample the EEG, "
-            f"or prepare with --sfreq {eeg.sfreq:g} (every run must share one rate)."
-        )
-    if o.h_freq >= eeg.sfreq / 2:
-        raise ValueError(f"{eeg.path}: low-pass edge {o.h_freq} Hz is not below Nyquist ({eeg.sfreq / 2} Hz)")
-    n_times = tr * eeg.sfreq
-    if abs(n_times - round(n_times)) > 1e-6:
-        raise RawDataError(f"{eeg.path}: TR {tr} s x {eeg.sfreq} Hz is not a whole number of EEG samples")
-    n_times = int(round(n_times))
-    ch_order, flat = _check_channels(eeg, o)
+    _check_rate(eeg, o)
+    n_times = samples_per_tr(tr, eeg.sfreq, eeg.path)
+    ch_order, flat = check_channels(eeg, o.ch_names)
     base = dict(
         run=run,
         tr=tr,
@@ -246,67 +239,62 @@ def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
     )
     if eeg.windowed:
         return _plan_windowed(eeg, o, base)
+    return _plan_continuous(eeg, o, base)
 
-    onsets = volume_onsets(eeg, n_volumes, n_times)
+
+def _run_header(run: Run) -> tuple[float, np.ndarray, np.ndarray, int]:
+    """(tr, indices, file_indices, n_volumes) of a run's fMRI (``indices``: the file's grayordinates
+    sorted), with its noise-free BOLD checked to hold the same frames and grayordinates."""
+    _, _, tr, file_indices = load_header(run.fmri)
+    indices = np.sort(file_indices)
+    n_volumes = _cifti_shape(run.fmri)[0]
+    if run.truth is not None:
+        _, _, tr_t, idx_t = load_header(run.truth)
+        if _cifti_shape(run.truth)[0] != n_volumes or not np.array_equal(np.sort(idx_t), indices):
+            raise CiftiError(f"{run.truth}: noise-free BOLD does not match {run.fmri.name} in frames or grayordinates")
+    if not tr > 0:
+        raise CiftiError(f"{run.fmri}: TR (SeriesAxis step) is {tr}; expected a positive repetition time in seconds")
+    return tr, indices, file_indices, n_volumes
+
+
+def _check_rate(eeg, o: PrepareOptions) -> None:
+    """The EEG is sampled at the expected rate, and the low-pass edge lies below its Nyquist frequency."""
+    if o.sfreq is not None and not math.isclose(eeg.sfreq, o.sfreq):
+        raise RawDataError(
+            f"{eeg.path}: sampling rate {eeg.sfreq:g} Hz; expected {o.sfreq:g} Hz. Resample the EEG, "
+            f"or prepare with --sfreq {eeg.sfreq:g} (every run must share one rate)."
+        )
+    if o.h_freq >= eeg.sfreq / 2:
+        raise ValueError(f"{eeg.path}: low-pass edge {o.h_freq} Hz is not below Nyquist ({eeg.sfreq / 2} Hz)")
+
+
+def _plan_continuous(eeg, o: PrepareOptions, base: dict) -> RunPlan:
+    """Frames of a run with a continuous recording: per clip, the volumes whose shifted EEG window
+    lies inside the clip (:func:`clip_frames`); every window must lie inside the recording."""
+    run, n_times = base["run"], base["n_times"]
+    onsets = volume_onsets(eeg, base["n_volumes"], n_times)
     frames, starts, fclip, names = [], [], [], []
-    n_samples = eeg.data.shape[1]
     for clip in run.clips:
-        # the movie's last needed volume: its EEG window (shifted) ends at the clip's end
-        need_s = clip.stop + o.shift_s
-        end_s = n_volumes * tr
-        if need_s > end_s + 1e-9 and not o.drop_unpaired:
-            raise RawDataError(
-                f"{run.fmri}: clip {clip.name!r} of {run.beh.name} plays until {clip.stop:g} s, but the run's fMRI ends "
-                f"at {end_s:g} s ({n_volumes} frames of {tr:g} s): the clip's last {need_s - end_s:g} s have no fMRI volume "
-                f"{o.shift_s:g} s later (the hemodynamic shift), so their frames cannot be paired. Trim the clip "
-                f"(videoStopTime <= {end_s - o.shift_s:g} in {run.beh}) or prepare with --drop_unpaired true, which "
-                "drops the unpaired frames with a warning."
-            )
-        keep, st = clip_frames(onsets, clip.start, clip.stop, o.shift_s, eeg.sfreq, n_times)
-        if need_s > end_s + 1e-9:  # drop_unpaired: say how many frames the missing volumes cost
-            extra = int(math.ceil((need_s - end_s) / tr)) + 1
-            longer = np.concatenate([onsets, onsets[-1] + n_times * np.arange(1, extra + 1)])
-            lost = len(clip_frames(longer, clip.start, clip.stop, o.shift_s, eeg.sfreq, n_times)[0]) - len(keep)
-            log.warning(
-                "%s: clip %r plays until %g s but the fMRI ends at %g s: %d frame(s) at its end have no fMRI volume "
-                "%g s later and are dropped (drop_unpaired)",
-                run.fmri,
-                clip.name,
-                clip.stop,
-                end_s,
-                lost,
-                o.shift_s,
-            )
-        inside = (st >= 0) & (st + n_times <= n_samples)
-        if not inside.all() and o.drop_unpaired:
-            log.warning(
-                "%s: %d frame(s) of clip %r need EEG samples outside the recording (%d samples); dropped "
-                "(drop_unpaired)",
-                eeg.path,
-                int((~inside).sum()),
-                clip.name,
-                n_samples,
-            )
-            keep, st = keep[inside], st[inside]
-        if len(keep) == 0:
-            if o.drop_unpaired:
-                log.warning("%s: clip %r keeps no frame; left out", run.beh, clip.name)
-                continue
-            raise RawDataError(f"{run.beh}: clip {clip.name!r} ({clip.start:g}-{clip.stop:g} s) is shorter than one TR")
-        frames.append(keep)
-        starts.append(st)
-        fclip.append(np.full(len(keep), len(names)))
+        kept = _clip_plan(clip, eeg, onsets, o, base)
+        if kept is None:
+            continue
+        frames.append(kept[0])
+        starts.append(kept[1])
+        fclip.append(np.full(len(kept[0]), len(names)))
         names.append(clip.name)
     if not frames:
         raise RawDataError(f"{run.beh}: no clip of run {run.run} keeps a frame")
     starts_all = np.concatenate(starts)
-    if starts_all.min() < 0 or starts_all.max() + n_times > n_samples:
-        raise RawDataError(
-            f"{eeg.path}: EEG has {n_samples} samples ({n_samples / eeg.sfreq:g} s) but the movie frames "
-            f"need samples {starts_all.min()}..{starts_all.max() + n_times} (with the {o.shift_s:g} s shift); "
-            "the EEG is shorter than the fMRI it should cover (or prepare with --drop_unpaired true to drop "
-            "the frames it does not cover, with a warning)"
-        )
+    lo, hi = int(starts_all.min()), int(starts_all.max()) + n_times
+    check_covers(
+        eeg,
+        lo,
+        hi,
+        eeg.sfreq,
+        f"the movie frames need samples {lo}..{hi} (with the {o.shift_s:g} s shift); the EEG is shorter than the "
+        "fMRI it should cover (or prepare with --drop_unpaired true to drop the frames it does not cover, with a "
+        "warning)",
+    )
     return RunPlan(
         **base,
         frames=np.concatenate(frames),
@@ -314,6 +302,56 @@ def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
         frame_clip=np.concatenate(fclip),
         clip_names=names,
     )
+
+
+def _clip_plan(clip: Clip, eeg, onsets: np.ndarray, o: PrepareOptions, base: dict) -> tuple | None:
+    """(kept volumes, their window starts) of one clip of a continuous run. A clip that plays past
+    the fMRI (with the shift) or needs EEG outside the recording is refused, or with
+    ``drop_unpaired`` loses those frames with a warning (None: it keeps none)."""
+    run, tr, n_volumes, n_times = base["run"], base["tr"], base["n_volumes"], base["n_times"]
+    # the movie's last needed volume: its EEG window (shifted) ends at the clip's end
+    need_s = clip.stop + o.shift_s
+    end_s = n_volumes * tr
+    if need_s > end_s + 1e-9 and not o.drop_unpaired:
+        raise RawDataError(
+            f"{run.fmri}: clip {clip.name!r} of {run.beh.name} plays until {clip.stop:g} s, but the run's fMRI ends "
+            f"at {end_s:g} s ({n_volumes} frames of {tr:g} s): the clip's last {need_s - end_s:g} s have no fMRI volume "
+            f"{o.shift_s:g} s later (the hemodynamic shift), so their frames cannot be paired. Trim the clip "
+            f"(videoStopTime <= {end_s - o.shift_s:g} in {run.beh}) or prepare with --drop_unpaired true, which "
+            "drops the unpaired frames with a warning."
+        )
+    keep, st = clip_frames(onsets, clip.start, clip.stop, o.shift_s, eeg.sfreq, n_times)
+    if need_s > end_s + 1e-9:  # drop_unpaired: say how many frames the missing volumes cost
+        extra = int(math.ceil((need_s - end_s) / tr)) + 1
+        longer = np.concatenate([onsets, onsets[-1] + n_times * np.arange(1, extra + 1)])
+        lost = len(clip_frames(longer, clip.start, clip.stop, o.shift_s, eeg.sfreq, n_times)[0]) - len(keep)
+        log.warning(
+            "%s: clip %r plays until %g s but the fMRI ends at %g s: %d frame(s) at its end have no fMRI volume "
+            "%g s later and are dropped (drop_unpaired)",
+            run.fmri,
+            clip.name,
+            clip.stop,
+            end_s,
+            lost,
+            o.shift_s,
+        )
+    n_samples = eeg.data.shape[1]
+    inside = (st >= 0) & (st + n_times <= n_samples)
+    if not inside.all() and o.drop_unpaired:
+        log.warning(
+            "%s: %d frame(s) of clip %r need EEG samples outside the recording (%d samples); dropped (drop_unpaired)",
+            eeg.path,
+            int((~inside).sum()),
+            clip.name,
+            n_samples,
+        )
+        keep, st = keep[inside], st[inside]
+    if len(keep) == 0:
+        if o.drop_unpaired:
+            log.warning("%s: clip %r keeps no frame; left out", run.beh, clip.name)
+            return None
+        raise RawDataError(f"{run.beh}: clip {clip.name!r} ({clip.start:g}-{clip.stop:g} s) is shorter than one TR")
+    return keep, st
 
 
 def _plan_windowed(eeg, o: PrepareOptions, base: dict) -> RunPlan:
@@ -374,22 +412,6 @@ def _plan_windowed(eeg, o: PrepareOptions, base: dict) -> RunPlan:
     )
 
 
-def volume_onsets(eeg, n_volumes: int, n_times: int) -> np.ndarray:
-    """EEG sample of every fMRI volume's onset: the recorded triggers, else volume k at k * TR."""
-    onsets = eeg.volume_onsets
-    if onsets is None:
-        return np.arange(n_volumes, dtype=np.int64) * n_times
-    if len(onsets) < n_volumes:
-        raise RawDataError(
-            f"{eeg.path}: {len(onsets)} fMRI volume triggers but the fMRI run has {n_volumes} frames: the EEG is "
-            "shorter than the fMRI (expected one trigger per volume)"
-        )
-    onsets = np.asarray(onsets[:n_volumes], np.int64)
-    if np.any(np.diff(onsets) <= 0):
-        raise RawDataError(f"{eeg.path}: volume onsets are not increasing")
-    return onsets
-
-
 def clip_frames(
     onsets: np.ndarray, start_s: float, stop_s: float, shift_s: float, sfreq: float, n_times: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -408,54 +430,6 @@ def clip_frames(
 def _cifti_shape(path: Path) -> tuple[int, int]:
     img, _, _, _ = load_header(path)
     return img.shape
-
-
-def _check_channels(eeg, o: PrepareOptions) -> tuple[np.ndarray, list[str]]:
-    names = eeg.ch_names
-    dup = sorted({c for c in names if names.count(c) > 1})
-    if dup:
-        raise RawDataError(f"{eeg.path}: channel name(s) {dup} appear more than once; expected unique channel names")
-    missing = [c for c in o.ch_names if c not in names]
-    if missing:
-        how = (
-            "(set --ch_names to the montage you recorded: a list, --ch_names [Fp1,Fp2,...], or a text file with "
-            "one name per line, --ch_names montage.txt)"
-        )
-        if len(missing) == len(o.ch_names):
-            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-            raise RawDataError(
-                f"{eeg.path}: none of the {len(o.ch_names)} expected channel names match; first found: {shown} "
-                f"({len(names)} channels) {how}"
-            )
-        shown = repr(missing) if len(missing) <= 8 else repr(missing[:8])[:-1] + f", ...] ({len(missing)} in all)"
-        raise RawDataError(
-            f"{eeg.path}: channel(s) {shown} missing; expected the {len(o.ch_names)} channels "
-            f"{', '.join(o.ch_names[:4])}, ... {how}"
-        )
-    extra = [c for c in names if c not in o.ch_names]
-    if extra:
-        log.warning("%s: ignoring %d channel(s) not in the montage: %s", eeg.path, len(extra), extra)
-    order = np.array([names.index(c) for c in o.ch_names])
-    data = eeg.data
-    flat = []
-    for pos, name in zip(order, o.ch_names):
-        x = np.asarray(data[pos])
-        bad = ~np.isfinite(x)
-        if bad.any():
-            first = int(np.argmax(bad))
-            raise RawDataError(
-                f"{eeg.path}: channel {name} has {int(bad.sum())} NaN/Inf samples (first at sample {first}, "
-                f"{first / eeg.sfreq:.3f} s); expected finite EEG. Interpolate or mark the segment, then re-run."
-            )
-        if np.ptp(x) == 0:
-            flat.append(name)
-    if flat:
-        if len(flat) > len(o.ch_names) // 4:
-            raise RawDataError(
-                f"{eeg.path}: {len(flat)} flat channels ({flat}); expected at most {len(o.ch_names) // 4}"
-            )
-        log.warning("%s: flat channel(s) %s are set to zero after scaling (documented repair)", eeg.path, flat)
-    return order, flat
 
 
 def _check_headers(runs: list[Run]) -> None:
@@ -556,71 +530,15 @@ def _check_disk(folder: Path, need: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _filter_sos(sfreq: float, o: PrepareOptions) -> np.ndarray:
-    sos = signal.butter(o.filter_order, [o.l_freq, o.h_freq], btype="bandpass", fs=sfreq, output="sos")
-    if o.notch_freq is not None and o.notch_freq < sfreq / 2:
-        b, a = signal.iirnotch(o.notch_freq, Q=30.0, fs=sfreq)
-        sos = np.concatenate([sos, signal.tf2sos(b, a)])
-    return sos
-
-
-def _filtered_windows(plan: RunPlan, sos: np.ndarray, volume_marker: str = "R128") -> np.ndarray:
-    """Band-passed EEG windows of the kept frames of a run: (T_run, C, n_times) float32. Windowed
-    EEG is filtered per stretch of windows of consecutive volumes (contiguous in time), so the
-    filter never runs across a gap between two windows."""
-    eeg = read_eeg(plan.run.eeg, volume_marker)
-    if not plan.windowed:
-        return eeg_windows(eeg.data, plan.window_starts, plan.n_times, sos, plan.ch_order, plan.sfreq)
-    W = plan.n_times
-    pos = plan.window_starts // W  # (T_run,) window of each frame
-    brk = np.flatnonzero((np.diff(pos) != 1) | (np.diff(plan.frames) != 1)) + 1
-    out = np.empty((len(pos), len(plan.ch_order), W), np.float32)
-    for a, b in zip(np.r_[0, brk], np.r_[brk, len(pos)]):
-        lo, hi = int(pos[a]) * W, (int(pos[b - 1]) + 1) * W
-        out[a:b] = eeg_windows(eeg.data[:, lo:hi], plan.window_starts[a:b] - lo, W, sos, plan.ch_order, plan.sfreq)
-    return out
-
-
-def eeg_windows(
-    data: np.ndarray, starts: np.ndarray, n_times: int, sos: np.ndarray, ch_order: np.ndarray, sfreq: float
-) -> np.ndarray:
-    """Band-passed windows ``data[ch_order, s : s + n_times]`` for every start ``s``: (T, C, n_times)
-    float32. Each channel is filtered (zero phase) over the span the windows need plus 10 s on each
-    side (clean edges), after removing its mean over that span. Samples outside the recording
-    (a start before 0, or past its end) come back NaN, for the caller to refuse or pad."""
-    starts = np.asarray(starts, np.int64)
-    n_samples = data.shape[1]
-    pad = int(10 * sfreq)  # filter a span a little wider than needed, to keep edges clean
-    lo = min(max(0, int(starts.min()) - pad), n_samples)
-    hi = max(min(n_samples, int(starts.max()) + n_times + pad), lo)
-    out = np.empty((len(starts), len(ch_order), n_times), np.float32)
-    gather = (starts - lo)[:, None] + np.arange(n_times)  # (T, n_times) into the span
-    outside = (gather < 0) | (gather >= hi - lo)  # (T, n_times)
-    gather = np.clip(gather, 0, max(hi - lo - 1, 0))
-    for c, pos in enumerate(ch_order):
-        x = np.asarray(data[pos, lo:hi], np.float64)  # (S,)
-        if len(x) == 0:
-            out[:, c] = np.nan
-            continue
-        x = signal.sosfiltfilt(sos, x - x.mean())
-        out[:, c] = np.where(outside, np.nan, x[gather])
-    return out
-
-
 def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, progress) -> None:
+    """Write a subject's cache into the open file ``h5``, streaming over the runs: pass 0 (detrend
+    only) fits each run's trend, pass 1 gathers the fMRI statistics and writes the filtered EEG with
+    its statistics, pass 2 scales the EEG in place and writes the z-scored fMRI; then the tables."""
     from tqdm.auto import tqdm
 
     n_chans, n_times = len(o.ch_names), plans[0].n_times
-    sos = _filter_sos(plans[0].sfreq, o)
-    clip_names = [n for p in plans for n in p.clip_names]
-    clip_id = {n: i for i, n in enumerate(clip_names)}
-
-    # frame tables
-    frame_run = np.concatenate([np.full(len(p.frames), p.run.run) for p in plans]).astype(np.int32)
-    frame_volume = np.concatenate([p.frames for p in plans]).astype(np.int32)
-    frame_clip = np.concatenate([[clip_id[p.clip_names[c]] for c in p.frame_clip] for p in plans]).astype(np.int32)
-    split = np.array([split_of_clip[clip_names[c]] for c in frame_clip], np.int8)
-    train = split == SPLITS["train"]
+    tables = _frame_tables(plans, split_of_clip)
+    train = tables["split"] == SPLITS["train"]
     if not train.any():
         raise RawDataError("no training frame: every clip fell in val/test")
 
@@ -630,57 +548,108 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
 
     order = DETREND_ORDER[o.detrend]
     bar = tqdm(total=(4 if order >= 0 else 3) * len(plans), desc="prepare", unit="pass·run", disable=not progress)
-    # pass 0 (detrend only): each run's polynomial trend per grayordinate, fitted on its kept frames
-    trends: dict[tuple[int, str], np.ndarray] = {}  # (plan, "fmri" | "truth") -> (order + 1, V) coefficients
+    trends = _fit_trends(plans, order, has_truth, bar)
+    use = train if o.normalize == "train" else np.ones_like(train)
+    mean, std, dead = _fmri_statistics(plans, trends, order, use, o, n_vertices, bar)
+    center, scale, unit, flat, flat_mask = _eeg_statistics(plans, eeg, train, o, bar)
+    _scale_eeg(eeg, center, scale, flat_mask)
+    _write_fmri((fmri, clean), plans, mean, std, dead, trends, order, bar)
+    bar.close()
+
+    stats = {
+        "fmri_mean": mean.astype(np.float32),
+        "fmri_std": std.astype(np.float32),
+        "eeg_center": (center * unit).astype(np.float64),
+        "eeg_scale": (scale * unit).astype(np.float64),
+    }
+    _write_tables(h5, plans, tables, split_of_clip, stats)
+    h5.attrs.update(
+        tr=plans[0].tr,
+        sfreq=plans[0].sfreq,
+        shift_s=o.shift_s,
+        n_times=n_times,
+        ch_names=json.dumps(list(o.ch_names)),
+        flat_channels=json.dumps(flat),
+        n_vertices=n_vertices,
+        layout="fsLR-32k 91k" if n_vertices == 91_282 else "fsLR-32k 91k subset",
+        has_truth=has_truth,
+    )
+
+
+def _frame_tables(plans: list[RunPlan], split_of_clip: dict[str, int]) -> dict[str, np.ndarray | list[str]]:
+    """Run, volume, clip and split of every kept frame, in cache order (runs, then their frames),
+    and ``clip_names``, the subject's clips (a frame's clip indexes it)."""
+    clip_names = [n for p in plans for n in p.clip_names]
+    clip_id = {n: i for i, n in enumerate(clip_names)}
+    frame_clip = np.concatenate([[clip_id[p.clip_names[c]] for c in p.frame_clip] for p in plans]).astype(np.int32)
+    return {
+        "frame_run": np.concatenate([np.full(len(p.frames), p.run.run) for p in plans]).astype(np.int32),
+        "frame_volume": np.concatenate([p.frames for p in plans]).astype(np.int32),
+        "frame_clip": frame_clip,
+        "split": np.array([split_of_clip[clip_names[c]] for c in frame_clip], np.int8),
+        "clip_names": clip_names,
+    }
+
+
+def _fit_trends(plans: list[RunPlan], order: int, has_truth: bool, bar) -> dict[tuple[int, str], np.ndarray]:
+    """Pass 0 (detrend only): each run's polynomial trend per grayordinate, fitted on its kept
+    frames: (plan, "fmri" | "truth") -> (order + 1, V) coefficients; empty without detrending."""
+    trends: dict[tuple[int, str], np.ndarray] = {}
     if order >= 0:
         for i, p in enumerate(plans):
             for kind, path in (("fmri", p.run.fmri), ("truth", p.run.truth)):
                 if path is not None and (kind == "fmri" or has_truth):
                     trends[(i, kind)] = _fit_trend(path, p, order)
             bar.update()
+    return trends
 
-    def blocks(i: int, kind: str, frames: np.ndarray, rows_of: np.ndarray):
-        """(rows, block) of a run's frames, detrended when asked; ``rows_of`` maps rows to the plan's frames."""
-        p = plans[i]
-        for rows, block in _cifti_blocks(p.run.fmri if kind == "fmri" else p.run.truth, frames):
-            if (i, kind) in trends:
-                block = block - _trend_basis(p.frames[rows_of[rows]], p.n_volumes, order) @ trends[(i, kind)]
-            yield rows, block
 
-    # pass 1a: fMRI statistics per grayordinate over the train frames (normalize="all": every frame;
-    # float64 sums)
-    use = train if o.normalize == "train" else np.ones_like(train)
+def _run_blocks(p: RunPlan, kind: str, frames: np.ndarray, rows_of: np.ndarray, trend: np.ndarray | None, order: int):
+    """(rows, block) of the frames ``frames`` of a run's fMRI (``kind`` "fmri") or noise-free BOLD
+    ("truth"), minus the run's ``trend`` when detrending; ``rows_of`` maps rows to the plan's frames."""
+    for rows, block in _cifti_blocks(p.run.fmri if kind == "fmri" else p.run.truth, frames):
+        if trend is not None:
+            block = block - _trend_basis(p.frames[rows_of[rows]], p.n_volumes, order) @ trend
+        yield rows, block
+
+
+def _fmri_statistics(plans, trends, order, use, o: PrepareOptions, n_vertices: int, bar):
+    """Pass 1a: (mean, std, constant) per grayordinate over the frames ``use`` (the train frames,
+    or every frame with normalize="all"), from float64 sums; constant grayordinates get std 1."""
     s1 = np.zeros(n_vertices)
     s2 = np.zeros(n_vertices)
     offset = 0
     for i, p in enumerate(plans):
         sel = np.flatnonzero(use[offset : offset + len(p.frames)])
-        for _, block in blocks(i, "fmri", p.frames[sel], sel):
+        for _, block in _run_blocks(p, "fmri", p.frames[sel], sel, trends.get((i, "fmri")), order):
             s1 += block.sum(0, dtype=np.float64)
             s2 += np.square(block, dtype=np.float64).sum(0)
         offset += len(p.frames)
         bar.update()
-    n_train = train.sum()
     n_stat = int(use.sum())
     mean = s1 / n_stat
     # train: population std of the training frames; all: the authors' sample std (ddof = 1)
     ddof = 0 if o.normalize == "train" else 1
-    std = np.sqrt(np.maximum((s2 - n_stat * mean**2) / max(n_stat - ddof, 1), 0.0))
-    dead = std < 1e-6 * np.maximum(1.0, np.abs(mean))
-    std[dead] = 1.0  # constant grayordinates (outside the brain mask) stay at 0 after z-scoring
+    std, dead = zscore_std(mean, np.sqrt(np.maximum((s2 - n_stat * mean**2) / max(n_stat - ddof, 1), 0.0)))
     if dead.any():
         log.warning("%d grayordinate(s) are constant over the statistics' frames; they are written as 0", dead.sum())
+    return mean, std, dead
 
-    # pass 1b: EEG windows filtered, per-channel train statistics, stored provisionally as float16
-    # in units of a per-channel scale u from the first run (undone in pass 2; it only keeps float16
-    # well inside its range whatever the recording's unit, volts or microvolts)
+
+def _eeg_statistics(plans, eeg, train: np.ndarray, o: PrepareOptions, bar):
+    """Pass 1b: every run's filtered EEG windows written to ``eeg`` provisionally as float16 in units
+    of a per-channel scale ``unit`` from the first run (it only keeps float16 well inside its range
+    whatever the recording's unit, volts or microvolts), and per channel the train windows' centre
+    and the ``eeg_clip_quantile`` of |x − centre| (from a subsample), the scale that maps to 1.
+    Returns (center, scale, unit, flat channel names, mask of the channels set to 0)."""
+    n_chans, n_times = len(o.ch_names), plans[0].n_times
     unit = None
     center_sum = np.zeros(n_chans)
     samples: list[np.ndarray] = []  # subsample of train |x| per channel, for the quantile
     offset = 0
     rng = np.random.default_rng(0)
     for p in plans:
-        w = _filtered_windows(p, sos, o.volume_marker)  # (T_run, C, W) float32
+        w = _filtered_windows(p, o)  # (T_run, C, W) float32
         if unit is None:
             unit = np.maximum(w.std(axis=(0, 2)), 1e-30).astype(np.float64)  # (C,)
         w /= unit[None, :, None].astype(np.float32)
@@ -693,38 +662,55 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
         eeg[offset : offset + len(w)] = w.astype(np.float16)
         offset += len(w)
         bar.update()
-    center = center_sum / (n_train * n_times)  # (C,)
+    center = center_sum / (train.sum() * n_times)  # (C,)
     dev = np.abs(np.concatenate(samples, axis=1) - center[:, None])  # (C, n_sub)
     scale = np.quantile(dev, o.eeg_clip_quantile, axis=1)  # (C,)
     flat = sorted({c for p in plans for c in p.flat})
     flat_mask = np.array([c in flat for c in o.ch_names]) | (scale <= 0)
     scale[flat_mask] = 1.0
+    return center, scale, unit, flat, flat_mask
 
-    # pass 2: normalise EEG in place; write z-scored fMRI (and noise-free BOLD with the same stats)
-    for start in range(0, n_frames, 512):
+
+def _filtered_windows(plan: RunPlan, o: PrepareOptions) -> np.ndarray:
+    """Band-passed EEG windows of the kept frames of a run (:func:`eeg2fmri.data.eeg.filtered_windows`):
+    (T_run, C, n_times) float32."""
+    eeg = read_eeg(plan.run.eeg, o.volume_marker)
+    volumes = plan.frames if plan.windowed else None
+    return filtered_windows(eeg.data, plan.window_starts, plan.n_times, plan.ch_order, plan.sfreq, o, volumes)
+
+
+def _scale_eeg(eeg, center: np.ndarray, scale: np.ndarray, flat_mask: np.ndarray) -> None:
+    """Pass 2a: the stored EEG windows scaled in place (:func:`eeg2fmri.data.eeg.scale_windows`)."""
+    for start in range(0, eeg.shape[0], 512):
         x = eeg[start : start + 512].astype(np.float32)  # (b, C, W)
-        x = np.clip((x - center[None, :, None]) / scale[None, :, None], -1.0, 1.0)
-        x[:, flat_mask] = 0.0
-        eeg[start : start + 512] = x.astype(np.float16)
+        eeg[start : start + 512] = scale_windows(x, center, scale, flat_mask).astype(np.float16)
+
+
+def _write_fmri(dsets, plans, mean, std, dead, trends, order: int, bar) -> None:
+    """Pass 2b: every kept frame z-scored with the statistics (constant grayordinates 0) into
+    ``dsets``, (fmri, fmri_clean or None): the measured fMRI and the noise-free BOLD alike."""
     offset = 0
     for i, p in enumerate(plans):
-        for dset, kind in ((fmri, "fmri"), (clean, "truth")):
+        for dset, kind in zip(dsets, ("fmri", "truth")):
             if dset is None:
                 continue
-            for rows, block in blocks(i, kind, p.frames, np.arange(len(p.frames))):
+            for rows, block in _run_blocks(p, kind, p.frames, np.arange(len(p.frames)), trends.get((i, kind)), order):
                 z = (block - mean) / std
                 z[:, dead] = 0.0
                 dset[offset + rows.start : offset + rows.stop] = z.astype(np.float16)
         offset += len(p.frames)
         bar.update()
-    bar.close()
 
-    # tables and statistics
-    h5["frame_run"], h5["frame_volume"], h5["frame_clip"], h5["split"] = frame_run, frame_volume, frame_clip, split
-    h5["frame_time"] = (frame_volume * plans[0].tr).astype(np.float32)
+
+def _write_tables(h5, plans, tables: dict, split_of_clip: dict[str, int], stats: dict[str, np.ndarray]) -> None:
+    """The frame, clip and run tables and the normalisation statistics (see data/README.md)."""
+    for name in ("frame_run", "frame_volume", "frame_clip", "split"):
+        h5[name] = tables[name]
+    h5["frame_time"] = (tables["frame_volume"] * plans[0].tr).astype(np.float32)
     h5["indices"] = plans[0].indices.astype(np.int64)
-    h5["fmri_mean"], h5["fmri_std"] = mean.astype(np.float32), std.astype(np.float32)
-    h5["eeg_center"], h5["eeg_scale"] = (center * unit).astype(np.float64), (scale * unit).astype(np.float64)
+    for name, value in stats.items():
+        h5[name] = value
+    clip_names = tables["clip_names"]
     h5["clip_names"] = np.array(clip_names, dtype=h5py.string_dtype())
     h5["clip_split"] = np.array([split_of_clip[n] for n in clip_names], np.int8)
     h5["run_files"] = np.array([str(p.run.fmri) for p in plans], dtype=h5py.string_dtype())
@@ -734,17 +720,6 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
     # each run file's own column order (standard index per file column): predictions written back
     # for a run keep it, so they line up with the user's files column for column
     h5["run_file_indices"] = np.stack([p.file_indices for p in plans]).astype(np.int32)
-    h5.attrs.update(
-        tr=plans[0].tr,
-        sfreq=plans[0].sfreq,
-        shift_s=o.shift_s,
-        n_times=n_times,
-        ch_names=json.dumps(list(o.ch_names)),
-        flat_channels=json.dumps(flat),
-        n_vertices=n_vertices,
-        layout="fsLR-32k 91k" if n_vertices == 91_282 else "fsLR-32k 91k subset",
-        has_truth=has_truth,
-    )
 
 
 def _trend_basis(volumes: np.ndarray, n_volumes: int, order: int) -> np.ndarray:

@@ -34,13 +34,14 @@ import re
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from eeg2fmri.data.cifti import atomic_write_text, load_header, swap_in_dir
-from eeg2fmri.data.cinebrain import CHANNELS_64, RawDataError, bids_task, read_ch_names, write_npy_eeg
+from eeg2fmri.data.cinebrain import CHANNELS_64, RawDataError, bids_task, fmri_name, read_ch_names, write_npy_eeg
+from eeg2fmri.data.eeg import samples_per_tr
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def find_release_subject(release_dir: Path, subject: int) -> Path:
 
 
 def _release_runs(folder: Path, subject: int, shift_s: float) -> list[_ReleaseRun]:
-    pattern = re.compile(rf"sub-{subject:04d}_task-([A-Za-z0-9]+)_run-(\d+)_space-fsLR_den-91k_bold\.dtseries\.nii")
+    pattern = fmri_name(subject)
     found = {}
     for p in sorted((folder / "dtseries").glob("*.dtseries.nii")):
         m = pattern.fullmatch(p.name)
@@ -271,6 +272,37 @@ def _key(folder: Path, eeg: Path, options: dict) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class _ImportOptions:
+    """What an import does with a subject's files (the key hashes it; import.json records it)."""
+
+    eeg_pattern: str | None
+    first_frame: int
+    eeg_rows: int
+    ch_names: tuple[str, ...]
+    sfreq: float
+    shift_s: float
+    drop_unpaired: bool
+    copy_fmri: bool
+
+    def hashed(self) -> dict:
+        """Every option, as the import's key hashes them."""
+        return asdict(self)
+
+    def recorded(self) -> dict:
+        """The options import.json records (whether the channel names are the assumed default too)."""
+        return dict(
+            eeg_pattern=self.eeg_pattern,
+            first_frame=self.first_frame,
+            eeg_rows=self.eeg_rows,
+            ch_names=list(self.ch_names),
+            ch_names_assumed=self.ch_names == CHANNELS_64,
+            sfreq=self.sfreq,
+            shift_s=self.shift_s,
+            drop_unpaired=self.drop_unpaired,
+        )
+
+
 def import_cinebrain(
     release_dir: str,
     subjects: list[int] = [1],  # noqa: B006 (never mutated; reads well in --help)
@@ -326,119 +358,63 @@ def import_cinebrain(
         )
     if not (sfreq > 0 and 0 <= shift_s < 60):
         raise ValueError(f"sfreq={sfreq}, shift_s={shift_s}: expected a positive rate (Hz) and a shift in [0, 60) s")
-    options = dict(
-        eeg_pattern=eeg_pattern,
-        first_frame=first_frame,
-        eeg_rows=eeg_rows,
-        ch_names=list(names),
-        sfreq=sfreq,
-        shift_s=shift_s,
-        drop_unpaired=drop_unpaired,
-        copy_fmri=copy_fmri,
-    )
+    opts = _ImportOptions(eeg_pattern, first_frame, eeg_rows, names, sfreq, shift_s, drop_unpaired, copy_fmri)
     written = []
     for s in [int(x) for x in subjects]:
         folder = find_release_subject(release, s)
         eeg = _eeg_source(folder, eeg_name)
-        key = _key(folder, eeg, options)
+        key = _key(folder, eeg, opts.hashed())
         target = out / f"sub_{s:04d}"
-        stamp = target / "import.json"
-        if target.exists():
-            try:
-                same = json.loads(stamp.read_text()).get("key") == key
-            except (OSError, json.JSONDecodeError, AttributeError):
-                same = False
-            if same:
-                log.info("%s is up to date (same release files and options): kept", target)
-                written.append(target)
-                continue
-            if not overwrite:
-                raise FileExistsError(
-                    f"{target} already exists (from other inputs or options); pass --overwrite true to replace it"
-                )
-        written.append(
-            _import_subject(
-                folder,
-                s,
-                eeg,
-                target,
-                key,
-                eeg_pattern,
-                first_frame,
-                eeg_rows,
-                names,
-                sfreq,
-                shift_s,
-                drop_unpaired,
-                copy_fmri,
-            )
-        )
+        if _up_to_date(target, key, overwrite):
+            written.append(target)
+            continue
+        written.append(_import_subject(folder, s, eeg, target, key, opts))
     return written
 
 
-def _import_subject(
-    folder,
-    s,
-    eeg_path,
-    target,
-    key,
-    eeg_pattern,
-    first_frame,
-    eeg_rows,
-    names,
-    sfreq,
-    shift_s,
-    drop_unpaired,
-    copy_fmri,
-) -> Path:
-    runs = _release_runs(folder, s, shift_s)
+def _up_to_date(target: Path, key: str, overwrite: bool) -> bool:
+    """Whether ``target`` is already this import (same key in its import.json). Another import
+    there is an error unless ``overwrite``."""
+    if not target.exists():
+        return False
+    try:
+        same = json.loads((target / "import.json").read_text()).get("key") == key
+    except (OSError, json.JSONDecodeError, AttributeError):
+        same = False
+    if same:
+        log.info("%s is up to date (same release files and options): kept", target)
+        return True
+    if not overwrite:
+        raise FileExistsError(
+            f"{target} already exists (from other inputs or options); pass --overwrite true to replace it"
+        )
+    return False
+
+
+def _import_subject(folder: Path, s: int, eeg_path: Path, target: Path, key: str, opts: _ImportOptions) -> Path:
+    """Import one subject into a hidden folder beside ``target``, swapped in when complete."""
+    runs = _release_runs(folder, s, opts.shift_s)
     src = _Windows(eeg_path)
     try:
         if not src.names:
             raise RawDataError(f"{eeg_path}: no .npy window inside; expected one .npy per fMRI frame")
-        parsed = parse_window_names(src.names, eeg_pattern, src.where)
-        by_run = _assign_runs(parsed, runs, first_frame, src.where, eeg_path)
+        parsed = parse_window_names(src.names, opts.eeg_pattern, src.where)
+        by_run = _assign_runs(parsed, runs, opts.first_frame, src.where, eeg_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp_root = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         try:
             sub = tmp_root / target.name
-            report = []
-            for rr in runs:
-                report.append(
-                    _import_run(
-                        rr,
-                        s,
-                        by_run[rr.run],
-                        src,
-                        sub,
-                        eeg_rows,
-                        names,
-                        sfreq,
-                        shift_s,
-                        drop_unpaired,
-                        copy_fmri,
-                        eeg_path,
-                    )
-                )
+            report = [_import_run(rr, s, by_run[rr.run], src, sub, opts, eeg_path) for rr in runs]
             truth = folder / "truth"  # the simulator's noise-free BOLD (the real release has none)
             if truth.is_dir():
                 for p in sorted(truth.glob("*desc-noisefree_bold.dtseries.nii")):
-                    _place(p, sub / "truth" / p.name, copy_fmri)
+                    _place(p, sub / "truth" / p.name, opts.copy_fmri)
             info = dict(
                 key=key,
                 release=str(folder.resolve()),
                 eeg=str(Path(eeg_path).resolve()),
                 subject=s,
-                options=dict(
-                    eeg_pattern=eeg_pattern,
-                    first_frame=first_frame,
-                    eeg_rows=eeg_rows,
-                    ch_names=list(names),
-                    ch_names_assumed=names == CHANNELS_64,
-                    sfreq=sfreq,
-                    shift_s=shift_s,
-                    drop_unpaired=drop_unpaired,
-                ),
+                options=opts.recorded(),
                 runs=report,
             )
             atomic_write_text(sub / "import.json", json.dumps(info, indent=2) + "\n")
@@ -511,24 +487,44 @@ def _assign_runs(
 
 
 def _import_run(
-    rr: _ReleaseRun,
-    s: int,
-    windows,
-    src: _Windows,
-    sub: Path,
-    eeg_rows,
-    names,
-    sfreq,
-    shift_s,
-    drop_unpaired,
-    copy_fmri,
-    eeg_path,
+    rr: _ReleaseRun, s: int, windows, src: _Windows, sub: Path, opts: _ImportOptions, eeg_path: Path
 ) -> dict:
-    n_times = rr.tr * sfreq
-    if abs(n_times - round(n_times)) > 1e-6:
-        raise RawDataError(f"{rr.fmri}: TR {rr.tr:g} s x {sfreq:g} Hz is not a whole number of EEG samples")
-    n_times = int(round(n_times))
-    n_w = len(windows)
+    """Write one run into the subject folder ``sub``: its fMRI placed, its behaviour row, and its
+    paired windows as one .npy whose sidecar names each window's volume. Returns its report."""
+    n_times = samples_per_tr(rr.tr, opts.sfreq, rr.fmri)
+    keep = _paired_frames(rr, len(windows), opts, eeg_path)
+    data = _read_windows(windows[:keep], src, rr, opts, n_times)  # (keep, C, W)
+    _place(rr.fmri, sub / "dtseries" / rr.fmri.name, opts.copy_fmri)
+    _write_beh(sub / "beh_data" / f"sub_{s:04d}_{rr.run}.csv", rr)
+    volumes = rr.first + np.arange(keep)
+    stem = sub / "eeg" / f"sub-{s:04d}_task-{rr.task}_run-{rr.run}_eeg"
+    extra = {
+        "window_volumes": volumes.tolist(),
+        "shift_s": opts.shift_s,
+        "source": {
+            "archive": str(Path(eeg_path).resolve()),
+            "first": windows[0][1],
+            "last": windows[keep - 1][1],
+            "rows_dropped": "rows beyond eeg_rows (other signals, e.g. ECG)",
+        },
+    }
+    write_npy_eeg(stem, data, opts.sfreq, opts.ch_names, unit="as released", extra=extra)
+    return dict(
+        run=rr.run,
+        task=rr.task,
+        fmri=str(rr.fmri),
+        videoStartTime=rr.start,
+        videoStopTime=rr.stop,
+        first_volume=rr.first,
+        n_frames=rr.n_frames,
+        n_windows=len(windows),
+        n_kept=keep,
+    )
+
+
+def _paired_frames(rr: _ReleaseRun, n_w: int, opts: _ImportOptions, eeg_path: Path) -> int:
+    """How many of the run's first frames have both a window and a volume. Any frame or window
+    without its partner refuses the run, or with ``drop_unpaired`` is dropped with a warning."""
     n_pair = min(rr.n_frames, rr.n_volumes - rr.first)  # the authors' frames that exist in the run
     problems = []
     if n_w > rr.n_frames:
@@ -549,55 +545,36 @@ def _import_run(
     keep = max(0, min(n_w, n_pair))
     if problems:
         msg = f"run {rr.run}: " + "; ".join(problems)
-        if not drop_unpaired or keep == 0:
+        if not opts.drop_unpaired or keep == 0:
             raise RawDataError(
                 f"{eeg_path}: {msg}. Expected one window per frame; --drop_unpaired true keeps the "
                 f"{keep} paired frame(s) with a warning"
             )
         log.warning("%s: %s; keeping the %d paired frame(s) (drop_unpaired)", eeg_path, msg, keep)
-    data = np.empty((keep, eeg_rows, n_times), np.float32)  # (n_windows, C, W)
-    for i, name in windows[:keep]:
+    return keep
+
+
+def _read_windows(windows, src: _Windows, rr: _ReleaseRun, opts: _ImportOptions, n_times: int) -> np.ndarray:
+    """The EEG rows of the windows ``windows`` ([(frame, member name)]), each checked for its shape,
+    dtype and finite values: (n_windows, eeg_rows, n_times) float32."""
+    data = np.empty((len(windows), opts.eeg_rows, n_times), np.float32)  # (n_windows, C, W)
+    for i, name in windows:
         w = src.load(name)
-        if w.ndim != 2 or w.shape[0] < eeg_rows or w.shape[1] != n_times:
+        if w.ndim != 2 or w.shape[0] < opts.eeg_rows or w.shape[1] != n_times:
             raise RawDataError(
-                f"{src.where(name)}: window has shape {w.shape}; expected (>= {eeg_rows}, {n_times}): at least "
-                f"{eeg_rows} rows of EEG x {n_times} samples (one TR of {rr.tr:g} s at {sfreq:g} Hz)"
+                f"{src.where(name)}: window has shape {w.shape}; expected (>= {opts.eeg_rows}, {n_times}): at least "
+                f"{opts.eeg_rows} rows of EEG x {n_times} samples (one TR of {rr.tr:g} s at {opts.sfreq:g} Hz)"
             )
         if not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)):
             raise RawDataError(f"{src.where(name)}: dtype {w.dtype}; expected a float or integer array")
-        x = w[:eeg_rows]
+        x = w[: opts.eeg_rows]
         if not np.isfinite(x).all():
             row, col = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
             raise RawDataError(
-                f"{src.where(name)}: NaN/Inf at row {row} ({names[row]}), sample {col}; expected finite EEG"
+                f"{src.where(name)}: NaN/Inf at row {row} ({opts.ch_names[row]}), sample {col}; expected finite EEG"
             )
         data[i] = x
-    _place(rr.fmri, sub / "dtseries" / rr.fmri.name, copy_fmri)
-    _write_beh(sub / "beh_data" / f"sub_{s:04d}_{rr.run}.csv", rr)
-    volumes = rr.first + np.arange(keep)
-    stem = sub / "eeg" / f"sub-{s:04d}_task-{rr.task}_run-{rr.run}_eeg"
-    extra = {
-        "window_volumes": volumes.tolist(),
-        "shift_s": shift_s,
-        "source": {
-            "archive": str(Path(eeg_path).resolve()),
-            "first": windows[0][1],
-            "last": windows[keep - 1][1],
-            "rows_dropped": "rows beyond eeg_rows (other signals, e.g. ECG)",
-        },
-    }
-    write_npy_eeg(stem, data, sfreq, names, unit="as released", extra=extra)
-    return dict(
-        run=rr.run,
-        task=rr.task,
-        fmri=str(rr.fmri),
-        videoStartTime=rr.start,
-        videoStopTime=rr.stop,
-        first_volume=rr.first,
-        n_frames=rr.n_frames,
-        n_windows=n_w,
-        n_kept=keep,
-    )
+    return data
 
 
 def _write_beh(path: Path, rr: _ReleaseRun) -> None:

@@ -650,14 +650,23 @@ def _eeg(
     n_samples: int,
     p: SimulationParams,
 ) -> np.ndarray:
-    """(64, n_samples) float32 microvolts; sample ``lead`` is the first volume's onset."""
-    fs = p.sfreq
-    t = (np.arange(n_samples) - lead) / fs  # (n,) seconds from the first volume
+    """(64, n_samples) float32 microvolts; sample ``lead`` is the first volume's onset. The sum of
+    the sources' oscillations, a 1/f background, sensor noise and artefacts (drawn in that order)."""
+    t = (np.arange(n_samples) - lead) / p.sfreq  # (n,) seconds from the first volume
     electrodes = _electrodes()  # (65, 3) incl. the reference
+    eeg = _source_eeg(rng, sources, activity, t_fine, t, p)  # (64, n)
+    _add_background(rng, eeg, electrodes[:-1], p)
+    rows, topos = _artefacts(rng, electrodes, t, t_fine, p)
+    eeg += np.stack(topos, 1).astype(np.float32) @ np.stack(rows).astype(np.float32)  # (64, k) @ (k, n)
+    return eeg
+
+
+def _source_eeg(rng, sources: list[_Source], activity, t_fine, t, p: SimulationParams) -> np.ndarray:
+    """(64, n) float32: each source's band-limited carrier with an activity-driven amplitude
+    envelope (log-linear), projected through its scalp topography."""
+    fs, n_samples = p.sfreq, len(t)
     bands = {name: (lo, hi) for name, lo, hi in p.bands_hz}
     kinds = np.array([s.kind for s in sources])
-
-    # sources: band-limited carriers with activity-driven amplitude envelopes (log-linear)
     source_signal = np.zeros((len(sources), n_samples), np.float32)  # (S, n)
     for kind, band, amp, gain in p.eeg_coupling:
         idx = np.flatnonzero(kinds == kind)
@@ -669,21 +678,27 @@ def _eeg(
             source_signal[s] += carrier[row] * np.interp(t, t_fine, envelope).astype(np.float32)
         del carrier
     topo = np.stack([s.topography for s in sources], 1).astype(np.float32)  # (64, S)
-    eeg = topo @ source_signal  # (64, n)
-    del source_signal
+    return topo @ source_signal  # (64, n)
 
-    # background: 1/f noise per channel, smoothed over the scalp (volume conduction)
-    chan = electrodes[:-1]
+
+def _add_background(rng, eeg: np.ndarray, chan: np.ndarray, p: SimulationParams) -> None:
+    """Adds to ``eeg`` (64, n) in place the background: 1/f noise per channel, smoothed over the
+    scalp (volume conduction; ``chan`` (64, 3) the electrode positions), and white sensor noise."""
+    n_samples = eeg.shape[1]
     kernel = np.exp(-0.5 * np.sum((chan[:, None] - chan[None]) ** 2, -1) / p.background_smooth**2)  # (64, 64)
     kernel /= np.sqrt(np.sum(kernel**2, axis=1, keepdims=True))  # keeps each channel's variance
     kernel = (p.background_uv * kernel).astype(np.float32)
     for c0 in range(0, 64, 16):  # 16 channels at a time bounds the FFT buffers
-        pink = _band_noise(rng, 16, n_samples, fs, 0.5, 200.0, p.background_exponent)  # (16, n)
+        pink = _band_noise(rng, 16, n_samples, p.sfreq, 0.5, 200.0, p.background_exponent)  # (16, n)
         eeg += kernel[:, c0 : c0 + 16] @ pink
         del pink
     eeg += p.sensor_uv * rng.standard_normal((64, n_samples), dtype=np.float32)
 
-    # artefacts, all low rank: (64, k) topographies @ (k, n) time courses
+
+def _artefacts(rng, electrodes: np.ndarray, t: np.ndarray, t_fine: np.ndarray, p: SimulationParams):
+    """The artefacts, all low rank: (time courses, topographies), lists of (n,) and (64,) arrays,
+    for mains and its harmonics, electrode drifts, blinks and temporalis muscle bursts."""
+    fs, n_samples = p.sfreq, len(t)
     rows, topos = [], []
     amp = rng.uniform(*p.line_uv, 64)
     phase = rng.uniform(0, 2 * np.pi, 64)
@@ -719,9 +734,7 @@ def _eeg(
         centre = np.array([x * 0.95, 0.2, -0.1])  # between T7/FT7 (or T8/FT8), low
         g = _scalp_gaussian(electrodes, centre, 0.25)
         topos.append(g[:-1] - g[-1])
-    del emg
-    eeg += np.stack(topos, 1).astype(np.float32) @ np.stack(rows).astype(np.float32)  # (64, k) @ (k, n)
-    return eeg
+    return rows, topos
 
 
 def _poisson_times(rng, rate: float, duration: float) -> np.ndarray:
@@ -764,25 +777,8 @@ def _write_run(
     frame_idx = n_pre + np.arange(n_frames) * steps_per_tr  # volume onsets on the neural grid
     drive = _bold_drive(activity, anat.sources, frame_idx, p)  # (T, S)
     truth, bold = _bold(bold_rng, anat, drive, p)
-    meta = {"eeg2fmri": "simulated BOLD", "seed": str(seed)}
-    noise_free = {**meta, "desc": "noise-free"}
-    paths = (
-        _release_paths(root, subject, run)
-        if release is not None
-        else {
-            "fmri": fmri_path(root, subject, run),
-            "truth": truth_path(root, subject, run),
-            "beh": beh_path(root, subject, run),
-        }
-    )
-    cols = None
-    if (
-        release is not None
-    ):  # fMRIPrep <= 23.1's subcortical voxel order (nipreps/niworkflows#814), as such releases have
-        cols = fmriprep_row_major_order(brain_models)
-        truth, bold, brain_models = truth[:, cols], bold[:, cols], brain_models[cols]
-    write_dtseries(paths["truth"], truth, p.tr, brain_models=brain_models, metadata=noise_free)
-    write_dtseries(paths["fmri"], bold, p.tr, brain_models=brain_models, metadata=meta)
+    paths = _release_paths(root, subject, run) if release is not None else _project_paths(root, subject, run)
+    _write_bold(paths, truth, bold, brain_models, p.tr, seed, release_order=release is not None)
     del truth, bold
 
     lead = int(eeg_rng.integers(int(p.eeg_lead_s[0] * p.sfreq), int(p.eeg_lead_s[1] * p.sfreq) + 1))
@@ -813,6 +809,29 @@ def _write_run(
         neural_time=dict(start_s=float(t_fine[0]), step_s=dt, n_steps=n_fine),
         **extra,
     )
+
+
+def _write_bold(
+    paths: dict[str, Path], truth: np.ndarray, bold: np.ndarray, brain_models, tr: float, seed: int, release_order: bool
+) -> None:
+    """Write a run's noise-free and measured BOLD (T, V). ``release_order``: the subcortical voxels
+    in fMRIPrep <= 23.1's order (nipreps/niworkflows#814), as such releases have them."""
+    meta = {"eeg2fmri": "simulated BOLD", "seed": str(seed)}
+    noise_free = {**meta, "desc": "noise-free"}
+    if release_order:
+        cols = fmriprep_row_major_order(brain_models)
+        truth, bold, brain_models = truth[:, cols], bold[:, cols], brain_models[cols]
+    write_dtseries(paths["truth"], truth, tr, brain_models=brain_models, metadata=noise_free)
+    write_dtseries(paths["fmri"], bold, tr, brain_models=brain_models, metadata=meta)
+
+
+def _project_paths(root: Path, subject: int, run: int) -> dict[str, Path]:
+    """Where the project's raw layout keeps a run (``sub_000S/``)."""
+    return {
+        "fmri": fmri_path(root, subject, run),
+        "truth": truth_path(root, subject, run),
+        "beh": beh_path(root, subject, run),
+    }
 
 
 def _release_paths(root: Path, subject: int, run: int) -> dict[str, Path]:
@@ -938,29 +957,8 @@ def simulate(
     """
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r}: expected one of {', '.join(SCALES)}")
-    p = SimulationParams()
-    if signal_gain <= 0:
-        raise ValueError(f"signal_gain={signal_gain}: expected a positive factor")
-    if signal_gain != 1.0:
-        p = replace(
-            p,
-            psc_sensory=p.psc_sensory * signal_gain,
-            psc_other=p.psc_other * signal_gain,
-            eeg_coupling=tuple((k, b, amp * signal_gain, g) for k, b, amp, g in p.eeg_coupling if k != "global")
-            + tuple(c for c in p.eeg_coupling if c[0] == "global"),
-        )
-    cfg = dict(SCALES[scale])
-    if form not in ("project", "release"):
-        raise ValueError(f"form={form!r}: expected project or release")
-    if form == "release":  # one movie segment per run, as the release's behaviour rows give
-        cfg["clip_seconds"] = (1e9, 1e9)
-    cfg["n_runs"] = int(n_runs if n_runs is not None else cfg["n_runs"])
-    cfg["run_seconds"] = float(run_seconds if run_seconds is not None else cfg["run_seconds"])
-    n_frames = int(math.floor(cfg["run_seconds"] / p.tr + 1e-9))
-    if cfg["n_runs"] < 1:
-        raise ValueError(f"n_runs={cfg['n_runs']}: expected at least 1 run")
-    if cfg["run_seconds"] < 12:
-        raise ValueError(f"run_seconds={cfg['run_seconds']:g}: expected at least 12 s (a clip, 4 s shift and rest)")
+    p = _gained_params(signal_gain)
+    cfg, n_frames = _scale_settings(scale, form, n_runs, run_seconds, p.tr)
     subjects = [int(s) for s in subjects]
     if not subjects or min(subjects) < 1 or len(set(subjects)) != len(subjects):
         raise ValueError(f"subjects={subjects}: expected distinct subject numbers >= 1")
@@ -978,48 +976,103 @@ def simulate(
 
     from tqdm.auto import tqdm
 
+    call = dict(seed=seed, scale=scale, form=form, scale_settings=cfg, grayordinates=grayordinates)
     written = []
     with tqdm(total=len(subjects) * cfg["n_runs"], desc="simulate", unit="run", disable=not progress) as bar:
         for s in subjects:
             # the subject is built in a hidden folder beside its target and renamed when complete
             tmp_root = Path(tempfile.mkdtemp(prefix=f".{dirname(s)}.", suffix=".tmp", dir=out))
-            release = None
             try:
-                anat = _anatomy(_rng(seed, 2, s), p, slice(None) if columns is None else columns)
                 sub_tmp = tmp_root / dirname(s)
-                if form == "release":
-                    from eeg2fmri.data.release import ReleaseEEGWriter
-
-                    release = ReleaseEEGWriter(sub_tmp)
-                runs = []
-                for r in range(1, cfg["n_runs"] + 1):
-                    bar.set_postfix_str(f"sub {s} run {r}")
-                    runs.append(_write_run(tmp_root, s, r, anat, brain_models, n_frames, seed, cfg, p, release))
-                    bar.update()
-                if release is not None:
-                    release.close()
-                _save_npy(sub_tmp / "truth" / source_maps_path(tmp_root, s).name, anat.maps)
-                info = dict(
-                    eeg2fmri_version=_package_version(),
-                    seed=seed,
-                    subject=s,
-                    scale=scale,
-                    form=form,
-                    scale_settings=cfg,
-                    grayordinates=grayordinates,
-                    n_vertices=int(anat.maps.shape[1]),
-                    n_frames_per_run=n_frames,
-                    features=list(FEATURES),
-                    params=asdict(p),
-                    sources=[src.describe() for src in anat.sources],
-                    runs=runs,
-                )
-                text = json.dumps(info, indent=2) + "\n"
-                atomic_write_text(sub_tmp / "simulation.json", text)
+                info = _simulate_subject(tmp_root, sub_tmp, s, columns, brain_models, n_frames, p, call, bar)
+                atomic_write_text(sub_tmp / "simulation.json", json.dumps(info, indent=2) + "\n")
                 # overwrite: the old folder moves aside, then the new one is swapped in
                 written.append(swap_in_dir(sub_tmp, out / dirname(s), tmp_root / "replaced"))
             finally:
-                if release is not None:
-                    release.close()
                 shutil.rmtree(tmp_root, ignore_errors=True)
     return written
+
+
+def _gained_params(signal_gain: float) -> SimulationParams:
+    """The default parameters with the sources' BOLD signal change and the amplitude of their EEG
+    oscillations (all but the global source's) multiplied by ``signal_gain``."""
+    p = SimulationParams()
+    if signal_gain <= 0:
+        raise ValueError(f"signal_gain={signal_gain}: expected a positive factor")
+    if signal_gain == 1.0:
+        return p
+    return replace(
+        p,
+        psc_sensory=p.psc_sensory * signal_gain,
+        psc_other=p.psc_other * signal_gain,
+        eeg_coupling=tuple((k, b, amp * signal_gain, g) for k, b, amp, g in p.eeg_coupling if k != "global")
+        + tuple(c for c in p.eeg_coupling if c[0] == "global"),
+    )
+
+
+def _scale_settings(
+    scale: str, form: str, n_runs: int | None, run_seconds: float | None, tr: float
+) -> tuple[dict, int]:
+    """(settings, frames per run): the scale's preset with the requested run count and length (the
+    release form plays one movie segment per run, as the release's behaviour rows give)."""
+    cfg = dict(SCALES[scale])
+    if form not in ("project", "release"):
+        raise ValueError(f"form={form!r}: expected project or release")
+    if form == "release":
+        cfg["clip_seconds"] = (1e9, 1e9)
+    cfg["n_runs"] = int(n_runs if n_runs is not None else cfg["n_runs"])
+    cfg["run_seconds"] = float(run_seconds if run_seconds is not None else cfg["run_seconds"])
+    n_frames = int(math.floor(cfg["run_seconds"] / tr + 1e-9))
+    if cfg["n_runs"] < 1:
+        raise ValueError(f"n_runs={cfg['n_runs']}: expected at least 1 run")
+    if cfg["run_seconds"] < 12:
+        raise ValueError(f"run_seconds={cfg['run_seconds']:g}: expected at least 12 s (a clip, 4 s shift and rest)")
+    return cfg, n_frames
+
+
+def _simulate_subject(
+    tmp_root: Path,
+    sub_tmp: Path,
+    s: int,
+    columns: np.ndarray | None,
+    brain_models,
+    n_frames: int,
+    p: SimulationParams,
+    call: dict,
+    bar,
+) -> dict:
+    """Write subject ``s`` (its anatomy, then every run) into ``sub_tmp`` under ``tmp_root``; returns
+    its simulation.json. ``call``: the seed, scale, form, scale settings and grayordinates of the
+    :func:`simulate` call, as the file records them."""
+    seed, cfg = call["seed"], call["scale_settings"]
+    release = None
+    try:
+        anat = _anatomy(_rng(seed, 2, s), p, slice(None) if columns is None else columns)
+        if call["form"] == "release":
+            from eeg2fmri.data.release import ReleaseEEGWriter
+
+            release = ReleaseEEGWriter(sub_tmp)
+        runs = []
+        for r in range(1, cfg["n_runs"] + 1):
+            bar.set_postfix_str(f"sub {s} run {r}")
+            runs.append(_write_run(tmp_root, s, r, anat, brain_models, n_frames, seed, cfg, p, release))
+            bar.update()
+    finally:
+        if release is not None:
+            release.close()
+    _save_npy(sub_tmp / "truth" / source_maps_path(tmp_root, s).name, anat.maps)
+    return dict(
+        eeg2fmri_version=_package_version(),
+        seed=seed,
+        subject=s,
+        scale=call["scale"],
+        form=call["form"],
+        scale_settings=cfg,
+        grayordinates=call["grayordinates"],
+        n_vertices=int(anat.maps.shape[1]),
+        n_frames_per_run=n_frames,
+        features=list(FEATURES),
+        params=asdict(p),
+        sources=[src.describe() for src in anat.sources],
+        runs=runs,
+    )
