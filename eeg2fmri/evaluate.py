@@ -43,6 +43,7 @@ import numpy as np
 
 from eeg2fmri.data.censor import read_censor
 from eeg2fmri.data.cifti import CiftiError, atomic_write_csv, atomic_write_text, load_header, read_dtseries
+from eeg2fmri.data.frames import zscore_std
 from eeg2fmri.results import CSV_COLUMNS, format_table, results_rows
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def evaluate(
                 "cache (.h5), or --zscore false"
             )
         mean, std, normalisation = _statistics(scale_from, Tr, ct[col_ok], idx)
-        std = np.where(std < 1e-12 * np.maximum(1.0, np.abs(mean)), 1.0, std)
+        std, _ = zscore_std(mean, std)
         x, y = (x[rows] - mean) / std, (y[rows] - mean) / std
     else:
         x, y = x[rows], y[rows]

@@ -59,6 +59,7 @@ import numpy as np
 
 from eeg2fmri.data.censor import read_censor
 from eeg2fmri.data.cifti import CiftiError, atomic_save, load_header
+from eeg2fmri.data.frames import segment_bounds, zscore_std
 from eeg2fmri.errors import EEG2fMRIError
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,8 @@ def _ranges(frames: np.ndarray) -> str:
     frames = np.asarray(frames)
     if len(frames) == 0:
         return "none"
-    breaks = np.flatnonzero(np.diff(frames) != 1)
-    starts = np.concatenate([[0], breaks + 1])
-    ends = np.concatenate([breaks, [len(frames) - 1]])
+    starts, stops = segment_bounds(frames)
+    ends = stops - 1
     return ", ".join(f"{frames[a]}" if a == b else f"{frames[a]}-{frames[b]}" for a, b in zip(starts, ends))
 
 
@@ -550,7 +550,7 @@ def _run_zscores(x: np.ndarray, censored: np.ndarray) -> tuple[np.ndarray, np.nd
     mean = kept.mean(0, dtype=np.float64)  # (V_model,)
     std = kept.std(0, dtype=np.float64)
     del kept
-    std = np.where(std < 1e-6 * np.maximum(1.0, np.abs(mean)), 1.0, std)  # constant columns stay at 0
+    std, _ = zscore_std(mean, std)  # constant columns stay at 0
     z = ((x - mean) / std).astype(np.float32)  # (T, V_model)
     z[censored] = 0.0  # censored values (maybe NaN) are never anchors
     return z, mean, std
