@@ -8,7 +8,7 @@ from pathlib import Path
 
 from eeg2fmri.data.cifti import atomic_write_text
 from eeg2fmri.experiments.cells import run_cell
-from eeg2fmri.experiments.scales import SCALES, ensure_subject, sampler_steps
+from eeg2fmri.experiments.scales import SCALES, Scale, ensure_subject, sampler_steps
 from eeg2fmri.experiments.tables import (
     REGIONS,
     SPATIAL,
@@ -66,7 +66,7 @@ def _methods(n_mean: int) -> tuple[str, ...]:
     )
 
 
-def _score_subject(s: int, k: int, sc, cache: Path, out: Path, methods, force: bool) -> dict[str, tuple]:
+def _score_subject(s: int, k: int, sc: Scale, cache: Path, out: Path, methods, force: bool) -> dict[str, tuple]:
     """Method -> (its metrics on the filled frames of subject ``s``'s test windows, its whole-brain r
     per gap of the sweep), with the subject's K-frame diffusion and FIR ridge cells (trained if not done)."""
     import torch
