@@ -1,5 +1,6 @@
 """The eeg2fmri command through main([...]): fit -> test -> predict on tiny data, configs, errors."""
 
+import ast
 import json
 import re
 import subprocess
@@ -147,3 +148,17 @@ def test_python_m_help():
         [sys.executable, "-m", "eeg2fmri", "prepare", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "--shift_s" in out and "seconds" in out
+
+
+def test_the_experiments_run_the_trainer_not_the_cli():
+    """The arrows run one way (cli -> experiments -> trainer): nothing the cli runs imports it back."""
+    package = Path(__file__).resolve().parents[1] / "eeg2fmri"
+    for path in [package / "trainer.py", *(package / "experiments").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or "", *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            assert "eeg2fmri.cli" not in names, path

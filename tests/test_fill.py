@@ -462,10 +462,11 @@ def test_bad_inputs_are_refused_and_inputs_unchanged(tiny, tmp_path, monkeypatch
 def test_fill_study_tiny(tmp_path, monkeypatch):
     import csv
 
-    from eeg2fmri import reproduce as R
+    from eeg2fmri.experiments import fill_study as F
+    from eeg2fmri.experiments.scales import SCALES, Scale
 
     model = dict(latent_dim=16, eeg_embed_dim=16, eeg_channels=8, eeg_blocks=2, hidden_size=32, depth=1, num_heads=2)
-    tiny_scale = R.Scale(
+    tiny_scale = Scale(
         simulate="ci",
         grayordinates="every:200",
         ks=(10,),
@@ -484,9 +485,9 @@ def test_fill_study_tiny(tmp_path, monkeypatch):
             "false",
         ],
     )
-    monkeypatch.setitem(R.SCALES, "tiny", tiny_scale)
+    monkeypatch.setitem(SCALES, "tiny", tiny_scale)
     kw = dict(raw=str(tmp_path / "raw"), prepared=str(tmp_path / "prep"), results=str(tmp_path / "res"))
-    md = R.fill_study("tiny", [1], rates=[0.05, 0.2], **kw)
+    md = F.fill_study("tiny", [1], rates=[0.05, 0.2], **kw)
     out = tmp_path / "res" / "tiny"
     rows = list(csv.DictReader(open(out / "fill.csv")))
     # 2 rates x (3 fill methods + the EEG-only FIR ridge, each x {real, noise-free}, + the ceiling)
@@ -501,7 +502,7 @@ def test_fill_study_tiny(tmp_path, monkeypatch):
     assert all(np.isfinite(float(r["whole/r"])) for r in rows)
     assert "| 20% | InterRecon | real |" in md.read_text()
     # censoring: only inside test clips, in bursts of 1-5 frames, at the asked rate, and what was filled
-    segs = R._test_segments(tmp_path / "prep" / "tiny" / "sub_0001.h5")
+    segs = F._test_segments(tmp_path / "prep" / "tiny" / "sub_0001.h5")
     for rate in (0.05, 0.2):
         for run, s in segs.items():
             folder = out / "fill" / "sub1" / f"censor{round(rate * 100):02d}"
@@ -521,4 +522,4 @@ def test_fill_study_tiny(tmp_path, monkeypatch):
                 folder / f"run-{run}_interrecon.dtseries.nii",
                 out / "cells" / "sub1" / "K10" / "diffusion" / "checkpoints" / "last.ckpt",
             )
-            assert R._fill_done(path, cens, ckpt, 1) and not R._fill_done(path, cens, ckpt, 2)
+            assert F._fill_done(path, cens, ckpt, 1) and not F._fill_done(path, cens, ckpt, 2)

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from eeg2fmri.data.regions import region_columns
+from eeg2fmri.experiments.reproduce import reproduce
+from eeg2fmri.experiments.tables import REGIONS
 from eeg2fmri.metrics import RegionMetrics
-from eeg2fmri.reproduce import REGIONS, reproduce
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +71,21 @@ def test_table1_shape_and_numbers_match_saved_predictions(table):
 
 def test_finished_cells_are_reused(table, monkeypatch):
     root, md, args = table
-    import eeg2fmri.cli
+    import eeg2fmri.trainer
 
     def boom(*a, **k):
         raise AssertionError("a finished cell was recomputed")
 
-    monkeypatch.setattr(eeg2fmri.cli, "main", boom)
+    monkeypatch.setattr(eeg2fmri.trainer, "run_trainer", boom)
     assert reproduce("table1", methods=["mean", "ridge"], ks=[3], **args) == md
 
 
 def test_a_cell_prints_its_progress_and_old_stamps_still_match(table, capfd, monkeypatch):
     """A cell's training prints progress lines (stderr is not a terminal here), and a cell stamped
     before that, with ``--trainer.enable_progress_bar false`` in its arguments, is still reused."""
-    import eeg2fmri.cli
-    from eeg2fmri.reproduce import SCALES, run_cell
+    import eeg2fmri.trainer
+    from eeg2fmri.experiments.cells import run_cell
+    from eeg2fmri.experiments.scales import SCALES
 
     root, _, _ = table
     cache = root / "prep" / "ci" / "sub_0001.h5"
@@ -99,7 +101,7 @@ def test_a_cell_prints_its_progress_and_old_stamps_still_match(table, capfd, mon
     def boom(*a, **k):
         raise AssertionError("a finished cell was recomputed")
 
-    monkeypatch.setattr(eeg2fmri.cli, "main", boom)
+    monkeypatch.setattr(eeg2fmri.trainer, "run_trainer", boom)
     assert run_cell(1, 3, "mean", SCALES["ci"], cache, cell) == json.loads((cell / "test_metrics.json").read_text())
     args[args.index("--data.n_frames") + 1] = "4"  # a real change of the cell is not hidden by the filter
     stamp.write_text(json.dumps(args))
@@ -161,7 +163,7 @@ def test_table1_paper_protocol_through_the_release_form(tmp_path):
 
 def test_table1_gives_each_k_its_own_eeg_span(tmp_path):
     """The windowed model sees more EEG at a larger K: each K's row prints that K's span, not the last K's."""
-    from eeg2fmri.reproduce import write_table1
+    from eeg2fmri.experiments.table1 import write_table1
 
     metrics = {
         src: {f"{region}/{key}": 0.5 for region in REGIONS for key in ("mse", "r", "cos", "temporal_r_median")}
@@ -188,7 +190,7 @@ def test_table2_rows_and_the_linear_row_against_numpy(tmp_path):
     posterior-mean row averages the scale's number of samples, and the linear row equals numpy's
     interpolation between frames 0 and K-1 scored by spatial Pearson r per filled frame."""
     from eeg2fmri.data.datamodule import EEGfMRIDataModule
-    from eeg2fmri.reproduce import SCALES
+    from eeg2fmri.experiments.scales import SCALES
 
     args = dict(
         scale="ci",

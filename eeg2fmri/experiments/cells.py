@@ -1,0 +1,113 @@
+"""A cell: one (subject, K, method) trained and tested through the Trainer's commands.
+
+Every result of the tables is a cell trained with ``eeg2fmri fit`` then tested with ``eeg2fmri test``
+on the same prepared windows; a cell's folder keeps its checkpoint, ``test_metrics.json`` and
+``test_predictions.npz``, and a finished cell is reused (the arguments it was run with are stored
+beside it: changed arguments rerun it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from eeg2fmri.data.cifti import atomic_write_text
+from eeg2fmri.experiments.scales import Scale
+from eeg2fmri.experiments.tables import say
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+# every method a cell trains: table name -> (slug, config composed after configs/sub<N>.yaml, or None
+# for that config alone). "paper/sub<N>.yaml" replaces the subject config: the paper's model as published.
+CELL_METHODS: dict[str, tuple[str, str | None]] = {
+    "Mean frame": ("mean", "baselines/mean.yaml"),
+    "Ridge": ("ridge", "baselines/ridge.yaml"),
+    "FIR ridge": ("fir_ridge", "baselines/fir_ridge.yaml"),
+    "CNN-TC": ("cnn_tc", "baselines/cnn_tc.yaml"),
+    "CNN-TAG": ("cnn_tag", "baselines/cnn_tag.yaml"),
+    "E2fNet": ("e2fnet", "baselines/e2fnet.yaml"),
+    "E2fGAN": ("e2fgan", "baselines/e2fgan.yaml"),
+    "Paper's model (as published)": ("paper", "paper/sub{subject}.yaml"),
+    "Ours": ("diffusion", None),
+}
+SLUGS = {slug: name for name, (slug, _) in CELL_METHODS.items()}
+
+
+def _model_args(overrides: dict) -> list[str]:
+    return [a for k, v in overrides.items() for a in (f"--model.init_args.{k}", str(v))]
+
+
+def _cell_key(args: list[str]) -> list[str]:
+    """A cell's arguments less those that only change what is printed (the progress bar), so a cell
+    trained before reproduce printed its progress is still reused."""
+    out, i = [], 0
+    while i < len(args):
+        if args[i] == "--trainer.enable_progress_bar":
+            i += 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
+def _cell_args(
+    subject: int, k: int, slug: str, scale: Scale, cache: Path, out: Path, extra: list[str] = ()
+) -> list[str]:
+    """The arguments of a cell's ``fit`` (its ``test`` adds the checkpoint and where results go)."""
+    config = CELL_METHODS[SLUGS[slug]][1]
+    if config and config.startswith("paper/"):  # a whole config of its own
+        args = ["--config", str(CONFIGS / config.format(subject=subject))]
+    else:
+        args = ["--config", str(CONFIGS / f"sub{subject}.yaml")] + (
+            ["--config", str(CONFIGS / config)] if config else []
+        )
+    args += [
+        "--data.data_path",
+        str(cache),
+        "--data.n_frames",
+        str(k),
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.logger",
+        "false",
+        *scale.extra,
+    ]
+    if slug in scale.epochs:
+        args += ["--trainer.max_epochs", str(scale.epochs[slug])]
+    overrides = (
+        scale.model.get(slug, scale.model.get("diffusion", {})) if slug == "paper" else scale.model.get(slug, {})
+    )
+    return args + _model_args(overrides) + list(extra)
+
+
+def run_cell(
+    subject: int, k: int, slug: str, scale: Scale, cache: Path, out: Path, extra: list[str] = (), force: bool = False
+) -> dict:
+    """Train and test one (subject, K, method) cell through the CLI; reuse it when already done.
+    Training prints its progress (a line every 20 s in a log, Lightning's bar in a terminal): a
+    Table 1 cell at SCALE=small trains for about 25 minutes."""
+    from eeg2fmri.trainer import run_trainer
+
+    args = _cell_args(subject, k, slug, scale, cache, out, extra)
+    done, stamp = out / "test_metrics.json", out / "cell_args.json"
+    if not force and done.exists() and stamp.exists() and _cell_key(json.loads(stamp.read_text())) == _cell_key(args):
+        return json.loads(done.read_text())
+    t0 = time.perf_counter()
+    run_trainer(["fit", *args])
+    ckpt = out / "checkpoints" / "last.ckpt"
+    run_trainer(
+        [
+            "test",
+            *args,
+            "--ckpt_path",
+            str(ckpt),
+            "--evaluator.results_dir",
+            str(out),
+            "--evaluator.save_predictions",
+            "true",
+        ]
+    )
+    atomic_write_text(stamp, json.dumps(args))
+    say(f"  done in {time.perf_counter() - t0:.0f} s")
+    return json.loads(done.read_text())
