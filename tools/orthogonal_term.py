@@ -42,7 +42,7 @@ for k in ks:
     starts = starts[split[starts] == 2]
     rows = starts[:, None] + np.arange(k)
 
-    def score(pred):
+    def score(pred, rows=rows):
         m = RegionMetrics(cols, fmri.shape[1], identification=False)
         m.update(torch.from_numpy(pred[rows]).float(), torch.from_numpy(fmri[rows]).float())
         return m.compute()
