@@ -28,8 +28,9 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from eeg2fmri.callbacks import EMA, CiftiWriter, Compile, Evaluator, FiniteLossGuard
+from eeg2fmri.callbacks import CiftiWriter, Compile, Evaluator, FiniteLossGuard
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
+from eeg2fmri.ema import EMA
 from eeg2fmri.errors import EEG2fMRIError
 from eeg2fmri.figures import SurfaceFigures
 from eeg2fmri.floors import ShuffleEEG
@@ -392,20 +393,15 @@ def one_line(e: BaseException) -> str:
 
 class _DropLitLoggerTip(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        # the cloud-logger advertisement; the notice that a closed-form model swaps the EMA out
-        return (
-            "litlogger" not in msg
-            and "configure_callbacks` will override existing callbacks passed to Trainer: EMA" not in msg
-        )
+        # the cloud-logger advertisement
+        return "litlogger" not in record.getMessage()
 
 
 def _quiet_known_noise() -> None:
     """Drop messages of our dependencies that say nothing about the user's run: Lightning's
-    advertisement for its cloud logger (printed by every Trainer), the FutureWarning that torch
-    raises at Lightning 2.6's own use of a deprecated pytree class, and, for the closed-form
-    baselines, Lightning's notices that they have no optimizer and replace the EMA callback.
-    (``_dispatch`` drops two more for the one command they do not concern.) Nothing else is filtered."""
+    advertisement for its cloud logger (printed by every Trainer) and the FutureWarning that torch
+    raises at Lightning 2.6's own use of a deprecated pytree class. (``_dispatch`` drops two more
+    for the one command they do not concern.) Nothing else is filtered."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLitLoggerTip) for f in logger.filters):
@@ -413,8 +409,6 @@ def _quiet_known_noise() -> None:
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )
-    # closed-form models (Ridge, FIR ridge, the training mean) take no gradient steps, by design
-    warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
 
 
 def _dispatch(args: list[str], explicit: bool) -> None:
