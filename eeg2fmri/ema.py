@@ -36,9 +36,9 @@ class EMA(WeightAveraging):
         if not 0 <= decay < 1:
             raise ValueError(f"decay={decay}: expected 0 <= decay < 1")
         self.decay = decay
-        self._n: int | None = None  # updates so far, counted on the host (read once from the average)
-        self._moved = False  # the average took a step of the warmed-up rule since the count last advanced
-        self._on = True  # False for a model without parameters
+        self._updates: int | None = None  # updates so far, counted on the host (read once from the average)
+        self._stepped = False  # the average took a step of the warmed-up rule since the count last advanced
+        self._active = True  # False for a model without parameters
         super().__init__(use_buffers=True, multi_avg_fn=self.multi_avg_fn)
 
     def decay_at(self, n: int) -> float:
@@ -50,46 +50,46 @@ class EMA(WeightAveraging):
         """The update of AveragedModel (``multi_avg_fn``) for one group of tensors (one device and
         dtype) after the first update, which copies: avg <- avg + (1 - decay_n) (w - avg), one
         fused lerp per group."""
-        if self._n is None:  # the first average of this fit (a resumed run continues the count)
-            self._n = int(n_averaged)
+        if self._updates is None:  # the first average of this fit (a resumed run continues the count)
+            self._updates = int(n_averaged)
         if averaged[0].is_floating_point():
-            get_ema_multi_avg_fn(self.decay_at(self._n))(averaged, current, n_averaged)
+            get_ema_multi_avg_fn(self.decay_at(self._updates))(averaged, current, n_averaged)
         else:  # integer buffers (counters) follow the module
             for avg, cur in zip(averaged, current):
                 avg.copy_(cur)
-        self._moved = True
+        self._stepped = True
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # WeightAveraging builds the average on pl_module.device, which Lightning already reports as
         # the accelerator during set-up (before it moves the model): the average lives there
-        self._on = any(True for _ in pl_module.parameters())
-        self._n, self._moved = None, False
-        if self._on:
+        self._active = any(True for _ in pl_module.parameters())
+        self._updates, self._stepped = None, False
+        if self._active:
             super().setup(trainer, pl_module, stage)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        return self._on and step_idx is not None
+        return self._active and step_idx is not None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self._moved:  # each group of this update used decay_at(n); the next update uses n + 1
-            self._n += 1
-            self._moved = False
+        if self._stepped:  # each group of this update used decay_at(n); the next update uses n + 1
+            self._updates += 1
+            self._stepped = False
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if self._on:
+        if self._active:
             super().on_train_end(trainer, pl_module)
 
     def state_dict(self) -> dict:
-        return super().state_dict() if self._on else {}
+        return super().state_dict() if self._active else {}
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if self._on:
+        if self._active:
             super().on_save_checkpoint(trainer, pl_module, checkpoint)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if not self._on or trainer.state.fn != TrainerFn.FITTING:
+        if not self._active or trainer.state.fn != TrainerFn.FITTING:
             return  # test / predict: the checkpoint's weights are the average
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
-        self._n = None
+        self._updates = None

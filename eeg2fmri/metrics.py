@@ -161,7 +161,9 @@ class _RegionMetric(Metric):
 
     def _apply(self, fn: Any, exclude_state: Sequence[str] = ()) -> Metric:
         # torchmetrics casts float states with a module-wide `.to(dtype)` (Lightning "bf16-true"),
-        # which would round float64 sums to bf16: states follow the device only.
+        # which would round float64 sums to bf16: states follow the device only. (It spares them
+        # .half() / .float() / .bfloat16() but not .to(dtype), and a parent module's cast reaches
+        # a metric only through _apply: torchmetrics has no public hook for this.)
         names = tuple(exclude_state) + tuple(self._defaults)
         this = super()._apply(fn, exclude_state=names)
         device = this.device
