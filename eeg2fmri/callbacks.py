@@ -7,7 +7,6 @@ is sampled however the evaluation asks. The CLI adds :class:`Evaluator` to every
 
 from __future__ import annotations
 
-import itertools
 import logging
 from pathlib import Path
 from typing import Literal
@@ -15,7 +14,7 @@ from typing import Literal
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, WeightAveraging
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from torch import Tensor
 
 from eeg2fmri.data.cifti import atomic_save, standard_brain_models, write_dtseries
@@ -121,7 +120,7 @@ class Evaluator(Callback):
 
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        pl_module.sampling = self.sampling_for(pl_module)
+        pl_module.set_sampling(**self.sampling_for(pl_module))
         dm = trainer.datamodule
         self.columns = {}
         for region in self.regions:
@@ -420,88 +419,6 @@ class FiniteLossGuard(Callback):
                 f"start at cache rows {self._bad_rows.tolist()}. Lower the learning rate, check those frames of "
                 "the data, or train in 32-bit to locate the overflow."
             )
-
-
-# ---------------------------------------------------------------------------------------------
-# EMA of the weights (Lightning's WeightAveraging, with a warm-up)
-# ---------------------------------------------------------------------------------------------
-
-
-class EMA(WeightAveraging):
-    """Exponential moving average of the weights, used for validation, test and checkpoints.
-
-    Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging` with the decay warmed up as
-    min(decay, (1 + n) / (10 + n)) after n updates, so short runs are not dominated by the
-    initial weights (a fixed 0.999 needs thousands of steps to forget them).
-
-    Args:
-        decay: the EMA decay once warmed up (0: no averaging, the current weights are used).
-    """
-
-    def __init__(self, decay: float = 0.999):
-        if not 0 <= decay < 1:
-            raise ValueError(f"decay={decay}: expected 0 <= decay < 1")
-        self.decay = decay
-        self._n: int | None = None  # updates so far, counted on the host (read once from the average)
-
-        def ema(avg: Tensor, cur: Tensor, n: Tensor) -> Tensor:  # the same rule, for AveragedModel's own path
-            d = torch.clamp((1.0 + n) / (10.0 + n), max=decay)
-            return avg + (cur - avg) * (1.0 - d)
-
-        super().__init__(use_buffers=True, avg_fn=ema)
-
-    def decay_at(self, n: int) -> float:
-        """The decay of the update that follows ``n`` earlier updates."""
-        return min(self.decay, (1.0 + n) / (10.0 + n))
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        # WeightAveraging builds the average on pl_module.device, but setup runs before the model
-        # moves to the accelerator: without this the average would live on the CPU and every step
-        # would copy all weights to the host
-        if self._device is None:
-            self._device = trainer.strategy.root_device
-        self._n = None
-        super().setup(trainer, pl_module, stage)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # as WeightAveraging's, with the fused update below in place of AveragedModel.update_parameters
-        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
-            self.update_average(pl_module)
-            self._latest_update_step = trainer.global_step
-
-    @torch.no_grad()
-    def update_average(self, pl_module: torch.nn.Module) -> None:
-        """avg <- avg + (1 - decay_n) (w - avg) over all parameters and buffers, in one fused launch.
-
-        AveragedModel.update_parameters reads its counter on the host (a device sync, twice per
-        call) and, with a custom average, runs ~5 kernels per tensor; here the decay comes from a
-        host-side count and ``torch._foreach_lerp_`` updates every float tensor at once.
-        """
-        avg = self._average_model
-        if self._n is None:  # the first update of this fit (a resumed run continues the count)
-            self._n = int(avg.n_averaged)
-        dst = [t.detach() for t in itertools.chain(avg.module.parameters(), avg.module.buffers())]
-        src = [t.detach() for t in itertools.chain(pl_module.parameters(), pl_module.buffers())]
-        if len(dst) != len(src):
-            raise RuntimeError(f"EMA: the average holds {len(dst)} tensors, the module {len(src)}")
-        src = [s if s.device == d.device else s.to(d.device) for d, s in zip(dst, src)]
-        floats = [i for i, d in enumerate(dst) if d.is_floating_point()]
-        others = [i for i, d in enumerate(dst) if not d.is_floating_point()]
-        if self._n == 0:
-            torch._foreach_copy_(dst, src)
-        else:
-            if floats:
-                torch._foreach_lerp_([dst[i] for i in floats], [src[i] for i in floats], 1.0 - self.decay_at(self._n))
-            for i in others:  # integer buffers (counters) follow the module
-                dst[i].copy_(src[i])
-        avg.n_averaged.add_(1)
-        self._n += 1
-
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        if self._average_model is None:  # test / predict: the checkpoint's weights are the average
-            return
-        super().on_load_checkpoint(trainer, pl_module, checkpoint)
-        self._n = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -195,12 +195,8 @@ def one_line(e: BaseException) -> str:
 
 class _DropLitLoggerTip(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        # the cloud-logger advertisement; the notice that a closed-form model swaps the EMA out
-        return (
-            "litlogger" not in msg
-            and "configure_callbacks` will override existing callbacks passed to Trainer: EMA" not in msg
-        )
+        # the cloud-logger advertisement
+        return "litlogger" not in record.getMessage()
 
 
 def _quiet_known_noise() -> None:
@@ -213,8 +209,6 @@ def _quiet_known_noise() -> None:
     - The FutureWarning that torch 2.13 raises when Lightning 2.6 builds a ``LeafSpec`` (its private
       ``_tree_flatten`` does, for every dataloader of every loop;
       https://github.com/Lightning-AI/pytorch-lightning/issues/21326).
-    - For the closed-form baselines, Lightning's notices that they have no optimizer and replace
-      the EMA callback.
 
     (:func:`eeg2fmri.trainer.run_trainer` drops one more, on a resume.)"""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
@@ -224,8 +218,6 @@ def _quiet_known_noise() -> None:
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )
-    # closed-form models (Ridge, FIR ridge, the training mean) take no gradient steps, by design
-    warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
 
 
 def _dispatch(args: list[str], explicit: bool) -> None:

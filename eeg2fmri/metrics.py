@@ -29,7 +29,7 @@ Conventions, the same everywhere:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.utilities.distributed import gather_all_tensors
 
 __all__ = ["SpatialMetrics", "TemporalCorrelation", "Identification", "RegionMetrics", "region_metrics"]
 
@@ -130,7 +129,7 @@ class _RegionMetric(Metric):
 
     def _add_cat_state(self, name: str, dtype: torch.dtype) -> None:
         """A per-window "cat" state of 1-D tensors of ``dtype``; 1-D so that a process that saw no
-        window can send an empty tensor of the same rank and dtype to the gather (``_sync_dist``)."""
+        window can send an empty tensor of the same rank and dtype to the gather (:meth:`sync`)."""
         self.add_state(name, default=[], dist_reduce_fx="cat")
         self._cat_dtypes[name] = dtype
 
@@ -162,7 +161,9 @@ class _RegionMetric(Metric):
 
     def _apply(self, fn: Any, exclude_state: Sequence[str] = ()) -> Metric:
         # torchmetrics casts float states with a module-wide `.to(dtype)` (Lightning "bf16-true"),
-        # which would round float64 sums to bf16: states follow the device only.
+        # which would round float64 sums to bf16: states follow the device only. (It spares them
+        # .half() / .float() / .bfloat16() but not .to(dtype), and a parent module's cast reaches
+        # a metric only through _apply: torchmetrics has no public hook for this.)
         names = tuple(exclude_state) + tuple(self._defaults)
         this = super()._apply(fn, exclude_state=names)
         device = this.device
@@ -174,13 +175,20 @@ class _RegionMetric(Metric):
             setattr(this, name, _to_device(value, device))
         return this
 
-    def _sync_dist(self, dist_sync_fn: Any = gather_all_tensors, process_group: Any | None = None) -> None:
+    def sync(
+        self,
+        dist_sync_fn: Callable | None = None,
+        process_group: Any | None = None,
+        should_sync: bool = True,
+        distributed_available: Callable | None = None,
+    ) -> None:
         # A process that scored no window still takes part in the gather, with an empty tensor of
         # the state's own dtype (torchmetrics would send its default float32 instead).
-        for name, dtype in self._cat_dtypes.items():
-            if isinstance(getattr(self, name), list) and not getattr(self, name):
-                setattr(self, name, [torch.empty(0, dtype=dtype, device=self.device)])
-        super()._sync_dist(dist_sync_fn, process_group)
+        if should_sync:
+            for name, dtype in self._cat_dtypes.items():
+                if isinstance(getattr(self, name), list) and not getattr(self, name):
+                    setattr(self, name, [torch.empty(0, dtype=dtype, device=self.device)])
+        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,8 +318,7 @@ class TemporalCorrelation(_RegionMetric):
     def per_vertex(self) -> Tensor:
         """Temporal r of every grayordinate of the region, (V_region,) float64 in column order;
         NaN where undefined. Gathered across processes like ``compute()``: call it on every process."""
-        sync = {"should_sync": self._to_sync, "should_unsync": self._should_unsync}
-        with self.sync_context(dist_sync_fn=self.dist_sync_fn, **sync):
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
             return self._per_vertex().clone()
 
     def compute(self) -> dict[str, Tensor]:
@@ -469,8 +476,6 @@ class RegionMetrics(MetricCollection):
         max_features: ``Identification``'s bound on kept grayordinates per region.
     """
 
-    _kinds = ("spatial", "temporal", "identification")
-
     def __init__(
         self,
         region_columns: Mapping[str, Columns],
@@ -479,37 +484,39 @@ class RegionMetrics(MetricCollection):
         max_features: int | None = 8192,
     ) -> None:
         metrics: dict[str, Metric] = {}
-        keys: dict[str, str] = {}
+        self.scored: dict[str, tuple[str, str]] = {}  # module name -> (region, kind), in the regions' order
         for region, columns in region_columns.items():
             key = region.replace(".", "_")  # a module name cannot hold "."
-            if key in keys.values():
+            if f"{key}/spatial" in metrics:
                 raise ValueError(f"two regions map to the same name {key!r}: rename one")
-            keys[region] = key
-            metrics[f"{key}/spatial"] = SpatialMetrics(columns)
-            metrics[f"{key}/temporal"] = TemporalCorrelation(columns, n_vertices=n_vertices)
+            kinds: dict[str, Metric] = {
+                "spatial": SpatialMetrics(columns),
+                "temporal": TemporalCorrelation(columns, n_vertices=n_vertices),
+            }
             if identification:
-                metrics[f"{key}/identification"] = Identification(columns, max_features=max_features)
+                kinds["identification"] = Identification(columns, max_features=max_features)
+            for kind, metric in kinds.items():
+                metrics[f"{key}/{kind}"] = metric
+                self.scored[f"{key}/{kind}"] = (region, kind)
         super().__init__(metrics, compute_groups=False)
-        self.region_keys = keys  # region name -> its module-name stem
 
-    def _compute_and_reduce(
-        self, method_name: Literal["compute", "forward"], *args: Any, **kwargs: Any
-    ) -> dict[str, Any]:
-        # MetricCollection would prefix clashing keys with class names ("SpatialMetrics_r"): name them here.
-        out: dict[str, Any] = {}
-        for region, key in self.region_keys.items():
-            for kind in self._kinds:
-                name = f"{key}/{kind}"
-                if name not in self._modules:
-                    continue
-                metric = self._modules[name]
-                if method_name == "compute":
-                    result = metric.compute()
-                else:
-                    result = metric(*args, **metric._filter_kwargs(**kwargs))
-                for k, v in result.items():
-                    label = f"identification_{k}" if kind == "identification" else k
-                    out[self._set_name(f"{region}/{label}")] = v.item()
+    def compute(self) -> dict[str, float]:
+        metrics = dict(self.items(keep_base=True, copy_state=False))  # (in sorted order: MetricCollection sorts)
+        return self._named({name: metrics[name].compute() for name in self.scored})
+
+    def forward(self, preds: Tensor, target: Tensor, frame_mask: Tensor | None = None) -> dict[str, float]:
+        metrics = dict(self.items(keep_base=True, copy_state=False))
+        return self._named({name: metrics[name](preds, target, frame_mask=frame_mask) for name in self.scored})
+
+    def _named(self, results: dict[str, dict[str, Tensor]]) -> dict[str, float]:
+        """Every metric's results as "<region>/<key>": Python numbers, with ``clone(prefix=...)``'s
+        prefix (MetricCollection would prefix clashing keys with class names: "SpatialMetrics_r")."""
+        out: dict[str, float] = {}
+        for name, result in results.items():
+            region, kind = self.scored[name]
+            for k, v in result.items():
+                label = f"identification_{k}" if kind == "identification" else k
+                out[f"{self.prefix or ''}{region}/{label}{self.postfix or ''}"] = v.item()
         return out
 
 

@@ -14,7 +14,6 @@ import logging
 from typing import Literal
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
@@ -36,6 +35,14 @@ log = logging.getLogger(__name__)
 
 class LayoutMismatchError(EEG2fMRIError):
     """A checkpoint applied to data of another grayordinate layout, channel count or window."""
+
+
+def attached_trainer(module: pl.LightningModule) -> pl.Trainer | None:
+    """The Trainer running ``module``, or None when it runs on its own (a test, a tool)."""
+    try:
+        return module.trainer
+    except RuntimeError:  # Lightning's "is not attached to a `Trainer`"
+        return None
 
 
 class EEGfMRIModule(pl.LightningModule):
@@ -75,10 +82,11 @@ class EEGfMRIModule(pl.LightningModule):
         # saved in checkpoints, so predictions map back to the whole brain and a checkpoint cannot be
         # applied to another layout by accident
         self.register_buffer("grayordinates", torch.full((n_vertices,), -1, dtype=torch.long))
+        self.sampling: dict = {}  # predict_frames' sampling settings, from the evaluation (set_sampling)
 
     # ------------------------------------------------------------------ data contract
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm = getattr(attached_trainer(self), "datamodule", None)
         if dm is None:
             return
         facts = {
@@ -108,7 +116,7 @@ class EEGfMRIModule(pl.LightningModule):
         training fMRI statistics of the modelled grayordinates. And the format version."""
         checkpoint["eeg2fmri_format"] = CHECKPOINT_FORMAT
         checkpoint["eeg2fmri_version"] = __version__
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm = getattr(attached_trainer(self), "datamodule", None)
         if dm is not None and hasattr(dm, "preprocessing"):
             checkpoint["eeg2fmri_data"] = dm.preprocessing()
 
@@ -158,9 +166,14 @@ class EEGfMRIModule(pl.LightningModule):
         """(B, K, V) prediction of ``batch["fmri"]`` from ``batch["eeg"]``."""
         raise NotImplementedError
 
+    def set_sampling(self, **sampling) -> None:
+        """The sampling settings (DDIM steps, η, guidance, seed, estimator) that ``predict_step``
+        and the callbacks pass to :meth:`predict_frames`. The Evaluator callback sets them: sampling
+        belongs to the evaluation, not to the checkpoint's hyperparameters."""
+        self.sampling = dict(sampling)
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        sampling = getattr(self, "sampling", {})
-        return {"pred": self.predict_frames(batch, **sampling), "frame_index": batch["frame_index"]}
+        return {"pred": self.predict_frames(batch, **self.sampling), "frame_index": batch["frame_index"]}
 
 
 class EEG2fMRIDiffusion(EEGfMRIModule):
@@ -318,18 +331,15 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if stage == "fit" and self.hparams.init_pca and dm is not None and getattr(dm, "store", None) is not None:
-            # same seeded frames on every rank, so DDP replicas start identical (a resumed run then
-            # loads its checkpoint over this start)
-            train = np.flatnonzero(dm.split == 0)
-            g = np.random.default_rng(0)
-            rows = np.sort(g.choice(train, size=min(len(train), self.hparams.pca_frames), replace=False))
-            x = dm.store["fmri"][torch.as_tensor(rows, device=dm.store["fmri"].device)]  # (N, V)
-            self.autoencoder.init_from_data(x.to(self.trainer.strategy.root_device))  # PCA on the accelerator
-            self._check_latent_dim(dm, self.trainer.strategy.root_device)
-        if stage == "fit" and dm is not None and getattr(dm, "store", None) is not None:
+        dm = getattr(attached_trainer(self), "datamodule", None)
+        if stage == "fit" and hasattr(dm, "train_frames_sample"):  # starts from the training data
             device = self.trainer.strategy.root_device
+            if self.hparams.init_pca:
+                # same seeded frames on every rank, so DDP replicas start identical (a resumed run then
+                # loads its checkpoint over this start)
+                x = dm.train_frames_sample(self.hparams.pca_frames, seed=0)  # (N, V)
+                self.autoencoder.init_from_data(x.to(device))  # PCA on the accelerator
+                self._check_latent_dim(dm, device)
             if self.hparams.eeg_features == "bandpower":
                 self._start_features(dm, device)
             if self.regression_head is not None and self.hparams.regression_start == "ridge":
@@ -354,7 +364,8 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             return
         ratio, suggested = held_out_variance(torch.cat(z))  # (d,), int
         d = self.hparams.latent_dim
-        if suggested < 0.75 * d and (self._trainer is None or self.trainer.is_global_zero):  # once, not per rank
+        trainer = attached_trainer(self)
+        if suggested < 0.75 * d and (trainer is None or trainer.is_global_zero):  # once, not per rank
             log.warning(
                 "autoencoder: latent dims %d-%d of %d keep %.2f of their training variance on the %d validation frames "
                 "(median): directions of the training frames' own noise, which the diffusion prior learns as signal. "
@@ -460,11 +471,16 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
 
         Each ``self.log`` call costs host time (Lightning moves its result-metric object to the
         value's device on every call: ~0.15 ms a call on a slow CPU core, bench/NOTES.md), so the
-        losses are handed over only on the steps that are written.
+        losses are handed over only on the steps that are written. Lightning's rule: step
+        ``global_step + 1`` (the one this batch takes) is a multiple of ``log_every_n_steps``, or
+        the run is stopping.
         """
-        trainer = self._trainer
-        connector = getattr(trainer, "_logger_connector", None) if trainer is not None else None
-        return True if connector is None else bool(connector.should_update_logs)
+        trainer = attached_trainer(self)
+        if trainer is None:
+            return True
+        if trainer.log_every_n_steps == 0:
+            return False
+        return (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         # a fixed generator per batch: the validation loss is comparable across epochs

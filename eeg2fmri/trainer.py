@@ -18,9 +18,10 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from eeg2fmri.callbacks import EMA, CiftiWriter, Compile, Evaluator, FiniteLossGuard
+from eeg2fmri.callbacks import CiftiWriter, Compile, Evaluator, FiniteLossGuard
 from eeg2fmri.checkpoint import check_checkpoint_file
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
+from eeg2fmri.ema import EMA
 from eeg2fmri.errors import EEG2fMRIError
 from eeg2fmri.figures import SurfaceFigures
 from eeg2fmri.floors import ShuffleEEG

@@ -61,6 +61,21 @@ def test_region_subsetting(cache):
     np.testing.assert_array_equal(b["fmri"][0].numpy(), full[b["frame_index"][0].numpy()][:, expect].astype(np.float32))
 
 
+def test_train_frames_sample_is_seeded_and_from_the_training_split(cache):
+    """The frames a model starts from (the PCA): training frames only, distinct, in cache order,
+    the same for the same seed (every DDP rank), all of them when fewer than asked."""
+    dm = EEGfMRIDataModule(str(cache), n_frames=3, region="V1+A1")
+    dm.setup("fit")
+    with h5py.File(cache) as h5:
+        fmri, split = h5["fmri"][:][:, dm.columns].astype(np.float32), h5["split"][:]
+    train = np.flatnonzero(split == 0)
+    x = dm.train_frames_sample(10, seed=3)  # (10, V)
+    rows = [int(np.flatnonzero((fmri[train] == f).all(1))[0]) for f in x.float().numpy()]  # positions in train
+    assert x.shape == (10, dm.n_vertices) and rows == sorted(set(rows))
+    assert torch.equal(x, dm.train_frames_sample(10, seed=3)) and not torch.equal(x, dm.train_frames_sample(10, seed=4))
+    np.testing.assert_array_equal(dm.train_frames_sample(10**6).float().numpy(), fmri[train])
+
+
 def test_device_gather_path_gives_the_same_batch(cache):
     dm = EEGfMRIDataModule(str(cache), n_frames=3, batch_size=5)
     dm.setup("fit")

@@ -6,16 +6,21 @@ seeded per batch); what remains to agree is the metric reduction across ranks.
 """
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from eeg2fmri.callbacks import Evaluator
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
 from eeg2fmri.data.prepare import prepare
+from eeg2fmri.metrics import RegionMetrics
 from eeg2fmri.module import EEG2fMRIDiffusion
 from tests.conftest import make_raw_subject
 
@@ -97,3 +102,36 @@ def test_two_processes_with_an_odd_number_of_windows(cache, tmp_path):
     one = _test_metrics(cache, n_frames, 1, tmp_path / "one")
     two = _test_metrics(cache, n_frames, 2, tmp_path / "two")
     _assert_same_metrics(one, two)
+
+
+def _windows() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(6, 3, 40, generator=g), torch.randn(6, 3, 40, generator=g)  # (B, K, V) x2
+
+
+def _compute_with_an_empty_rank(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    metrics = RegionMetrics({"whole": None, "V1": torch.arange(20)}, n_vertices=40, max_features=None)
+    if rank == 0:  # rank 1 scores no window
+        metrics.update(*_windows())
+    result = metrics.compute()
+    if rank == 0:
+        Path(out).write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+def test_a_process_that_scored_no_window_takes_part_in_the_gather(tmp_path):
+    """Its per-window states are empty tensors of their own dtype (float64, float16), not
+    torchmetrics' float32 default: the gather goes through and gives the one-process result."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "two.json"
+    mp.spawn(_compute_with_an_empty_rank, args=(port, str(out)), nprocs=2)
+    one = RegionMetrics({"whole": None, "V1": torch.arange(20)}, n_vertices=40, max_features=None)
+    one.update(*_windows())
+    expected = one.compute()
+    two = json.loads(out.read_text())
+    assert list(two) == list(expected)
+    np.testing.assert_array_equal([two[k] for k in expected], list(expected.values()), err_msg=str(two))

@@ -7,8 +7,9 @@ from lightning.pytorch import Trainer, seed_everything
 from scipy.interpolate import CubicSpline
 
 from eeg2fmri import diffusion as D
-from eeg2fmri.callbacks import EMA, Evaluator, FiniteLossGuard
+from eeg2fmri.callbacks import Evaluator, FiniteLossGuard
 from eeg2fmri.data.datamodule import EEGfMRIDataModule
+from eeg2fmri.ema import EMA
 from eeg2fmri.interpolate import cubic_fill, linear_fill
 from eeg2fmri.module import EEG2fMRIDiffusion
 
@@ -112,7 +113,8 @@ def test_callbacks_log_sampling_interrecon_and_linear(tmp_path, raw_subject):
         for region in ("whole", "V1", "V1+A1"):
             assert f"{prefix}/{region}/r" in logged and torch.isfinite(logged[f"{prefix}/{region}/mse"])
     # after fit, the module holds the EMA weights, which differ from the raw training weights
-    avg = dict(ema._average_model.module.named_parameters())
+    trainer.save_checkpoint(tmp_path / "after.ckpt")  # state_dict: the average
+    avg = torch.load(tmp_path / "after.ckpt", weights_only=True)["state_dict"]
     for name, p in model.named_parameters():
         assert torch.equal(p, avg[name])
 
@@ -174,30 +176,49 @@ def test_cubic_fill_matches_scipy():
     assert torch.equal(cubic_fill(x, mask)[mask], x[mask])
 
 
-def test_ema_fused_update_matches_averaged_model():
-    """EMA.update_average (one foreach lerp, host-side count) equals AveragedModel's own update with
-    the same warmed-up decay, over the first update (a copy) and several averaging ones."""
-    from torch.optim.swa_utils import AveragedModel
+def test_ema_averages_with_the_warmed_up_decay(tmp_path):
+    """After a fit the module holds the average: the first step's weights, then a lerp towards each
+    step's weights by 1 - min(decay, (1 + n) / (10 + n)); integer buffers follow the module."""
+    from lightning.pytorch import LightningModule
+    from lightning.pytorch.callbacks import Callback
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Net(LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.BatchNorm1d(7))  # float and integer buffers
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).square().mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    class Weights(Callback):  # the weights each step left, which the average takes in
+        seen: list = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.seen.append({k: v.clone() for k, v in pl_module.state_dict().items()})
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.BatchNorm1d(7))  # float and integer buffers
-    ema = EMA(decay=0.6)
-    ema._average_model = AveragedModel(net, use_buffers=True)
-    ref = AveragedModel(net, use_buffers=True, avg_fn=ema._kwargs["avg_fn"])
-    for step in range(6):
-        with torch.no_grad():
-            for p in net.parameters():
-                p.add_(torch.randn_like(p))
-        net(torch.randn(4, 5))  # moves the running statistics and the batch counter
-        ema.update_average(net)
-        ref.update_parameters(net)
-        mine = dict(ema._average_model.module.state_dict())
-        for k, v in ref.module.state_dict().items():
-            if v.is_floating_point():
-                torch.testing.assert_close(mine[k], v, rtol=1e-6, atol=1e-6, msg=f"step {step}, {k}")
-            else:  # counters follow the module (AveragedModel would average and truncate them)
-                assert torch.equal(mine[k], net.state_dict()[k])
-    assert int(ema._average_model.n_averaged) == int(ref.n_averaged) == 6
+    model, weights, ema = Net(), Weights(), EMA(decay=0.6)
+    trainer = Trainer(
+        max_steps=6,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[weights, ema],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, DataLoader(TensorDataset(torch.randn(48, 5)), batch_size=8))
+    expected = dict(weights.seen[0])
+    for n, w in enumerate(weights.seen[1:], start=1):
+        for k, v in w.items():
+            expected[k] = torch.lerp(expected[k], v, 1.0 - ema.decay_at(n)) if v.is_floating_point() else v
+    for k, v in model.state_dict().items():  # exactly: the same lerp, the same decay in float64
+        assert torch.equal(v, expected[k]), k  # counters follow the module (AveragedModel would average them)
+    trainer.save_checkpoint(tmp_path / "ema.ckpt")
+    assert int(torch.load(tmp_path / "ema.ckpt", weights_only=True)["averaging_state"]["n_averaged"]) == 6
     # the decay reached its cap (n = 5: (1 + 5) / (10 + 5) = 0.4 < 0.6, so not yet; n = 20: 0.6)
     assert ema.decay_at(5) == pytest.approx(0.4) and ema.decay_at(20) == 0.6
 

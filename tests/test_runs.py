@@ -270,8 +270,8 @@ def test_composed_configs_write_to_distinct_folders(cache, tmp_path, monkeypatch
 
 
 def test_a_closed_form_baseline_fits_without_lightning_notices(cache, tmp_path):
-    """FIR ridge has no optimizer and swaps the EMA out by design: Lightning's notices of both say
-    nothing to the user and are not printed (the demo printed them for both ridge baselines)."""
+    """FIR ridge steps no weights and has none for the EMA to average: Lightning prints no notice of
+    either (the demo printed a missing optimizer and a replaced EMA callback for both ridge baselines)."""
     p = run(
         [
             "fit",

@@ -43,8 +43,10 @@ def ckpt(sim_prepared, tmp_path_factory) -> Path:
     """The default model (regression stage + residual prior), tiny, one epoch at K = 10."""
     root = tmp_path_factory.mktemp("tools_run")
     common = ["--config", str(ROOT / "configs/demo.yaml"), "--data.data_path", str(sim_prepared)]
-    main(["fit", *common, *TINY, "--data.n_frames", "10", "--trainer.max_epochs", "1"]
-         + ["--trainer.logger", "false", "--trainer.default_root_dir", str(root)])  # fmt: skip  (flag, value pairs)
+    main(
+        ["fit", *common, *TINY, "--data.n_frames", "10", "--trainer.max_epochs", "1"]
+        + ["--trainer.logger", "false", "--trainer.default_root_dir", str(root)]
+    )  # fmt: skip  (flag, value pairs)
     return root / "checkpoints" / "last.ckpt"
 
 
@@ -65,8 +67,18 @@ def test_checkpoint_scripts_run(ckpt, sim_prepared):
 
 def test_model_experiment_runs(sim_prepared, tmp_path):
     out = tool(
-        "model_experiment.py", "tiny", "--data", str(sim_prepared), "--base", str(ROOT / "configs/demo.yaml"),
-        "--epochs", "1", *TINY, "--data.n_frames", "10", cwd=tmp_path,
+        "model_experiment.py",
+        "tiny",
+        "--data",
+        str(sim_prepared),
+        "--base",
+        str(ROOT / "configs/demo.yaml"),
+        "--epochs",
+        "1",
+        *TINY,
+        "--data.n_frames",
+        "10",
+        cwd=tmp_path,
     )  # fmt: skip  (flag, value pairs)
     assert "V1 temporal r" in out and (tmp_path / "runs/experiments/tiny/test_metrics.json").is_file()
 

@@ -376,6 +376,17 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                 return
         self.store = {k: v.to(device, non_blocking=True) for k, v in self.store.items()}
 
+    def train_frames_sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """fMRI of ``n`` training frames (all of them if fewer) drawn without replacement by
+        ``numpy.random.default_rng(seed)``, in cache order: (n, V) in the stored dtype, where the
+        data module keeps the data. The same frames on every process, so a model's start from them
+        (PCA) is the same on every DDP replica."""
+        assert self.store is not None, "call setup() first"
+        train = np.flatnonzero(self.split == SPLITS["train"])
+        rows = np.sort(np.random.default_rng(seed).choice(train, size=min(len(train), n), replace=False))
+        fmri = self.store["fmri"]
+        return fmri[torch.as_tensor(rows, device=fmri.device)]  # (n, V)
+
     def iter_frames(self, split: str, batch_size: int = 64, device: torch.device | None = None):
         """Every frame of ``split`` once, as batches of one-frame windows with their EEG context:
         ``eeg`` (b, P + 1 + F, C, W), ``eeg_mask``, ``fmri`` (b, 1, V), ``frame_index`` (b, 1).

@@ -19,8 +19,9 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
 
 from eeg2fmri import diffusion as D
-from eeg2fmri.callbacks import EMA, Compile, FiniteLossGuard
+from eeg2fmri.callbacks import Compile, FiniteLossGuard
 from eeg2fmri.data.datamodule import EEGfMRIDataModule, gather
+from eeg2fmri.ema import EMA
 from eeg2fmri.experiments.bench.device import Marks, autocast, median_time_s, peak_bytes, reset_peak, sync
 from eeg2fmri.experiments.bench.scales import SAMPLER_MAX_WINDOWS, SAMPLER_REPEATS, SAMPLER_STEPS, CompileMode
 from eeg2fmri.losses import training_losses
@@ -212,14 +213,16 @@ def average_device(ema: EMA, trainer: pl.Trainer, model: EEG2fMRIDiffusion) -> s
 
 
 def bench_ema(ema: EMA, model: EEG2fMRIDiffusion, device: torch.device) -> tuple[float, float]:
-    """Milliseconds of one EMA update of the whole module (part of every Lightning step): the
-    project's callback (``EMA.update_average``), and for comparison Lightning's EMAWeightAveraging
-    at the same decay: an AveragedModel with ``get_ema_avg_fn`` (one update per tensor), built here
-    on the module's weights, timed in ``update_parameters``."""
-    ours = median_time_s(lambda: ema.update_average(model), device, 10) * 1e3
-    stock = AveragedModel(model, use_buffers=True, avg_fn=get_ema_avg_fn(ema.decay))
+    """Milliseconds of one EMA update of the whole module (part of every Lightning step): as the
+    callback makes it (an AveragedModel with its fused ``multi_avg_fn``), and for comparison with a
+    per-tensor average (``avg_fn``: Lightning's EMAWeightAveraging) at the same decay."""
+    fused = AveragedModel(model, device, use_buffers=True, multi_avg_fn=ema.multi_avg_fn)
+    stock = AveragedModel(model, device, use_buffers=True, avg_fn=get_ema_avg_fn(ema.decay))
+    for avg in (fused, stock):
+        avg.update_parameters(model)  # the first update copies
+    fused_ms = median_time_s(lambda: fused.update_parameters(model), device, 10) * 1e3
     stock_ms = median_time_s(lambda: stock.update_parameters(model), device, 10) * 1e3
-    return ours, stock_ms
+    return fused_ms, stock_ms
 
 
 @torch.no_grad()
