@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer
@@ -25,7 +26,7 @@ from eeg2fmri.ema import EMA
 from eeg2fmri.errors import EEG2fMRIError
 from eeg2fmri.figures import SurfaceFigures
 from eeg2fmri.floors import ShuffleEEG
-from eeg2fmri.module import EEGfMRIModule
+from eeg2fmri.module import EEGfMRIModule, LayoutMismatchError
 from eeg2fmri.progress import LineProgressBar
 
 DATA_FACTS = ("n_vertices", "n_chans", "n_times")
@@ -80,10 +81,29 @@ class EEG2fMRICLI(LightningCLI):
             cfg.trainer.default_root_dir = str(Path(trainer_defaults()["default_root_dir"]) / name)
 
     def before_fit(self) -> None:
-        """Refuse a run folder that holds a run of another model or data, before anything is written."""
+        """Refuse a run folder that holds a run of another model or data, before anything is written,
+        and a checkpoint of another grayordinate layout."""
         problem = other_run(_run_dir(self.trainer), self.config.fit)
         if problem:
             raise RunFolderError(problem)
+        self._check_layout()
+
+    def before_validate(self) -> None:
+        self._check_layout()
+
+    def before_test(self) -> None:
+        self._check_layout()
+
+    def before_predict(self) -> None:
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Refuse a ``--ckpt_path`` trained on other grayordinates than the data holds, before the
+        data is loaded (:func:`layout_mismatch`)."""
+        ckpt = self.config[self.subcommand].get("ckpt_path")
+        problem = layout_mismatch(ckpt, getattr(self.datamodule, "indices", None), self.datamodule)
+        if problem:
+            raise LayoutMismatchError(problem)
 
     def instantiate_trainer(self, **kwargs):
         """The trainer, plus :class:`LineProgressBar` when stderr is not a terminal (a log file: Lightning's
@@ -109,6 +129,38 @@ class EEG2fMRICLI(LightningCLI):
         if self.subcommand != "fit":
             _keep_saved_dirpaths(built, saved)
         return built
+
+
+def layout_mismatch(ckpt_path: str | None, indices, data) -> str | None:
+    """Why the checkpoint ``ckpt_path`` does not apply to data whose model columns are the standard
+    grayordinates ``indices`` (V,), or None.
+
+    A model's output columns are grayordinates (its ``grayordinates`` buffer, written at fit). Data of
+    the same count but other grayordinates (another subset, another region) would be scored and
+    written under the data's labels while the model predicts others, so the layout itself is
+    compared, not only its size. The checkpoint is read memory-mapped: only this buffer is touched."""
+    if not ckpt_path or indices is None or not Path(ckpt_path).is_file():
+        return None
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    saved = (state.get("state_dict") or {}).get("grayordinates")
+    if saved is None or saved.numel() == 0 or int(saved[0]) == -1:  # not a model with a layout, or never fitted
+        return None
+    saved, indices = saved.numpy(), np.asarray(indices)
+    if saved.shape == indices.shape and np.array_equal(saved, indices):
+        return None
+    where = getattr(data, "data_path", "the data")
+    if saved.shape != indices.shape:
+        return (
+            f"{ckpt_path}: the model was trained on {len(saved)} grayordinates but {where} holds {len(indices)} "
+            "(after --data.region); use a checkpoint trained on this data's grayordinates"
+        )
+    j = int(np.flatnonzero(saved != indices)[0])
+    return (
+        f"{ckpt_path}: the model was trained on other grayordinates than {where} holds (same count {len(saved)}; "
+        f"its column {j} is grayordinate {int(saved[j])}, the data's is {int(indices[j])}); its predictions "
+        "would be scored and written under the wrong labels. Use a checkpoint trained on this data's grayordinates "
+        "(the same --grayordinates subset and --data.region)"
+    )
 
 
 def _saved_callback_states(ckpt_path: str | None) -> dict:
