@@ -19,6 +19,7 @@ from torch import Tensor
 
 from eeg2fmri.data.cifti import atomic_save, standard_brain_models, write_dtseries
 from eeg2fmri.data.regions import region_columns
+from eeg2fmri.errors import check_option, check_positive
 from eeg2fmri.interpolate import linear_fill
 from eeg2fmri.metrics import RegionMetrics
 from eeg2fmri.results import format_table, write_results
@@ -101,13 +102,19 @@ class Evaluator(Callback):
         save_predictions: bool = False,
     ):
         super().__init__()
-        if estimator not in ("mean", "sample"):
-            raise ValueError(f"evaluator.estimator={estimator!r}: expected 'mean' or 'sample'")
-        if num_samples < 1 or (estimator == "sample" and num_samples != 1):
-            raise ValueError(
-                f"evaluator.num_samples={num_samples}: expected an integer >= 1 (samples averaged by estimator "
-                "'mean'; estimator 'sample' draws exactly 1)"
-            )
+        p = "--evaluator."
+        check_option(f"{p}estimator", estimator, estimator in ("mean", "sample"), "'mean' or 'sample'")
+        check_option(
+            f"{p}num_samples",
+            num_samples,
+            num_samples >= 1 and (estimator == "mean" or num_samples == 1),
+            "an integer >= 1 (samples averaged by estimator 'mean'; estimator 'sample' draws exactly 1)",
+        )
+        check_positive(p, num_inference_steps=num_inference_steps, every_n_epochs=every_n_epochs)
+        check_option(f"{p}max_val_batches", max_val_batches, max_val_batches is None or max_val_batches >= 0, ">= 0")
+        check_option(f"{p}eta", eta, eta >= 0, "DDIM's eta >= 0 (0: deterministic, 1: DDPM's variance)")
+        check_option(f"{p}guidance_scale", guidance_scale, guidance_scale >= 0, "a scale >= 0 (1: no guidance)")
+        check_option(f"{p}time_travel", time_travel, time_travel >= 0 and time_travel_repeat >= 0, "an integer >= 0")
         self.sampling = dict(num_inference_steps=num_inference_steps, eta=eta, guidance_scale=guidance_scale, seed=seed)
         self.estimator = dict(estimator=estimator, num_samples=num_samples)
         self.sample_row = sample_row and estimator == "mean"

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from eeg2fmri.errors import EEG2fMRIError
+from eeg2fmri.errors import EEG2fMRIError, OptionError
 from eeg2fmri.trainer import run_trainer
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def table(results: list[str]) -> str:
         try:
             loaded.append(json.loads(Path(f).read_text()))
         except (OSError, ValueError) as e:
-            raise ValueError(f"{f}: not a readable test_metrics.json written by `eeg2fmri test` ({e})") from None
+            raise OptionError(f"{f}: not a readable test_metrics.json written by `eeg2fmri test` ({e})") from None
     return format_table(*loaded)
 
 

@@ -10,3 +10,21 @@ keep working.
 
 class EEG2fMRIError(ValueError):
     """An expected error about the user's input; its message alone tells what to change."""
+
+
+class OptionError(EEG2fMRIError):
+    """An option outside what it allows; the message names the option, its value and the range."""
+
+
+def check_option(name: str, value, ok: bool, allowed: str) -> None:
+    """Refuse option ``name`` (as the user types it: ``--data.n_frames``) with ``value`` unless
+    ``ok``; ``allowed`` says what is (``an integer >= 1``). Every class and job checks its options
+    with this before any work, so a value out of range never reaches the math."""
+    if not ok:
+        raise OptionError(f"{name}={value!r}: expected {allowed}")
+
+
+def check_positive(prefix: str, **options) -> None:
+    """:func:`check_option` for integer options that count something (>= 1); None passes (a default)."""
+    for key, value in options.items():
+        check_option(f"{prefix}{key}", value, value is None or value >= 1, "an integer >= 1")

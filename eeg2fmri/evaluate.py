@@ -44,6 +44,7 @@ import numpy as np
 from eeg2fmri.data.censor import read_censor
 from eeg2fmri.data.cifti import CiftiError, atomic_write_csv, atomic_write_text, load_header, read_dtseries
 from eeg2fmri.data.frames import zscore_std
+from eeg2fmri.errors import OptionError
 from eeg2fmri.results import CSV_COLUMNS, format_table, results_rows
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def score(
         except ValueError:
             log.warning("region %s has no grayordinate among the %d scored; not scored", region, len(indices))
     if not cols:
-        raise ValueError(f"none of the regions {list(regions)} has a grayordinate among the {len(indices)} scored")
+        raise OptionError(f"none of the regions {list(regions)} has a grayordinate among the {len(indices)} scored")
     metrics = RegionMetrics(cols, pred.shape[1], identification=identification)
     for a in range(0, pred.shape[0], _CHUNK):
         p = torch.as_tensor(pred[a : a + _CHUNK], dtype=torch.float64)[:, None]  # (n, 1, V)
@@ -211,7 +212,7 @@ def _candidate_frames(frames, offset: int, P, Tr) -> np.ndarray:
         log.warning("frames %s of %s are not in %s; not scored", outside.tolist(), Tr.path, P.path)
     cand = want[(want >= offset) & (want < offset + n_p)] - offset
     if len(cand) == 0:
-        raise ValueError(f"none of the requested frames lies in {P.path} (truth frames {offset}..{offset + n_p - 1})")
+        raise OptionError(f"none of the requested frames lies in {P.path} (truth frames {offset}..{offset + n_p - 1})")
     return cand
 
 
@@ -221,10 +222,10 @@ def _finite_cells(x: np.ndarray, y: np.ndarray, pred_p: Path) -> tuple[np.ndarra
     fin_x, fin_y = np.isfinite(x), np.isfinite(y)  # (N, V)
     col_ok = fin_x.any(0) & fin_y.any(0)  # (V,) columns with data in both
     if not col_ok.any():
-        raise ValueError(f"{pred_p}: no grayordinate is finite in both files over the scored frames")
+        raise OptionError(f"{pred_p}: no grayordinate is finite in both files over the scored frames")
     row_ok = fin_x[:, col_ok].all(1) & fin_y[:, col_ok].all(1)  # (N,)
     if not row_ok.any():
-        raise ValueError(f"{pred_p}: no frame is finite at every scored grayordinate in both files")
+        raise OptionError(f"{pred_p}: no frame is finite at every scored grayordinate in both files")
     return row_ok, col_ok
 
 
@@ -328,7 +329,7 @@ def _frames(frames, n_volumes: int) -> np.ndarray:
         return np.flatnonzero(read_censor(frames, n_volumes))
     f = np.unique(np.asarray(frames, np.int64))
     if len(f) and (f[0] < 0 or f[-1] >= n_volumes):
-        raise ValueError(f"frames {f.tolist()}: expected 0-based frame indices in 0..{n_volumes - 1}")
+        raise OptionError(f"frames {f.tolist()}: expected 0-based frame indices in 0..{n_volumes - 1}")
     return f
 
 

@@ -60,7 +60,7 @@ import numpy as np
 from eeg2fmri.data.censor import read_censor
 from eeg2fmri.data.cifti import CiftiError, atomic_save, load_header
 from eeg2fmri.data.frames import segment_bounds, zscore_std
-from eeg2fmri.errors import EEG2fMRIError
+from eeg2fmri.errors import EEG2fMRIError, check_option, check_positive
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +320,8 @@ def fill_run(
     ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
     eeg = Path(eeg) if eeg is not None else None
     censor_path = None if isinstance(censor, np.ndarray) else Path(censor)
+    check_positive("--", num_inference_steps=num_inference_steps, batch_size=batch_size)
+    check_option("--eta", eta, eta >= 0, "DDIM's eta >= 0 (0: deterministic, 1: DDPM's variance)")
     _check_inputs(method, stride, num_samples, fmri, ckpt_path, eeg, censor_path, out, overwrite)
 
     img, bm, tr, indices = load_header(fmri)

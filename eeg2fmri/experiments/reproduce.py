@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from eeg2fmri.errors import OptionError
 from eeg2fmri.experiments.ablation import ablation
 from eeg2fmri.experiments.fill_study import fill_study
 from eeg2fmri.experiments.table1 import table1
@@ -52,7 +53,7 @@ def reproduce(
     """
     common = dict(scale=scale, subjects=subjects, raw=raw, prepared=prepared, results=results, force=force)
     if protocol != "project" and target != "table1":
-        raise ValueError(f"protocol={protocol!r} is implemented for table1; {target} runs on the project's protocol")
+        raise OptionError(f"protocol={protocol!r} is implemented for table1; {target} runs on the project's protocol")
     if target == "table1":
         return table1(methods=methods, ks=ks, protocol=protocol, **common)
     if target == "table2":

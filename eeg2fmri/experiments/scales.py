@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eeg2fmri.errors import OptionError
 from eeg2fmri.experiments.tables import say
 
 
@@ -131,7 +132,7 @@ PROTOCOLS = {
 def protocol_tag(scale: str, protocol: str) -> str:
     """The folder of a scale's caches and results under a protocol (``ci``, ``ci-paper``)."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol={protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        raise OptionError(f"protocol={protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     return scale if protocol == "project" else f"{scale}-{protocol}"
 
 

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from eeg2fmri.data.cifti import atomic_write_csv, atomic_write_text
+from eeg2fmri.errors import OptionError
 from eeg2fmri.experiments.cells import CELL_METHODS, SLUGS, run_cell
 from eeg2fmri.experiments.scales import SCALES, ensure_subject, protocol_tag
 from eeg2fmri.experiments.tables import (
@@ -68,7 +69,7 @@ def table1(
     slugs = methods or [s for s, _ in CELL_METHODS.values()]
     unknown = [s for s in slugs if s not in SLUGS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; expected some of {sorted(SLUGS)}")
+        raise OptionError(f"unknown method(s) {unknown}; expected some of {sorted(SLUGS)}")
     ks_ = tuple(ks or sc.ks)
     cells = [(s, k, m) for s in subjects for k in ks_ for m in slugs]
     res: dict[tuple[int, int, str], dict] = {}
