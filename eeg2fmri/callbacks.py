@@ -19,7 +19,7 @@ from torch import Tensor
 
 from eeg2fmri.data.cifti import atomic_save, standard_brain_models, write_dtseries
 from eeg2fmri.data.regions import region_columns
-from eeg2fmri.errors import check_option, check_positive
+from eeg2fmri.errors import OutputError, check_option, check_positive, check_writable
 from eeg2fmri.interpolate import linear_fill
 from eeg2fmri.metrics import RegionMetrics
 from eeg2fmri.results import format_table, write_results
@@ -127,6 +127,8 @@ class Evaluator(Callback):
 
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "test" and trainer.is_global_zero:  # before the test runs, not after
+            check_writable(self._results_dir(trainer), "the test metrics", "--evaluator.results_dir")
         pl_module.set_sampling(**self.sampling_for(pl_module))
         dm = trainer.datamodule
         self.columns = {}
@@ -237,7 +239,14 @@ class Evaluator(Callback):
         }
         if trainer.is_global_zero:
             out = self._results_dir(trainer)
-            write_results(self.results, out)
+            print(format_table(self.results))  # first: the scores reach the user even if the write fails
+            try:
+                write_results(self.results, out)
+            except OSError as e:
+                raise OutputError(
+                    f"{out}: the test metrics (printed above) could not be written ({e.strerror or e}); "
+                    "pass --evaluator.results_dir with a writable folder"
+                ) from None
             if self.save_predictions and trainer.world_size == 1:
                 pred, rows = (torch.cat(t).numpy() for t in zip(*self._saved))
                 atomic_save(out / "test_predictions.npz", lambda tmp: np.savez(tmp, pred=pred, frame_index=rows))
@@ -245,7 +254,6 @@ class Evaluator(Callback):
                 log.warning(
                     "save_predictions is single-process only; not written under %d processes", trainer.world_size
                 )
-            print(format_table(self.results))
             print(f"test metrics written to {out / 'test_metrics.json'} and {out / 'test_metrics.csv'}")
 
     def _results_dir(self, trainer) -> Path:

@@ -7,6 +7,10 @@ FillError, ...) carries a message that names the file, the field and what was ex
 keep working.
 """
 
+import os
+import tempfile
+from pathlib import Path
+
 
 class EEG2fMRIError(ValueError):
     """An expected error about the user's input; its message alone tells what to change."""
@@ -28,3 +32,20 @@ def check_positive(prefix: str, **options) -> None:
     """:func:`check_option` for integer options that count something (>= 1); None passes (a default)."""
     for key, value in options.items():
         check_option(f"{prefix}{key}", value, value is None or value >= 1, "an integer >= 1")
+
+
+class OutputError(EEG2fMRIError):
+    """An output folder that cannot take the files (read-only, not a folder, full)."""
+
+
+def check_writable(folder: str | os.PathLike, what: str, option: str) -> None:
+    """Refuse before the work when ``folder`` (made if missing, as the writer would) cannot take a
+    file: a probe file is created and removed, which also catches a read-only mount or a path
+    through a file. ``what`` and ``option`` name the output and the option that moves it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".eeg2fmri-probe-"):
+            pass
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot write {what} there ({e.strerror or e}); pass {option}") from None

@@ -80,6 +80,16 @@ class EEG2fMRICLI(LightningCLI):
         else:
             cfg.trainer.default_root_dir = str(Path(trainer_defaults()["default_root_dir"]) / name)
 
+    def parse_arguments(self, parser, args) -> None:
+        """Lightning's, keeping the model options as the user gave them (``requested_model``): with a
+        ``--ckpt_path``, LightningCLI then replaces them by the checkpoint's hyperparameters, so a
+        resume could not tell that the command asked for another model."""
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")
+        model = self.config[sub].get("model") if sub else None
+        init = model.get("init_args") if model is not None else None
+        self.requested_model = {} if init is None else init.as_dict()
+
     def instantiate_classes(self) -> None:
         """Lightning's, but a refused option of the model (an :class:`EEG2fMRIError` from its
         ``__init__``) reaches the user as itself: jsonargparse tries each type of the ``model``
@@ -101,6 +111,12 @@ class EEG2fMRICLI(LightningCLI):
         if problem:
             raise RunFolderError(problem)
         self._check_layout()
+        changed = changed_hyperparameters(self.config.fit.get("ckpt_path"), self.requested_model)
+        if changed:
+            raise RunFolderError(
+                f"{self.config.fit.ckpt_path}: a resume continues the checkpoint's model, but this command changes "
+                f"its {changed}. Drop those options to resume, or start a new run without --ckpt_path"
+            )
 
     def before_validate(self) -> None:
         self._check_layout()
@@ -175,6 +191,26 @@ def layout_mismatch(ckpt_path: str | None, indices, data) -> str | None:
         "would be scored and written under the wrong labels. Use a checkpoint trained on this data's grayordinates "
         "(the same --grayordinates subset and --data.region)"
     )
+
+
+def changed_hyperparameters(ckpt_path: str | None, hparams: dict) -> str | None:
+    """The hyperparameters (``name checkpoint -> this run``, joined) in which ``hparams`` differ from
+    those saved in ``ckpt_path``, or None. Lightning resumes a run with the weights and optimizer of
+    the checkpoint, so a changed architecture or objective would otherwise be dropped in silence."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return None
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    saved = state.get("hyper_parameters") or {}
+
+    def norm(v):
+        return tuple(norm(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    diff = [
+        f"--model.init_args.{k} {saved[k]!r} -> {hparams[k]!r}"
+        for k in sorted(saved.keys() & hparams.keys())
+        if k not in DATA_FACTS and hparams[k] is not None and norm(saved[k]) != norm(hparams[k])
+    ]
+    return ", ".join(diff) or None
 
 
 def _saved_callback_states(ckpt_path: str | None) -> dict:

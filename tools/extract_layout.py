@@ -36,8 +36,10 @@ def main(template: str, out: Path = PACKAGE_LAYOUT) -> None:
         offsets.append(int(bm.get("IndexOffset")))
         counts.append(int(bm.get("IndexCount")))
         if bm.get("ModelType") == "CIFTI_MODEL_TYPE_SURFACE":
-            vertices[name] = np.array(bm.find("NodeIndices").text.split(), np.int32)
-            assert int(bm.get("SurfaceNumberOfNodes")) == 32492
+            # CIFTI-1 names them nodes (the template), CIFTI-2 vertices (the files eeg2fmri writes)
+            nodes = bm.find("NodeIndices") if bm.find("NodeIndices") is not None else bm.find("VertexIndices")
+            vertices[name] = np.array(nodes.text.split(), np.int32)
+            assert int(bm.get("SurfaceNumberOfNodes") or bm.get("SurfaceNumberOfVertices")) == 32492
         else:
             ijk = np.array(bm.find("VoxelIndicesIJK").text.split(), np.int16).reshape(-1, 3)
             voxels.append(ijk)
