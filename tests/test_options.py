@@ -58,3 +58,35 @@ def test_job_options_out_of_range(tmp_path, capsys):
     line = cli_error(capsys, ["evaluate", "--pred", str(pred), "--truth", str(truth), "--frames", "[2, 9]"])
     assert "frames [2, 9]: expected 0-based frame indices in 0..4" in line, line
     assert {p: Path(p).read_bytes() for p in (pred, truth)} == before
+
+
+def test_a_cache_with_nan_frames_is_refused(cache, tmp_path, capsys):  # noqa: F811
+    import shutil
+
+    import h5py
+
+    bad = tmp_path / "bad.h5"
+    shutil.copy(cache, bad)
+    with h5py.File(bad, "r+") as h5:
+        x = h5["fmri"][7]
+        x[3] = np.nan
+        h5["fmri"][7] = x
+        col3 = int(h5["indices"][3])
+    before = bad.read_bytes()
+    line = cli_error(
+        capsys,
+        ["fit", "--data.data_path", str(bad), "--data.n_frames", "3", *TINY]
+        + ["--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "run")],
+    )
+    assert str(bad) in line and "'fmri' holds NaN/Inf in 1 frame(s), first at frame 7" in line, line
+    assert f"grayordinate {col3} (column 3)" in line, line
+    assert bad.read_bytes() == before and not (tmp_path / "run").exists()
+
+
+def test_a_cifti_run_as_the_cache_is_named(tmp_path, capsys):
+    run = write_dtseries(
+        tmp_path / "run-1.dtseries.nii", np.zeros((4, len(TINY_INDICES)), np.float32), 0.8, indices=TINY_INDICES
+    )  # fmt: skip  (one call)
+    line = cli_error(capsys, ["fit", "--data.data_path", str(run), "--trainer.default_root_dir", str(tmp_path / "r")])
+    assert "a NIfTI / CIFTI image, not a prepared cache" in line and "eeg2fmri prepare" in line, line
+    assert "delete" not in line

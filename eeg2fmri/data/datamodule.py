@@ -51,6 +51,11 @@ def open_cache(path: str | Path) -> h5py.File:
         raise FileNotFoundError(
             f"{path}: prepared cache not found. Build it with `eeg2fmri prepare --subject_dir <raw>/sub_0001`"
         )
+    if path.name.endswith((".nii", ".nii.gz")) and not h5py.is_hdf5(path):
+        raise CacheError(
+            f"{path}: a NIfTI / CIFTI image, not a prepared cache; --data.data_path takes the .h5 that "
+            "`eeg2fmri prepare --subject_dir <raw>/sub_0001` writes from the subject's runs"
+        )
     try:
         h5 = h5py.File(path, "r")
     except OSError as e:
@@ -64,6 +69,23 @@ def open_cache(path: str | Path) -> h5py.File:
             f"{path}: cache lacks dataset(s) {missing}; it was not written by `eeg2fmri prepare` or is incomplete"
         )
     return h5
+
+
+def _refuse_non_finite(path: Path, key: str, x: torch.Tensor, indices: np.ndarray) -> None:
+    """Refuse a cache whose ``key`` rows hold NaN / Inf (a prepare never writes one: an edited or
+    damaged file), naming the first bad frame and where in it, before any model reads it."""
+    flat = x.reshape(len(x), -1)  # (T, D) a view
+    # (T,) in blocks of rows, so the mask never holds more than a block of the data
+    bad = torch.cat([~torch.isfinite(flat[i : i + 1024]).all(1) for i in range(0, len(flat), 1024)])
+    if not bool(bad.any()):
+        return
+    row = int(torch.nonzero(bad)[0])
+    col = int(torch.nonzero(~torch.isfinite(x[row].reshape(-1)))[0])
+    where = f"grayordinate {int(indices[col])} (column {col})" if key == "fmri" else f"EEG value {col} of its window"
+    raise CacheError(
+        f"{path}: dataset {key!r} holds NaN/Inf in {int(bad.sum())} frame(s), first at frame {row}, {where}; "
+        "a prepared cache is finite: delete it and re-run `eeg2fmri prepare`"
+    )
 
 
 def window_starts(
@@ -273,6 +295,8 @@ class EEGfMRIDataModule(pl.LightningDataModule):
             )
             self.run_numbers = h5["run_numbers"][:].tolist() if "run_numbers" in h5 else []
             self.run_n_volumes = h5["run_n_volumes"][:].tolist() if "run_n_volumes" in h5 else []
+        for key in ("fmri", "eeg"):
+            _refuse_non_finite(self.data_path, key, store[key], self.indices)
         self.store = store
         es = self.hparams.eval_stride or self.n_frames
         self.windows = {
