@@ -186,6 +186,12 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"eeg2fmri: error: {one_line(e)} (--debug shows the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        # every writer goes through a temporary that is removed on the way out (or by the next run)
+        print("eeg2fmri: interrupted; the file being written was dropped, earlier outputs are intact", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def one_line(e: BaseException) -> str:

@@ -90,3 +90,16 @@ def test_a_cifti_run_as_the_cache_is_named(tmp_path, capsys):
     line = cli_error(capsys, ["fit", "--data.data_path", str(run), "--trainer.default_root_dir", str(tmp_path / "r")])
     assert "a NIfTI / CIFTI image, not a prepared cache" in line and "eeg2fmri prepare" in line, line
     assert "delete" not in line
+
+
+def test_a_cache_of_another_format_version_is_refused(cache, tmp_path, capsys):  # noqa: F811
+    import shutil
+
+    import h5py
+
+    old = tmp_path / "old.h5"
+    shutil.copy(cache, old)
+    with h5py.File(old, "r+") as h5:
+        h5.attrs["version"] = 99
+    line = cli_error(capsys, ["fit", "--data.data_path", str(old), "--trainer.default_root_dir", str(tmp_path / "r")])
+    assert str(old) in line and "cache format version 99" in line and "eeg2fmri prepare" in line, line

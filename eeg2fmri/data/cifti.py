@@ -15,7 +15,9 @@ import csv
 import io
 import logging
 import os
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -338,6 +340,31 @@ def write_dtseries(
     return atomic_save(path, img.to_filename)
 
 
+STALE_AFTER_S = 600  # a writer touches its temporary file or folder far more often than this
+
+
+def remove_stale_temps(target: str | os.PathLike, suffix: str) -> list[Path]:
+    """Remove the hidden temporaries that a killed writer of ``target`` left beside it
+    (``.<name>.<random><suffix>``, files or folders), and return them. Only those untouched for
+    ``STALE_AFTER_S``: a live writer of the same target (another process) keeps its own fresh."""
+    target = Path(target)
+    head, now, removed = f".{target.name}.", time.time(), []
+    if not target.parent.is_dir():
+        return removed
+    for p in target.parent.iterdir():
+        if not (p.name.startswith(head) and p.name.endswith(suffix)) or len(p.name) <= len(head) + len(suffix):
+            continue
+        try:
+            if now - p.lstat().st_mtime < STALE_AFTER_S:
+                continue
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        except OSError:
+            continue  # gone already, or not ours to remove
+        removed.append(p)
+        log.info("removed %s, left by an earlier run that was killed while writing %s", p, target)
+    return removed
+
+
 def atomic_save(path: str | os.PathLike, save) -> Path:
     """Call ``save(tmp_path)`` then rename over ``path``: a half-written file never replaces a good one.
 
@@ -346,6 +373,7 @@ def atomic_save(path: str | os.PathLike, save) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
+    remove_stale_temps(path, suffix)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:

@@ -33,7 +33,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from eeg2fmri.data.frames import segment_bounds, segment_ids
-from eeg2fmri.data.prepare import SPLITS
+from eeg2fmri.data.prepare import CACHE_VERSION, SPLITS
 from eeg2fmri.data.regions import region_columns
 from eeg2fmri.errors import EEG2fMRIError, OptionError, check_option, check_positive
 from eeg2fmri.seed import global_seed
@@ -67,6 +67,13 @@ def open_cache(path: str | Path) -> h5py.File:
         h5.close()
         raise CacheError(
             f"{path}: cache lacks dataset(s) {missing}; it was not written by `eeg2fmri prepare` or is incomplete"
+        )
+    version = h5.attrs.get("version")
+    if version is not None and int(version) != CACHE_VERSION:
+        h5.close()
+        raise CacheError(
+            f"{path}: cache format version {int(version)}; this eeg2fmri reads version {CACHE_VERSION}. "
+            "Re-run `eeg2fmri prepare` on the subject (it rewrites the cache)"
         )
     return h5
 

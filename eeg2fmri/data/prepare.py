@@ -43,7 +43,7 @@ from typing import Literal
 import h5py
 import numpy as np
 
-from eeg2fmri.data.cifti import CiftiError, load_header, new_file_mode, standard_order
+from eeg2fmri.data.cifti import CiftiError, load_header, new_file_mode, remove_stale_temps, standard_order
 from eeg2fmri.data.cinebrain import (
     CHANNELS_64,
     Clip,
@@ -149,6 +149,7 @@ def prepare(
     _check_disk(out.parent, need)
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out, ".tmp")
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:

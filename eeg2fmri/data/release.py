@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eeg2fmri.data.cifti import atomic_write_text, load_header, swap_in_dir
+from eeg2fmri.data.cifti import atomic_write_text, load_header, remove_stale_temps, swap_in_dir
 from eeg2fmri.data.cinebrain import CHANNELS_64, RawDataError, bids_task, fmri_name, read_ch_names, write_npy_eeg
 from eeg2fmri.data.eeg import samples_per_tr
 
@@ -401,6 +401,7 @@ def _import_subject(folder: Path, s: int, eeg_path: Path, target: Path, key: str
         parsed = parse_window_names(src.names, opts.eeg_pattern, src.where)
         by_run = _assign_runs(parsed, runs, opts.first_frame, src.where, eeg_path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target, ".tmp")
         tmp_root = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         try:
             sub = tmp_root / target.name

@@ -53,6 +53,7 @@ from eeg2fmri.data.cifti import (
     atomic_save,
     atomic_write_text,
     fmriprep_row_major_order,
+    remove_stale_temps,
     standard_brain_models,
     subset_brain_models,
     swap_in_dir,
@@ -982,6 +983,7 @@ def simulate(
     with tqdm(total=len(subjects) * cfg["n_runs"], desc="simulate", unit="run", disable=not progress) as bar:
         for s in subjects:
             # the subject is built in a hidden folder beside its target and renamed when complete
+            remove_stale_temps(out / dirname(s), ".tmp")
             tmp_root = Path(tempfile.mkdtemp(prefix=f".{dirname(s)}.", suffix=".tmp", dir=out))
             try:
                 sub_tmp = tmp_root / dirname(s)
