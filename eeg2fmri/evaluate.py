@@ -44,7 +44,7 @@ import numpy as np
 from eeg2fmri.data.censor import read_censor
 from eeg2fmri.data.cifti import CiftiError, atomic_write_csv, atomic_write_text, load_header, read_dtseries
 from eeg2fmri.data.frames import zscore_std
-from eeg2fmri.errors import OptionError
+from eeg2fmri.errors import OptionError, check_writable
 from eeg2fmri.results import CSV_COLUMNS, format_table, results_rows
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,8 @@ def evaluate(
     """
     pred_p, truth_p = Path(pred), Path(truth)
     out_json, out_csv = _out_paths(out)
+    if out_json is not None:  # before the scoring, not after it
+        check_writable(out_json.parent, "the scores", "--out with a writable folder")
     _, _, tr_p, _ = load_header(pred_p)
     img_t, _, tr_t, _ = load_header(truth_p)
     if not math.isclose(tr_p, tr_t, rel_tol=1e-4):

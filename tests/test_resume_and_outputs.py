@@ -44,3 +44,22 @@ def test_an_unwritable_results_folder_is_refused_before_the_test(cache, last_ckp
     assert str(blocker / "res") in line and "--evaluator.results_dir" in line, line
     assert "test metrics written" not in capsys.readouterr().out
     assert blocker.read_text() == "not a folder"
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_work(raw_subject, tmp_path, capsys):
+    import numpy as np
+
+    from eeg2fmri.data.cifti import write_dtseries
+    from tests.conftest import TINY_INDICES
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    line = cli_error(capsys, ["prepare", "--subject_dir", str(raw_subject), "--out_dir", str(a_file)])
+    assert f"--out_dir {a_file}: a file; expected the folder" in line, line
+    line = cli_error(capsys, ["prepare", "--subject_dir", str(raw_subject), "--out_dir", str(a_file / "sub")])
+    assert str(a_file / "sub") in line and "--out_dir with a writable folder" in line, line
+    x = np.zeros((5, len(TINY_INDICES)), np.float32)
+    pred = write_dtseries(tmp_path / "p.dtseries.nii", x, 0.8, indices=TINY_INDICES)
+    line = cli_error(capsys, ["evaluate", "--pred", str(pred), "--truth", str(pred), "--out", str(a_file / "s.json")])
+    assert str(a_file) in line and "--out with a writable folder" in line, line
+    assert a_file.read_text() == "keep me"

@@ -63,7 +63,7 @@ from eeg2fmri.data.eeg import (
     volume_onsets,
 )
 from eeg2fmri.data.frames import zscore_std
-from eeg2fmri.errors import OptionError
+from eeg2fmri.errors import OptionError, OutputError, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -846,6 +846,9 @@ def prepare_subjects(
     """
     if isinstance(subject_dir, (str, Path)):
         subject_dir = [subject_dir]
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise OutputError(f"--out_dir {out_dir}: a file; expected the folder the caches are written into")
+    check_writable(out_dir, "the prepared caches", "--out_dir with a writable folder")
     options = PrepareOptions(
         shift_s=shift_s,
         l_freq=l_freq,
