@@ -402,3 +402,29 @@ def test_normalize_all_split_tail_and_detrend(raw_subject, tmp_path):
     q = prepare(raw_subject, tmp_path / "dt", PrepareOptions(detrend="linear"), progress=False)
     with h5py.File(q) as h5:
         assert drift(h5["fmri"][:].astype(np.float64)) < 0.3 and h5.attrs["detrend"] == "linear"
+
+
+@pytest.mark.parametrize("flat_run", [1, 2])
+def test_a_channel_flat_in_one_run_is_zero_in_that_run_only(tmp_path, flat_run, recwarn):
+    """A channel flat in one run (a loose electrode) is repaired in that run alone, with its file
+    named, and the other runs keep the channel; a flat channel in the first run does not throw off
+    the units (no overflow)."""
+    import h5py
+
+    from eeg2fmri.data.cinebrain import CHANNELS_64, eeg_stem
+    from tests.conftest import make_raw_subject
+
+    raw = make_raw_subject(tmp_path / "raw", n_runs=2)
+    npy = eeg_stem(tmp_path / "raw", 1, flat_run).with_suffix(".npy")
+    x = np.load(npy)
+    ch = CHANNELS_64.index("Cz") if "Cz" in CHANNELS_64 else 5
+    x[ch] = 3.0  # flat
+    np.save(npy, x)
+    cache = prepare(raw, tmp_path / "prep", progress=False)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in recwarn]
+    with h5py.File(cache, "r") as h5:
+        eeg, run = h5["eeg"][:, ch].astype(np.float32), h5["frame_run"][:]
+    runs = np.unique(run)
+    flat_frames = run == runs[flat_run - 1]
+    assert np.all(eeg[flat_frames] == 0)
+    assert np.abs(eeg[~flat_frames]).mean() > 0.05  # the other run keeps the channel

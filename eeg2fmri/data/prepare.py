@@ -553,8 +553,8 @@ def _write_cache(h5, plans, split_of_clip, o, n_frames, n_vertices, has_truth, p
     trends = _fit_trends(plans, order, has_truth, bar)
     use = train if o.normalize == "train" else np.ones_like(train)
     mean, std, dead = _fmri_statistics(plans, trends, order, use, o, n_vertices, bar)
-    center, scale, unit, flat, flat_mask = _eeg_statistics(plans, eeg, train, o, bar)
-    _scale_eeg(eeg, center, scale, flat_mask)
+    center, scale, unit, flat, flat_masks = _eeg_statistics(plans, eeg, train, o, bar)
+    _scale_eeg(eeg, plans, center, scale, flat_masks)
     _write_fmri((fmri, clean), plans, mean, std, dead, trends, order, bar)
     bar.close()
 
@@ -643,7 +643,9 @@ def _eeg_statistics(plans, eeg, train: np.ndarray, o: PrepareOptions, bar):
     of a per-channel scale ``unit`` from the first run (it only keeps float16 well inside its range
     whatever the recording's unit, volts or microvolts), and per channel the train windows' centre
     and the ``eeg_clip_quantile`` of |x − centre| (from a subsample), the scale that maps to 1.
-    Returns (center, scale, unit, flat channel names, mask of the channels set to 0)."""
+    A channel flat in the first run takes the median unit of the others (its own would be ~0).
+    Returns (center, scale, unit, flat channel names, per run the (C,) mask of the channels set to
+    0: those flat in that run, and any without spread in the training windows)."""
     n_chans, n_times = len(o.ch_names), plans[0].n_times
     unit = None
     center_sum = np.zeros(n_chans)
@@ -653,7 +655,9 @@ def _eeg_statistics(plans, eeg, train: np.ndarray, o: PrepareOptions, bar):
     for p in plans:
         w = _filtered_windows(p, o)  # (T_run, C, W) float32
         if unit is None:
-            unit = np.maximum(w.std(axis=(0, 2)), 1e-30).astype(np.float64)  # (C,)
+            sd = w.std(axis=(0, 2)).astype(np.float64)  # (C,)
+            live = (sd > 0) & ~np.isin(o.ch_names, p.flat)
+            unit = np.where(live, np.maximum(sd, 1e-30), np.median(sd[live]) if live.any() else 1.0)
         w /= unit[None, :, None].astype(np.float32)
         sel = train[offset : offset + len(w)]
         if sel.any():
@@ -668,9 +672,10 @@ def _eeg_statistics(plans, eeg, train: np.ndarray, o: PrepareOptions, bar):
     dev = np.abs(np.concatenate(samples, axis=1) - center[:, None])  # (C, n_sub)
     scale = np.quantile(dev, o.eeg_clip_quantile, axis=1)  # (C,)
     flat = sorted({c for p in plans for c in p.flat})
-    flat_mask = np.array([c in flat for c in o.ch_names]) | (scale <= 0)
-    scale[flat_mask] = 1.0
-    return center, scale, unit, flat, flat_mask
+    dead = scale <= 0  # (C,) no spread in any training window
+    scale[dead] = 1.0
+    flat_masks = [np.isin(o.ch_names, p.flat) | dead for p in plans]  # a channel flat in one run only is zero there
+    return center, scale, unit, flat, flat_masks
 
 
 def _filtered_windows(plan: RunPlan, o: PrepareOptions) -> np.ndarray:
@@ -681,11 +686,17 @@ def _filtered_windows(plan: RunPlan, o: PrepareOptions) -> np.ndarray:
     return filtered_windows(eeg.data, plan.window_starts, plan.n_times, plan.ch_order, plan.sfreq, o, volumes)
 
 
-def _scale_eeg(eeg, center: np.ndarray, scale: np.ndarray, flat_mask: np.ndarray) -> None:
-    """Pass 2a: the stored EEG windows scaled in place (:func:`eeg2fmri.data.eeg.scale_windows`)."""
-    for start in range(0, eeg.shape[0], 512):
-        x = eeg[start : start + 512].astype(np.float32)  # (b, C, W)
-        eeg[start : start + 512] = scale_windows(x, center, scale, flat_mask).astype(np.float16)
+def _scale_eeg(eeg, plans, center: np.ndarray, scale: np.ndarray, flat_masks: list[np.ndarray]) -> None:
+    """Pass 2a: the stored EEG windows scaled in place (:func:`eeg2fmri.data.eeg.scale_windows`),
+    run by run, each with its own flat channels set to 0."""
+    offset = 0
+    for p, flat_mask in zip(plans, flat_masks):
+        end = offset + len(p.frames)
+        for start in range(offset, end, 512):
+            stop = min(start + 512, end)
+            x = eeg[start:stop].astype(np.float32)  # (b, C, W)
+            eeg[start:stop] = scale_windows(x, center, scale, flat_mask).astype(np.float16)
+        offset = end
 
 
 def _write_fmri(dsets, plans, mean, std, dead, trends, order: int, bar) -> None:
