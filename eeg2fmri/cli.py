@@ -15,6 +15,7 @@ and a missing / existing / unwritable path) are printed as one line with exit co
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -186,12 +187,23 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"eeg2fmri: error: {one_line(e)} (--debug shows the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as e:
+        if debug or e.errno not in OUTPUT_ERRNOS:
+            raise
+        # the file system refused a write (full, read-only, over quota): the writers are atomic, so
+        # the file in progress was dropped and earlier outputs are intact
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"eeg2fmri: error: {where}{e.strerror}; free space or choose another output folder", file=sys.stderr)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         if debug:
             raise
         # every writer goes through a temporary that is removed on the way out (or by the next run)
         print("eeg2fmri: interrupted; the file being written was dropped, earlier outputs are intact", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+OUTPUT_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
 def one_line(e: BaseException) -> str:

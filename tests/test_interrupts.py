@@ -41,3 +41,26 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_run(raw_subject, tmp_
     main(["prepare", "--subject_dir", str(raw_subject), "--out_dir", str(out), "--progress", "false"])
     assert (out / "sub_0001.h5").is_file()
     assert hidden(out) == [fresh.name]  # the stale one is gone; a live writer's is left alone
+
+
+def test_a_full_disk_during_the_final_write_ends_with_one_line(tmp_path, monkeypatch, capsys):
+    """The OS refusing a write (ENOSPC here, read-only or over quota alike) is one line, exit 2."""
+    import errno
+
+    import numpy as np
+
+    from eeg2fmri import evaluate as evaluate_module
+    from eeg2fmri.data.cifti import write_dtseries
+    from tests.cli_errors import cli_error
+    from tests.conftest import TINY_INDICES
+
+    x = np.random.default_rng(0).standard_normal((6, len(TINY_INDICES))).astype(np.float32)
+    pred = write_dtseries(tmp_path / "p.dtseries.nii", x, 0.8, indices=TINY_INDICES)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "evaluate.json"))
+
+    monkeypatch.setattr(evaluate_module, "_write", full)
+    line = cli_error(capsys, ["evaluate", "--pred", str(pred), "--truth", str(pred), "--out", str(tmp_path / "out")])
+    assert "evaluate.json: No space left on device" in line, line
+    assert not (tmp_path / "out" / "evaluate.json").exists()
