@@ -86,7 +86,7 @@ def test_a_cache_with_nan_frames_is_refused(cache, tmp_path, capsys):  # noqa: F
 def test_a_cifti_run_as_the_cache_is_named(tmp_path, capsys):
     run = write_dtseries(
         tmp_path / "run-1.dtseries.nii", np.zeros((4, len(TINY_INDICES)), np.float32), 0.8, indices=TINY_INDICES
-    )  # fmt: skip  (one call)
+    )
     line = cli_error(capsys, ["fit", "--data.data_path", str(run), "--trainer.default_root_dir", str(tmp_path / "r")])
     assert "a NIfTI / CIFTI image, not a prepared cache" in line and "eeg2fmri prepare" in line, line
     assert "delete" not in line

@@ -12,11 +12,11 @@ from eeg2fmri.experiments.tables import REGIONS, SPATIAL, SPATIAL_COLUMNS, mean_
 
 def ablation(
     scale: str = "ci",
-    subjects: list[int] = [1],  # noqa: B006
+    subjects: list[int] = [1],  # noqa: B006 (never mutated; jsonargparse shows the list in --help)
     raw: str = "data/raw",
     prepared: str = "data/prepared",
     results: str = "results",
-    latents: list[int] = [512, 1024, 2048],  # noqa: B006
+    latents: list[int] = [512, 1024, 2048],  # noqa: B006 (never mutated; jsonargparse shows the list in --help)
     k: int = 10,
     force: bool = False,
 ) -> Path:

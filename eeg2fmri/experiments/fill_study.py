@@ -36,11 +36,11 @@ ROW_NAMES = {
 
 def fill_study(
     scale: str = "ci",
-    subjects: list[int] = [1],  # noqa: B006
+    subjects: list[int] = [1],  # noqa: B006 (never mutated; jsonargparse shows the list in --help)
     raw: str = "data/raw",
     prepared: str = "data/prepared",
     results: str = "results",
-    rates: list[float] = [0.05, 0.1, 0.2],  # noqa: B006
+    rates: list[float] = [0.05, 0.1, 0.2],  # noqa: B006 (never mutated; jsonargparse shows the list in --help)
     force: bool = False,
     k: int = 10,
 ) -> Path:

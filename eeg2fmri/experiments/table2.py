@@ -23,7 +23,7 @@ from eeg2fmri.experiments.tables import (
 
 def table2(
     scale: str = "ci",
-    subjects: list[int] = [1],  # noqa: B006
+    subjects: list[int] = [1],  # noqa: B006 (never mutated; jsonargparse shows the list in --help)
     raw: str = "data/raw",
     prepared: str = "data/prepared",
     results: str = "results",
