@@ -161,6 +161,14 @@ class EEG2fMRICLI(LightningCLI):
         return built
 
 
+def saved_state(ckpt_path: str | None) -> dict:
+    """A ``--ckpt_path`` file's contents, memory-mapped (only what is read is touched), or {} when
+    there is no file (no ``--ckpt_path``, or Lightning's ``last`` / ``best``)."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return {}
+    return torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def layout_mismatch(ckpt_path: str | None, indices, data) -> str | None:
     """Why the checkpoint ``ckpt_path`` does not apply to data whose model columns are the standard
     grayordinates ``indices`` (V,), or None.
@@ -169,10 +177,9 @@ def layout_mismatch(ckpt_path: str | None, indices, data) -> str | None:
     the same count but other grayordinates (another subset, another region) would be scored and
     written under the data's labels while the model predicts others, so the layout itself is
     compared, not only its size. The checkpoint is read memory-mapped: only this buffer is touched."""
-    if not ckpt_path or indices is None or not Path(ckpt_path).is_file():
+    if indices is None:
         return None
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    saved = (state.get("state_dict") or {}).get("grayordinates")
+    saved = (saved_state(ckpt_path).get("state_dict") or {}).get("grayordinates")
     if saved is None or saved.numel() == 0 or int(saved[0]) == -1:  # not a model with a layout, or never fitted
         return None
     saved, indices = saved.numpy(), np.asarray(indices)
@@ -197,10 +204,7 @@ def changed_hyperparameters(ckpt_path: str | None, hparams: dict) -> str | None:
     """The hyperparameters (``name checkpoint -> this run``, joined) in which ``hparams`` differ from
     those saved in ``ckpt_path``, or None. Lightning resumes a run with the weights and optimizer of
     the checkpoint, so a changed architecture or objective would otherwise be dropped in silence."""
-    if not ckpt_path or not Path(ckpt_path).is_file():
-        return None
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    saved = state.get("hyper_parameters") or {}
+    saved = saved_state(ckpt_path).get("hyper_parameters") or {}
 
     def norm(v):
         return tuple(norm(x) for x in v) if isinstance(v, (list, tuple)) else v
@@ -214,12 +218,8 @@ def changed_hyperparameters(ckpt_path: str | None, hparams: dict) -> str | None:
 
 
 def _saved_callback_states(ckpt_path: str | None) -> dict:
-    """The callbacks' states saved in a checkpoint file (none for no file: no ``--ckpt_path``, or
-    Lightning's ``last`` / ``best``)."""
-    if not ckpt_path or not Path(ckpt_path).is_file():
-        return {}
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    return state.get("callbacks") or {}
+    """The callbacks' states saved in a checkpoint file (none without one)."""
+    return saved_state(ckpt_path).get("callbacks") or {}
 
 
 def _keep_saved_dirpaths(trainer, saved: dict) -> None:

@@ -17,23 +17,7 @@ from hypothesis import strategies as st
 from eeg2fmri.data.datamodule import window_starts
 from eeg2fmri.data.prepare import clip_frames, prepare
 from tests.conftest import make_raw_subject
-
-TINY = [
-    "--model.latent_dim",
-    "8",
-    "--model.eeg_embed_dim",
-    "8",
-    "--model.eeg_channels",
-    "4",
-    "--model.eeg_blocks",
-    "2",
-    "--model.hidden_size",
-    "16",
-    "--model.depth",
-    "1",
-    "--model.num_heads",
-    "2",
-]
+from tests.test_runs import TINY
 
 
 def fit_args(cache: Path, root: Path, epochs: int) -> list[str]:

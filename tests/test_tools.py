@@ -16,14 +16,10 @@ import pytest
 
 from eeg2fmri.cli import main
 from eeg2fmri.data.cifti import N_GRAYORDINATES, write_dtseries
+from tests.test_runs import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"
-TINY = [
-    *("--model.init_args.latent_dim", "8", "--model.init_args.eeg_embed_dim", "8"),
-    *("--model.init_args.eeg_channels", "4", "--model.init_args.eeg_blocks", "2"),
-    *("--model.init_args.hidden_size", "16", "--model.init_args.depth", "1", "--model.init_args.num_heads", "2"),
-]
 
 pytestmark = pytest.mark.slow
 
