@@ -63,7 +63,7 @@ format: install ## rewrite the code in ruff's format and apply its safe fixes
 bench: install ## benchmark the training step and sampler against a bare-PyTorch reference (SCALE=ci|paper)
 	$(VENV)/bin/eeg2fmri bench --scale $(SCALE)
 
-reproduce-table1: install ## Table 1 / S1-S3 + floors: every method x K in {3,10,30} x region (SCALE=ci|small|paper, PROTOCOL=project|paper)
+reproduce-table1: install ## Table 1 / S1-S3 + floors: every method x K in {3,10,30} x region (SCALE=ci|small|long|paper, PROTOCOL=project|paper)
 	$(VENV)/bin/eeg2fmri reproduce table1 --scale $(SCALE) --subjects [$(SUBJECTS)] --raw $(RAW) --prepared $(PREPARED) --results $(RESULTS) --protocol $(PROTOCOL)
 
 reproduce-table2: install ## Table 2 + Figure 3: InterRecon vs linear interpolation and the gap sweep

@@ -30,6 +30,7 @@ CELL_METHODS: dict[str, tuple[str, str | None]] = {
     "E2fGAN": ("e2fgan", "baselines/e2fgan.yaml"),
     "Paper's model (as published)": ("paper", "paper/sub{subject}.yaml"),
     "Ours": ("diffusion", None),
+    "Ours, EEG-conditioned DiT": ("diffusion_cond", "ablation/cond_dit.yaml"),
 }
 SLUGS = {slug: name for name, (slug, _) in CELL_METHODS.items()}
 
@@ -75,9 +76,9 @@ def _cell_args(
     ]
     if slug in scale.epochs:
         args += ["--trainer.max_epochs", str(scale.epochs[slug])]
-    overrides = (
-        scale.model.get(slug, scale.model.get("diffusion", {})) if slug == "paper" else scale.model.get(slug, {})
-    )
+    # the paper's model and the conditioned DiT take the scale's sizes of the default model unless given their own
+    shared = slug in ("paper", "diffusion_cond")
+    overrides = scale.model.get(slug, scale.model.get("diffusion", {})) if shared else scale.model.get(slug, {})
     return args + _model_args(overrides) + list(extra)
 
 

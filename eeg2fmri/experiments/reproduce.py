@@ -21,7 +21,7 @@ from eeg2fmri.experiments.table2 import table2
 
 def reproduce(
     target: Literal["table1", "table2", "ablation", "fill"],
-    scale: Literal["ci", "small", "paper"] = "ci",
+    scale: Literal["ci", "small", "long", "paper"] = "ci",
     subjects: list[int] = [1],  # noqa: B006 (never mutated; jsonargparse shows the list in --help)
     raw: str = "data/raw",
     prepared: str = "data/prepared",

@@ -2,7 +2,8 @@
 
 Scales (``SCALE=``): ``ci`` (simulated CI-sized subjects on every 20th grayordinate, CPU-sized
 models, a few epochs: minutes on 2 cores), ``small`` (the simulator's small scale, every 4th
-grayordinate, longer training), ``paper`` (the paper's data size and the configs' own settings:
+grayordinate, longer training), ``long`` (a CineBrain-length subject, 27,000 frames, on every 20th
+grayordinate with SCALE=small's networks: hours on 2 cores), ``paper`` (the paper's data size and the configs' own settings:
 91,282 grayordinates, 200 epochs; a GPU job). Without real data, subjects are simulated; point
 ``--raw`` at a folder of CineBrain subjects to use real ones.
 """
@@ -30,6 +31,9 @@ class Scale:
     # nears the posterior mean given EEG and anchors as N grows; its cost is N samplings per fill)
     interrecon_samples: int = 4
     fill_samples: int = 1  # InterRecon samples per window in the fill study (`eeg2fmri fill --num_samples`)
+    # Table 1's methods when none are named (slugs of cells.CELL_METHODS; None: every method but the
+    # conditioned-DiT variant, which only the paper-length tier runs by default)
+    methods: tuple[str, ...] | None = None
 
 
 _CPU_DIFFUSION = dict(latent_dim=128, eeg_embed_dim=64, eeg_channels=32, hidden_size=128, depth=2, num_heads=4, lr=1e-3)
@@ -107,6 +111,35 @@ SCALES: dict[str, Scale] = {
         ],
         interrecon_samples=64,  # whole r on the filled frames: 0.084 / 0.196 / 0.241 / 0.259 at N = 1 / 16 / 64 / 256
         fill_samples=4,  # InterRecon whole r at 5 / 10 / 20 % censored: 0.373 / 0.316 / 0.283 at N = 1, 0.373 / 0.351 / 0.308 at 4
+    ),
+    # A CineBrain-length subject (20 runs x 18 min, 27,000 frames) on every 20th grayordinate with SCALE=small's
+    # networks: what 12x the training data does to the same model, on 2 CPU cores (notes/model.md). Epochs keep
+    # each cell near SCALE=small's number of optimizer steps times 2-3 (17,000 training frames a pass).
+    "long": Scale(
+        simulate="paper",
+        grayordinates="every:20",
+        ks=(10,),
+        epochs={"diffusion": 6, "diffusion_cond": 6, "paper": 6, "cnn_tag": 2, "mean": 1, "ridge": 1, "fir_ridge": 1},
+        model={
+            "diffusion": {**_CPU_DIFFUSION, "latent_dim": 48, "hidden_size": 256},
+            "paper": {**_CPU_DIFFUSION, "latent_dim": 256, "hidden_size": 256},
+            **_CPU_NETS,
+        },
+        extra=[
+            "--data.batch_size",
+            "32",
+            "--ema.decay",
+            "0.999",
+            "--evaluator.num_inference_steps",
+            "50",
+            "--evaluator.every_n_epochs",
+            "20",
+            "--trainer.num_sanity_val_steps",
+            "0",
+        ],
+        methods=("mean", "ridge", "fir_ridge", "cnn_tag", "diffusion", "diffusion_cond", "paper"),
+        interrecon_samples=16,
+        fill_samples=4,
     ),
     "paper": Scale(simulate="paper", grayordinates="all", ks=(3, 10, 30), interrecon_samples=16),
 }

@@ -23,7 +23,7 @@ from eeg2fmri.experiments.tables import (
     say,
 )
 
-SAMPLING = ("paper", "diffusion")  # methods whose test also scores one DDIM sample (a second row)
+SAMPLING = ("paper", "diffusion", "diffusion_cond")  # methods whose test also scores one DDIM sample (a second row)
 METRICS = (  # the metrics of table1.csv, per region
     "mse",
     "r",
@@ -66,7 +66,7 @@ def table1(
         Path(prepared) / protocol_tag(scale, protocol),
         Path(results) / protocol_tag(scale, protocol),
     )
-    slugs = methods or [s for s, _ in CELL_METHODS.values()]
+    slugs = methods or list(sc.methods or (s for s, _ in CELL_METHODS.values() if s != "diffusion_cond"))
     unknown = [s for s in slugs if s not in SLUGS]
     if unknown:
         raise OptionError(f"unknown method(s) {unknown}; expected some of {sorted(SLUGS)}")
