@@ -170,14 +170,11 @@ def ddim_step(
     If ``x0`` is given (InterRecon's projected x0_hat) it replaces the model's x0 estimate in the
     first term, and the direction term keeps the model's eps: DDNM's update (its reference code),
     x_prev = sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps_theta + sigma z. Why not the noise
-    re-derived from x_t and x0_hat (which keeps each observed frame on a forward trajectory of its
-    data, and with eta = 1 is the DDPM posterior q(x_prev | x_t, x0_hat) that DDNM's paper writes):
-    on a Gaussian prior with the exact denoiser, that variant's mean of samples stays at about a
-    third of the conditional mean of the missing frames whatever the number of steps, with twice
-    its variance, while this update converges to both as the steps grow
-    (tests/test_interrecon.py, notes/interrecon.md). Through eps_theta the observed frames' noise
-    follows the model's view of the whole window, so the missing frames are drawn consistently
-    with the anchors rather than with the anchors' frozen noise.
+    re-derived from x_t and x0_hat (observed frames kept on a forward trajectory of their data; with
+    eta = 1 the DDPM posterior q(x_prev | x_t, x0_hat) that DDNM's paper writes): on a Gaussian prior
+    with the exact denoiser, that update's mean of samples stays at a quarter to a half of the
+    missing frames' conditional mean at any number of steps, with up to three times its variance,
+    while this one converges to both (tests/test_interrecon.py, notes/interrecon.md).
     """
     x_t = x_t.float()
     a_t, a_prev = _bcast(alpha_bar_t, x_t), _bcast(alpha_bar_prev, x_t)  # (B, 1, 1) or ()
