@@ -148,21 +148,21 @@ def test_true_eps_inverts_q_sample():
     torch.testing.assert_close(x_480, q_sample(x0, torch.full((4,), 480), noise, AC), atol=1e-5, rtol=1e-5)
 
 
-def test_given_x0_recomputes_eps():
-    """With x0 given, the direction term uses the noise implied by x_t, not the model's eps:
-    x_t = q(y, t, n) steps to exactly q(y, t_prev, n) whatever eps the model said."""
+def test_given_x0_replaces_x0_and_keeps_the_model_eps():
+    """DDNM's update: a given x0 (the projected x0_hat) takes the first term of eq. 12, the model's
+    eps stays in the direction term, by hand; with the model's own x0 it is the plain DDIM step."""
     g = torch.Generator().manual_seed(2)
-    y, n, bad_eps = (torch.randn(2, 3, 4, generator=g) for _ in range(3))
-    t, t_prev = torch.full((2,), 600), torch.full((2,), 560)
-    x_t = q_sample(y, t, n, AC)
-    x_prev, x0_hat = ddim_step(x_t, bad_eps, alpha_bar_at(AC, t), alpha_bar_at(AC, t_prev), 0.0, x0=y)
-    assert torch.equal(x0_hat, y)
-    torch.testing.assert_close(x_prev, q_sample(y, t_prev, n, AC), atol=1e-5, rtol=1e-5)
-    # where the given x0 is the model's own estimate, the step is the plain DDIM step
-    a_t, a_prev = alpha_bar_at(AC, t), alpha_bar_at(AC, t_prev)
-    plain, x0_model = ddim_step(x_t, bad_eps, a_t, a_prev, 0.0)
-    same, _ = ddim_step(x_t, bad_eps, a_t, a_prev, 0.0, x0=x0_model)
-    torch.testing.assert_close(same, plain, atol=1e-5, rtol=1e-5)
+    x_t, eps, y, z = (torch.randn(2, 3, 4, generator=g) for _ in range(4))
+    a_t, a_prev = AC[600].item(), AC[560].item()
+    for eta in (0.0, 0.5):
+        sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+        want = math.sqrt(a_prev) * y + math.sqrt(1 - a_prev - sigma**2) * eps + sigma * z
+        x_prev, x0_hat = ddim_step(x_t, eps, a_t, a_prev, eta, noise=z, x0=y)
+        assert torch.equal(x0_hat, y)
+        torch.testing.assert_close(x_prev, want, atol=1e-6, rtol=1e-6)
+    plain, x0_model = ddim_step(x_t, eps, a_t, a_prev, 0.0)
+    same, _ = ddim_step(x_t, eps, a_t, a_prev, 0.0, x0=x0_model)
+    torch.testing.assert_close(same, plain, atol=1e-6, rtol=1e-6)
 
 
 def test_loss_and_cfg():

@@ -4,6 +4,7 @@ input (inputs never modified), and the reproduce-fill study at a tiny size."""
 
 import hashlib
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -523,3 +524,190 @@ def test_fill_study_tiny(tmp_path, monkeypatch):
                 out / "cells" / "sub1" / "K10" / "diffusion" / "checkpoints" / "last.ckpt",
             )
             assert F._fill_done(path, cens, ckpt, 1) and not F._fill_done(path, cens, ckpt, 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# The fill in the run's units, and moving with its anchors
+# ------------------------------------------------------------------------------------------------
+
+GAP = [10, 11, 12]  # a burst of CENSORED
+AROUND_GAP = [7, 8, 9, 13, 14, 15]  # every uncensored frame of the K = 4 windows that fill it
+
+
+@pytest.fixture(scope="module")
+def bold_scale(tiny):
+    """The tiny run re-expressed on a BOLD-like scale: each grayordinate's uncensored frames given
+    mean M (800-1200) and std S (50-500, log-uniform), the run's own z-scores unchanged. Returns
+    (path, z-scores (T, V) float64, M (V,), S (V,))."""
+    a = np.asarray(nib.load(tiny["fmri"]).dataobj, np.float64)  # (T, V)
+    cens = _mask(CENSORED)
+    z = (a - a[~cens].mean(0)) / a[~cens].std(0)  # (T, V)
+    rng = np.random.default_rng(7)
+    M = rng.uniform(800, 1200, a.shape[1])  # (V,)
+    S = np.exp(rng.uniform(np.log(50), np.log(500), a.shape[1]))  # (V,)
+    path = write_dtseries(tiny["root"] / "bold_scale" / "run.dtseries.nii", z * S + M, 0.8, indices=TINY_INDICES)
+    return path, z, M, S
+
+
+def test_interrecon_fills_in_the_runs_units(tiny, filled, bold_scale):
+    """A run with per-grayordinate std 50-500 and mean ~1000: fill z-scores it with its own uncensored
+    frames and maps the fills back (z · std + mean), so its fills are the std-1 run's fills in the
+    run's units, grayordinate by grayordinate, and its uncensored frames are the input's bytes."""
+    path, z, M, S = bold_scale
+    before = _hashes(path)
+    out = fill_run(
+        tiny["ckpt"],
+        path,
+        tiny["eeg"],
+        tiny["censor"],
+        path.with_name("filled.dtseries.nii"),
+        num_inference_steps=4,
+        progress=False,
+    )  # the settings of the `filled` fixture
+    assert _hashes(path) == before
+    src, b = np.asarray(nib.load(path).dataobj), np.asarray(nib.load(out).dataobj)
+    cens = _mask(CENSORED)
+    assert src[~cens].tobytes() == b[~cens].tobytes()
+    a = np.asarray(nib.load(tiny["fmri"]).dataobj, np.float64)  # the std-1 run and its fill
+    fa = np.asarray(nib.load(filled).dataobj, np.float64)
+    z_fill_a = (fa[cens] - a[~cens].mean(0)) / a[~cens].std(0)  # (n_censored, V) the fill in z-scores
+    z_fill_b = (b[cens] - M) / S
+    np.testing.assert_allclose(z_fill_b, z_fill_a, rtol=0, atol=1e-3)
+    # on the run's scale: each grayordinate's filled frames spread like its uncensored frames, around M
+    spread = np.sqrt(((b[cens] - M) ** 2).mean(0)) / S  # (V,)
+    assert 0.1 < np.median(spread) < 10, np.median(spread)
+    assert (np.abs(b[cens].mean(0) - M) < 3 * S).all()
+
+
+def _gaussian_residual_prior(monkeypatch, rho: float = 0.95) -> None:
+    """Every EEG2fMRIDiffusion loaded from now on denoises with the exact ε of a Gaussian residual
+    prior (AR(1) rho across the window's frames, independent latent dims): a prior that couples the
+    frames as BOLD does, in place of the tiny checkpoint's barely trained DiT."""
+    from eeg2fmri.module import EEG2fMRIDiffusion
+    from tests.test_interrecon import ar1_covariance, gaussian_eps
+
+    fns: dict[tuple, object] = {}
+
+    def eps(self, x_t, t, h, drop=None, eeg_mask=None, mu=None):
+        key = tuple(x_t.shape[1:])
+        if key not in fns:
+            fns[key] = gaussian_eps(ar1_covariance(key[0], rho, torch.eye(key[1])), self.alphas_cumprod.cpu())
+        return fns[key](x_t, t)
+
+    monkeypatch.setattr(EEG2fMRIDiffusion, "_eps", eps)
+
+
+@pytest.mark.parametrize("method", ["linear", "interrecon"])
+def test_fill_moves_with_its_anchors(tiny, bold_scale, tmp_path, monkeypatch, method):
+    """The same run filled twice, the second time with the uncensored frames around a gap raised by
+    c = 1 of the run's z-scores along a pattern u the model's latents can hold (its first decoded
+    latent dim): linear interpolation's fill of the gap rises by exactly c · u · std, InterRecon's
+    (same seed, a prior that couples frames) by most of it, in the same direction."""
+    from eeg2fmri.fill import load_model
+
+    path, z, M, S = bold_scale
+    model, _ = load_model(tiny["ckpt"])
+    u = model.autoencoder.decoder.weight[:, 0].detach().double().numpy()  # (V,) in z-scores
+    u /= np.sqrt((u**2).mean())
+    c = 1.0
+    raised = np.asarray(nib.load(path).dataobj, np.float64)  # (T, V)
+    raised[AROUND_GAP] += c * u * S
+    raised_path = write_dtseries(tmp_path / "raised.dtseries.nii", raised, 0.8, indices=TINY_INDICES)
+    if method == "interrecon":
+        _gaussian_residual_prior(monkeypatch)
+    fills = [
+        np.asarray(
+            nib.load(
+                fill_run(
+                    tiny["ckpt"] if method == "interrecon" else None,
+                    p,
+                    tiny["eeg"] if method == "interrecon" else None,
+                    tiny["censor"],
+                    tmp_path / f"{method}_{i}.dtseries.nii",
+                    method=method,
+                    num_inference_steps=100,
+                    progress=False,
+                )
+            ).dataobj,
+            np.float64,
+        )
+        for i, p in enumerate([path, raised_path])
+    ]
+    move = (fills[1][GAP] - fills[0][GAP]) / S  # (3, V) in the run's z-scores
+    if method == "linear":
+        np.testing.assert_allclose(move, np.broadcast_to(c * u, move.shape), rtol=0, atol=1e-4)
+        return
+    along = move @ u / (u @ u)  # (3,) the move of each gap frame along u
+    assert (along > 0.5 * c).all() and (along < 1.2 * c).all(), along
+
+
+# ------------------------------------------------------------------------------------------------
+# Censor masks that do not fit the run or leave nothing to anchor: one line, inputs untouched
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["linear", "interrecon"])
+@pytest.mark.parametrize(
+    "name, text, keep_is_one, expected",
+    [
+        (
+            "long.txt",
+            "0\n" * (T + 2),
+            False,
+            rf"{T + 2} rows of 0/1; expected one per frame of the fMRI run \({T} frames\)",
+        ),
+        (
+            "short.txt",
+            "0\n" * (T - 2),
+            False,
+            rf"{T - 2} rows of 0/1; expected one per frame of the fMRI run \({T} frames\)",
+        ),
+        (
+            "long.tsv",
+            "censored\n" + "0\n" * (T + 1),
+            False,
+            rf"{T + 1} rows \(after the header\); expected one per frame",
+        ),
+        ("beyond.txt", f"3\n{T}\n", False, rf"frame index {T}; expected 0-based frame indices in 0\.\.{T - 1}"),
+        ("all.tsv", "censored\n" + "1\n" * T, False, rf"all {T} frames of .* are censored; nothing to anchor a fill"),
+        ("all_afni.1D", "0\n" * T, True, rf"all {T} frames of .* are censored; nothing to anchor a fill"),
+        ("all_frames.txt", " ".join(map(str, range(T))), False, rf"all {T} frames of .* are censored"),
+        (
+            "burst.tsv",
+            "censored\n" + "".join(f"{int(30 <= i < 30 + 2 * K - 1)}\n" for i in range(T)),
+            False,
+            r"censored frame\(s\) 33 cannot be anchored: InterRecon needs an uncensored frame within K - 1 = 3 "
+            r"frames.*--method linear or cubic",
+        ),
+    ],
+)
+def test_cli_refuses_censor_masks_that_do_not_fit_the_run(
+    tiny, tmp_path, capsys, method, name, text, keep_is_one, expected
+):
+    """Each bad censor file is refused by `eeg2fmri fill` with one line naming it (or, for a burst no
+    window can anchor, the frames and the --method to use) and what was expected; no output, the
+    inputs untouched. A burst too long for InterRecon's windows is fine for linear interpolation."""
+    censor = tmp_path / name
+    censor.write_text(text)
+    out = tmp_path / "out.dtseries.nii"
+    args = ["fill", "--fmri", str(tiny["fmri"]), "--censor", str(censor), "--out", str(out), "--method", method]
+    if method == "interrecon":
+        args += ["--ckpt_path", str(tiny["ckpt"]), "--eeg", str(tiny["eeg"]), "--num_inference_steps", "2"]
+    if keep_is_one:
+        args += ["--censor_keep_is_one", "true"]
+    before = _hashes(tiny["raw"], tiny["ckpt"], censor)
+    if name == "burst.tsv" and method == "linear":
+        main(args)
+        assert nib.load(out).shape == (T, len(TINY_INDICES))
+    else:
+        line = cli_error(capsys, args)
+        assert re.search(expected, line), line
+        assert name in line or name == "burst.tsv"
+        assert not out.exists()
+    assert _hashes(tiny["raw"], tiny["ckpt"], censor) == before
+
+
+@pytest.mark.parametrize("n", [T - 3, T + 3])
+def test_a_censor_array_of_another_length_is_refused(tiny, tmp_path, n):
+    with pytest.raises(FillError, match=rf"censor mask: bool \({n},\); expected bool \({T},\) for .*\.dtseries\.nii"):
+        fill_run(None, tiny["fmri"], None, np.zeros(n, bool), tmp_path / "out.dtseries.nii", method="linear")
