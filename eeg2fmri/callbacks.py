@@ -65,6 +65,8 @@ class Evaluator(Callback):
         guidance_scale: classifier-free guidance scale (1: plain conditional sampling).
         time_travel: InterRecon's time-travel steps (0: off).
         time_travel_repeat: repeats per time-travel step.
+        clip_x0: clip each DDIM step's x̂₀ to the range of the latents the model trained on (a
+            sampling detail the paper leaves open; keeps an under-trained ε-network's chain bounded).
         seed: seed of the sampler's noise (results are reproducible).
         estimator: ``mean`` (the posterior mean: scores MSE and r) or ``sample`` (one DDIM sample).
         num_samples: ``mean`` only: 1 = x̂₀ at the noisiest step (one network call); N > 1 = the
@@ -89,6 +91,7 @@ class Evaluator(Callback):
         guidance_scale: float = 1.0,
         time_travel: int = 0,
         time_travel_repeat: int = 1,
+        clip_x0: bool = True,
         seed: int = 0,
         estimator: Literal["mean", "sample"] = "mean",
         num_samples: int = 1,
@@ -115,7 +118,9 @@ class Evaluator(Callback):
         check_option(f"{p}eta", eta, eta >= 0, "DDIM's eta >= 0 (0: deterministic, 1: DDPM's variance)")
         check_option(f"{p}guidance_scale", guidance_scale, guidance_scale >= 0, "a scale >= 0 (1: no guidance)")
         check_option(f"{p}time_travel", time_travel, time_travel >= 0 and time_travel_repeat >= 0, "an integer >= 0")
-        self.sampling = dict(num_inference_steps=num_inference_steps, eta=eta, guidance_scale=guidance_scale, seed=seed)
+        self.sampling = dict(
+            num_inference_steps=num_inference_steps, eta=eta, guidance_scale=guidance_scale, seed=seed, clip_x0=clip_x0
+        )
         self.estimator = dict(estimator=estimator, num_samples=num_samples)
         self.sample_row = sample_row and estimator == "mean"
         self.time_travel = dict(time_travel=time_travel, time_travel_repeat=time_travel_repeat)

@@ -194,6 +194,27 @@ def ddim_step(
     return x_prev, x0_hat
 
 
+def clip_x0(eps_fn: EpsFn, bound: Tensor, alphas_cumprod: Tensor) -> EpsFn:
+    """``eps_fn`` whose x̂₀ is clipped to [-bound, bound] per latent dim (diffusers' ``clip_sample``).
+
+    The noise estimate is re-derived from x_t and the clipped x̂₀, so a DDIM step taken with it is
+    the step of a denoiser that predicted the clipped x̂₀. Why: an ε-network's x̂₀ at high noise is
+    (x_t − sqrt(1 − ᾱ) ε̂) / sqrt(ᾱ), its error amplified by 1/sqrt(ᾱ) (≈ 100 at the noisiest DDIM-50
+    step); an under-trained network then sends x̂₀ far outside anything it saw in training, and the
+    chain drifts there. ``bound`` (d,) is the largest |value| per dim of the training targets.
+    """
+    ac = alphas_cumprod.float()
+
+    def clipped(x_t: Tensor, t: Tensor) -> Tensor:
+        eps = eps_fn(x_t, t).float()  # (B, K, d)
+        a_t = ac.to(x_t.device)[t].view(-1, *([1] * (x_t.dim() - 1)))  # (B, 1, 1)
+        b = bound.to(device=x_t.device, dtype=torch.float32)  # (d,)
+        x0 = torch.maximum(torch.minimum(predict_x0(x_t, eps, a_t), b), -b)  # (B, K, d)
+        return predict_eps(x_t, x0, a_t)  # (B, K, d)
+
+    return clipped
+
+
 def renoise(x_prev: Tensor, alpha_bar_t: Tensor | float, alpha_bar_prev: Tensor | float, noise: Tensor) -> Tensor:
     """Go back up the chain, q(x_t | x_prev) for t > t_prev (DDNM's time-travel, sec. 3.3).
 

@@ -84,6 +84,7 @@ def training_losses(
     *,
     training: bool = True,
     generator: torch.Generator | None = None,
+    stats: dict | None = None,
 ) -> dict[str, Tensor]:
     """The losses of one batch: ``loss`` (what the optimizer minimises) and its parts ``diffusion``,
     ``recon`` and, with a regression stage, ``regression`` (EEG2fMRIDiffusion's docstring).
@@ -97,6 +98,8 @@ def training_losses(
             ``parameterization``, ``loss_weighting``, ``recon_weight`` and ``regression_weight``.
         training: draw the classifier-free guidance dropout of the EEG condition.
         generator: the random draws, in this order: timesteps, noise, condition dropout.
+        stats: if given, receives ``target_absmax`` (d,), the largest |value| per latent dim of what
+            the DiT generates in this batch (the sampler's x̂₀ bound, EEG2fMRIDiffusion.x0_bound).
     """
     x, eeg, eeg_mask = batch["fmri"], batch["eeg"], batch.get("eeg_mask")  # (B, K, V), (B, N, C, W), (B, N)
     B = x.shape[0]
@@ -105,6 +108,8 @@ def training_losses(
     noise = torch.randn(z.shape, device=z.device, generator=generator)  # (B, K, d)
     h, mu = encode_eeg(eeg_encoder, regression_head, eeg, eeg_mask, hp)  # (B, N, E), (B, K, d) or None
     target = z if mu is None else z - mu.detach()  # what the DiT generates: z, or the residual
+    if stats is not None:
+        stats["target_absmax"] = target.detach().abs().amax(dim=(0, 1)).float()  # (d,)
     z_t = D.q_sample(target, t, noise, alphas_cumprod)  # (B, K, d)
     drop = None
     if training and hp["cond_drop_prob"] > 0:

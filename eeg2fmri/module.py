@@ -341,6 +341,11 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         self.regression_head = FIRHead(n_features, latent_dim, before, after) if regression else None
         betas = D.linear_beta_schedule(num_train_timesteps, beta_start, beta_end)
         self.register_buffer("alphas_cumprod", D.alphas_cumprod(betas).float(), persistent=False)
+        # the sampler's x̂₀ bound (d,): the largest |value| per dim of what the DiT generated in the last
+        # training epoch (D.clip_x0). Kept in the checkpoint beside the weights, not as a buffer: the
+        # EMA would average it. None: not trained yet, or a checkpoint from before it existed.
+        self.x0_bound: Tensor | None = None
+        self._epoch_bound: Tensor | None = None
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -464,9 +469,29 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
     # ------------------------------------------------------------------ training
     def _losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """The batch's losses (:func:`eeg2fmri.losses.training_losses`, which the bench's reference
-        also trains); the condition dropout is drawn in training mode only."""
+        also trains); the condition dropout is drawn in training mode only, where the batch's
+        targets also widen this epoch's x̂₀ bound."""
         nets = (self.autoencoder, self.eeg_encoder, self.dit, self.regression_head, self.alphas_cumprod)
-        return L.training_losses(*nets, batch, self.hparams, training=self.training, generator=generator)
+        stats = {} if self.training else None
+        losses = L.training_losses(*nets, batch, self.hparams, training=self.training, generator=generator, stats=stats)
+        if stats:
+            b = stats["target_absmax"]  # (d,)
+            self._epoch_bound = b if self._epoch_bound is None else torch.maximum(self._epoch_bound, b)
+        return losses
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_bound is not None:
+            self.x0_bound, self._epoch_bound = self._epoch_bound, None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        bound = self.x0_bound if self.x0_bound is not None else self._epoch_bound
+        if bound is not None:
+            checkpoint["eeg2fmri_x0_bound"] = bound.detach().cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.x0_bound = checkpoint.get("eeg2fmri_x0_bound")
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         # the step's randomness (timesteps, noise, condition dropout) is drawn from (seed, step)
@@ -551,8 +576,13 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         time_travel_repeat: int = 1,
         seed: int | None = 0,
         eeg_mask: Tensor | None = None,
+        clip_x0: bool = True,
     ) -> Tensor:
         """DDIM sampling of (B, K, V) frames from EEG (B, P + K + F, C, W).
+
+        ``clip_x0``: clip every step's x̂₀ to the training targets' range per latent dim
+        (:func:`~eeg2fmri.diffusion.clip_x0`, :attr:`x0_bound`; no clipping where the checkpoint has
+        no bound).
 
         With ``observed`` (B, K, V) and ``observed_mask`` (B, K): InterRecon. Observed frames are
         encoded (y = E x_obs) and imposed on x̂₀ at every step by the null-space projection; in the
@@ -568,6 +598,8 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         g = None if seed is None else torch.Generator(device=eeg.device).manual_seed(seed)
         shape = (B, K, self.hparams.latent_dim)
         eps_fn = self._eps_fn(h, guidance_scale, eeg_mask, mu)
+        if clip_x0 and self.x0_bound is not None:
+            eps_fn = D.clip_x0(eps_fn, self.x0_bound, self.alphas_cumprod)
         common = dict(num_inference_steps=num_inference_steps, eta=eta, generator=g)
         if observed is not None and null_space:
             y = self.autoencoder.encode(observed)  # (B, K, d)
@@ -593,9 +625,15 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
 
     @torch.no_grad()
     def posterior_mean(
-        self, eeg: Tensor, guidance_scale: float = 1.0, seed: int | None = 0, eeg_mask: Tensor | None = None
+        self,
+        eeg: Tensor,
+        guidance_scale: float = 1.0,
+        seed: int | None = 0,
+        eeg_mask: Tensor | None = None,
+        clip_x0: bool = True,
     ) -> Tensor:
-        """E[x | EEG] in one network call: the denoiser's x̂₀ at the noisiest training step.
+        """E[x | EEG] in one network call: the denoiser's x̂₀ at the noisiest training step (clipped
+        to :attr:`x0_bound` with ``clip_x0``, as :meth:`sample`'s steps are).
 
         At n = N − 1 the noisy latent carries almost nothing of the data (ᾱ = 4e-5 on the linear
         schedule), so the ε-loss-optimal x̂₀(x_n, n, EEG) = E[z | x_n, EEG] ≈ E[z | EEG]; decoded
@@ -619,6 +657,9 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         t = torch.full((B,), n, dtype=torch.long, device=eeg.device)  # (B,)
         eps = self._eps_fn(h, guidance_scale, eeg_mask, mu)(x_t, t)  # (B, K, d)
         z = D.predict_x0(x_t, eps, self.alphas_cumprod[n])  # (B, K, d)
+        if clip_x0 and self.x0_bound is not None:
+            b = self.x0_bound.to(z)  # (d,)
+            z = torch.maximum(torch.minimum(z, b), -b)  # (B, K, d)
         if mu is not None:
             z = z + mu
         return self.autoencoder.decode(z).float()  # (B, K, V)
@@ -658,7 +699,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples}: expected at least 1")
         if num_samples == 1:
-            keep = {k: sampling[k] for k in ("guidance_scale", "seed") if k in sampling}
+            keep = {k: sampling[k] for k in ("guidance_scale", "seed", "clip_x0") if k in sampling}
             return self.posterior_mean(eeg, eeg_mask=eeg_mask, **keep)
         return self.sample_mean(eeg, num_samples, seed=sampling.pop("seed", 0) or 0, eeg_mask=eeg_mask, **sampling)
 

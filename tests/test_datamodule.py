@@ -8,6 +8,7 @@ import torch
 from eeg2fmri.data.datamodule import CacheError, EEGfMRIDataModule, window_starts
 from eeg2fmri.data.prepare import prepare
 from eeg2fmri.data.regions import region_mask
+from eeg2fmri.errors import OptionError
 from tests.conftest import TINY_INDICES
 
 
@@ -120,3 +121,31 @@ def test_gpu_memory_guard_falls_back_to_host_memory(cache, monkeypatch, caplog):
     # the streaming path then gathers on the host: the same batch as the plain path
     starts = torch.as_tensor(dm.windows["val"][:2])
     assert torch.equal(dm.on_after_batch_transfer(starts, 0)["fmri"], next(iter(dm.val_dataloader()))["fmri"][:2])
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.5])
+def test_train_fraction_keeps_the_first_whole_training_clips(cache, fraction):
+    """A learning curve's data: the first training clips in recording order, whole, holding at least
+    the fraction of the training frames; validation and test untouched; the PCA sample and the
+    frame iterator see only the kept clips."""
+    full = EEGfMRIDataModule(str(cache), n_frames=3)
+    full.setup("fit")
+    part = EEGfMRIDataModule(str(cache), n_frames=3, train_fraction=fraction)
+    part.setup("fit")
+    train_full, train_part = full.split == 0, part.split == 0
+    assert train_part.sum() >= fraction * train_full.sum() and train_part.sum() < train_full.sum()
+    kept = np.unique(full.frame_clip[train_part])
+    assert (train_part == (train_full & np.isin(full.frame_clip, kept))).all()  # whole clips
+    order = full.frame_clip[train_full][np.sort(np.unique(full.frame_clip[train_full], return_index=True)[1])]
+    assert list(order[: len(kept)]) == sorted(kept, key=list(order).index)  # the first ones
+    for split in ("val", "test"):
+        np.testing.assert_array_equal(part.windows[split], full.windows[split])
+    assert set(part.windows["train"]) < set(full.windows["train"])
+    rows = np.concatenate([b["frame_index"][:, 0].numpy() for b in part.iter_frames("train")])
+    np.testing.assert_array_equal(rows, np.flatnonzero(train_part))
+    assert len(part.train_frames_sample(10_000)) == train_part.sum()
+
+
+def test_train_fraction_out_of_range(cache):
+    with pytest.raises(OptionError, match="--data.train_fraction"):
+        EEGfMRIDataModule(str(cache), train_fraction=0.0)

@@ -219,6 +219,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         gpu_memory_fraction: float = 0.5,
         eeg_context: tuple[int, int] = (0, 0),
+        train_fraction: float = 1.0,
     ):
         """
         Args:
@@ -237,6 +238,9 @@ class EEGfMRIDataModule(pl.LightningDataModule):
                 window that come with the batch (within the clip's consecutive frames; missing
                 ones are masked), so a model can see the EEG that drives the BOLD of its first
                 frames (the hemodynamic response spans ~10 s). Linked into the model.
+            train_fraction: train on the first training clips (in recording order) that hold this
+                fraction of the training frames, for learning curves; the validation and test clips
+                are unchanged. The other training clips are left out of everything, starts included.
         """
         super().__init__()
         check_positive(
@@ -247,6 +251,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         check_option(
             "--data.gpu_memory_fraction", gpu_memory_fraction, 0 < gpu_memory_fraction <= 1, "a fraction in (0, 1]"
         )
+        check_option("--data.train_fraction", train_fraction, 0 < train_fraction <= 1, "a fraction in (0, 1]")
         self.save_hyperparameters()
         self.data_path = Path(data_path)
         self.n_frames = n_frames
@@ -286,7 +291,9 @@ class EEGfMRIDataModule(pl.LightningDataModule):
             self.frame_run = (
                 h5["frame_run"][:].astype(np.int64) if "frame_run" in h5 else np.zeros_like(self.frame_clip)
             )
-            self.split = h5["split"][:].astype(np.int64)
+            self.split = _first_training_clips(
+                h5["split"][:].astype(np.int64), self.frame_clip, self.hparams.train_fraction
+            )
             store = {
                 "fmri": torch.from_numpy(_read_columns(h5["fmri"], None if whole else self.columns)),
                 "eeg": torch.from_numpy(h5["eeg"][:]),
@@ -467,6 +474,23 @@ class EEGfMRIDataModule(pl.LightningDataModule):
             "region": self.hparams.region,
             "eeg_context": list(self.eeg_context),
         }
+
+
+def _first_training_clips(split: np.ndarray, frame_clip: np.ndarray, fraction: float) -> np.ndarray:
+    """``split`` (frames,) with the training clips after the first ones that hold ``fraction`` of the
+    training frames marked -1 (in no split). Clips are taken whole, in order of their first frame, until
+    their frames reach the fraction (at least one clip)."""
+    if fraction >= 1:
+        return split
+    train = split == SPLITS["train"]
+    clips, first, counts = np.unique(frame_clip[train], return_index=True, return_counts=True)
+    order = np.argsort(first)  # recording order
+    cum = np.cumsum(counts[order])  # (n_clips,)
+    n_keep = int(np.searchsorted(cum, fraction * cum[-1])) + 1
+    dropped = np.isin(frame_clip, clips[order][n_keep:]) & train
+    out = split.copy()
+    out[dropped] = -1
+    return out
 
 
 def _read_columns(dset: h5py.Dataset, columns: np.ndarray | None, block: int = 1024) -> np.ndarray:
