@@ -13,7 +13,7 @@ PREPARED ?= data/prepared
 RESULTS ?= results
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-slow lint format bench reproduce-table1 reproduce-table2 reproduce-ablation reproduce-fill clean
+.PHONY: help install demo test test-slow lint format bench reproduce-table1 reproduce-table2 reproduce-ablation reproduce-fill reproduce-learning-curve clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ reproduce-ablation: install ## Table S4: latent dimension 512 / 1024 / 2048
 
 reproduce-fill: install ## censored-frame filling study: InterRecon vs linear vs cubic spline
 	$(VENV)/bin/eeg2fmri reproduce fill --scale $(SCALE) --subjects [$(SUBJECTS)] --raw $(RAW) --prepared $(PREPARED) --results $(RESULTS)
+
+reproduce-learning-curve: install ## FIR ridge and the model's posterior mean on 1/12 .. all of the training split; the EEG-explainable ceiling (SCALE=long)
+	$(VENV)/bin/eeg2fmri reproduce learning_curve --scale $(SCALE) --subjects [$(SUBJECTS)] --raw $(RAW) --prepared $(PREPARED) --results $(RESULTS)
 
 clean: ## remove generated data, runs and results (keeps .venv)
 	rm -rf data/raw data/prepared data/demo runs results lightning_logs

@@ -291,7 +291,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
             self.frame_run = (
                 h5["frame_run"][:].astype(np.int64) if "frame_run" in h5 else np.zeros_like(self.frame_clip)
             )
-            self.split = _first_training_clips(
+            self.split = first_training_clips(
                 h5["split"][:].astype(np.int64), self.frame_clip, self.hparams.train_fraction
             )
             store = {
@@ -476,7 +476,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         }
 
 
-def _first_training_clips(split: np.ndarray, frame_clip: np.ndarray, fraction: float) -> np.ndarray:
+def first_training_clips(split: np.ndarray, frame_clip: np.ndarray, fraction: float) -> np.ndarray:
     """``split`` (frames,) with the training clips after the first ones that hold ``fraction`` of the
     training frames marked -1 (in no split). Clips are taken whole, in order of their first frame, until
     their frames reach the fraction (at least one clip)."""

@@ -15,12 +15,13 @@ from typing import Literal
 from eeg2fmri.errors import OptionError
 from eeg2fmri.experiments.ablation import ablation
 from eeg2fmri.experiments.fill_study import fill_study
+from eeg2fmri.experiments.learning_curve import learning_curve
 from eeg2fmri.experiments.table1 import table1
 from eeg2fmri.experiments.table2 import table2
 
 
 def reproduce(
-    target: Literal["table1", "table2", "ablation", "fill"],
+    target: Literal["table1", "table2", "ablation", "fill", "learning_curve"],
     scale: Literal["ci", "small", "long", "paper"] = "ci",
     subjects: list[int] = [1],  # noqa: B006 (never mutated; jsonargparse shows the list in --help)
     raw: str = "data/raw",
@@ -36,8 +37,11 @@ def reproduce(
     Args:
         target: table1 (every method x K x region, with S1-S3 and the temporal/identification table),
             table2 (InterRecon and the gap sweep of Figure 3), ablation (latent size, Table S4) or fill
-            (censored-frame filling: InterRecon vs linear vs cubic spline at 5 / 10 / 20 % censored).
-        scale: ci (minutes on a CPU), small (about two hours on 2 CPU cores), paper (the paper's data and
+            (censored-frame filling: InterRecon vs linear vs cubic spline at 5 / 10 / 20 % censored) or
+            learning_curve (FIR ridge and the model's posterior mean on 1/12 .. all of the training split,
+            the EEG-explainable ceiling; first subject only).
+        scale: ci (minutes on a CPU), small (about two hours on 2 CPU cores), long (a CineBrain-length
+            subject on every 20th grayordinate: hours on 2 CPU cores), paper (the paper's data and
             settings; a GPU job).
         subjects: subject numbers (real data under RAW/<scale>/sub_000N is used when present, else simulated).
         raw: folder of raw subject folders (a <scale> subfolder is used).
@@ -60,4 +64,8 @@ def reproduce(
         return table2(**common)
     if target == "fill":
         return fill_study(**common)
+    if target == "learning_curve":
+        return learning_curve(
+            scale=scale, subject=subjects[0], raw=raw, prepared=prepared, results=results, force=force
+        )
     return ablation(**common)
