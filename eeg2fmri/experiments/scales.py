@@ -113,13 +113,13 @@ SCALES: dict[str, Scale] = {
         fill_samples=4,  # InterRecon whole r at 5 / 10 / 20 % censored: 0.373 / 0.316 / 0.283 at N = 1, 0.373 / 0.351 / 0.308 at 4
     ),
     # A CineBrain-length subject (20 runs x 18 min, 27,000 frames) on every 20th grayordinate with SCALE=small's
-    # networks: what 12x the training data does to the same model, on 2 CPU cores (notes/model.md). Epochs keep
-    # each cell near SCALE=small's number of optimizer steps times 2-3 (17,000 training frames a pass).
+    # networks: what 12x the training data does to the same model, on 2 CPU cores (notes/model.md). An epoch is
+    # ~500 steps (15,900 training windows): 3 epochs are SCALE=small's 40 in steps, the default model gets 6.
     "long": Scale(
         simulate="paper",
         grayordinates="every:20",
         ks=(10,),
-        epochs={"diffusion": 6, "diffusion_cond": 6, "paper": 6, "cnn_tag": 2, "mean": 1, "ridge": 1, "fir_ridge": 1},
+        epochs={"diffusion": 6, "diffusion_cond": 3, "paper": 3, "cnn_tag": 2, "mean": 1, "ridge": 1, "fir_ridge": 1},
         model={
             "diffusion": {**_CPU_DIFFUSION, "latent_dim": 48, "hidden_size": 256},
             "paper": {**_CPU_DIFFUSION, "latent_dim": 256, "hidden_size": 256},
