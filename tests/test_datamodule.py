@@ -149,3 +149,18 @@ def test_train_fraction_keeps_the_first_whole_training_clips(cache, fraction):
 def test_train_fraction_out_of_range(cache):
     with pytest.raises(OptionError, match="--data.train_fraction"):
         EEGfMRIDataModule(str(cache), train_fraction=0.0)
+
+
+def test_a_subject_that_does_not_fit_in_memory_is_refused_before_reading(cache, monkeypatch):
+    import eeg2fmri.data.datamodule as dmod
+
+    dm = EEGfMRIDataModule(str(cache), n_frames=3)
+    with h5py.File(cache) as h5:
+        need = h5["fmri"].size * h5["fmri"].dtype.itemsize + h5["eeg"].size * h5["eeg"].dtype.itemsize
+    monkeypatch.setattr(dmod, "available_memory", lambda: need - 1)
+    with pytest.raises(CacheError, match=r"sub_0001\.h5: this subject needs .* GiB .*--data\.region"):
+        dm.setup("fit")
+    assert dm.store is None
+    monkeypatch.setattr(dmod, "available_memory", lambda: need)
+    dm.setup("fit")  # exactly enough: loads
+    assert dm.store is not None

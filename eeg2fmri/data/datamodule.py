@@ -286,6 +286,7 @@ class EEGfMRIDataModule(pl.LightningDataModule):
             return
         with open_cache(self.data_path) as h5:
             whole = len(self.columns) == h5["fmri"].shape[1]
+            _refuse_what_does_not_fit(self.data_path, h5, len(self.columns), want_truth)
             self.frame_clip = h5["frame_clip"][:].astype(np.int64)
             self.frame_volume = h5["frame_volume"][:].astype(np.int64)
             self.frame_run = (
@@ -474,6 +475,37 @@ class EEGfMRIDataModule(pl.LightningDataModule):
             "region": self.hparams.region,
             "eeg_context": list(self.eeg_context),
         }
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory the system can give without swapping (Linux's MemAvailable), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _refuse_what_does_not_fit(path: Path, h5: h5py.File, n_columns: int, truth: bool) -> None:
+    """Refuse, before reading, a subject whose frames and EEG (what the data module holds in host
+    memory) need more than the memory available, with the estimate and the options that lower it."""
+    fmri, eeg = h5["fmri"], h5["eeg"]
+    parts = {"fMRI": fmri.shape[0] * n_columns * fmri.dtype.itemsize, "EEG": eeg.size * eeg.dtype.itemsize}
+    if truth:
+        parts["noise-free BOLD"] = parts["fMRI"]
+    need, have = sum(parts.values()), available_memory()
+    if have is None or need <= have:
+        return
+    gib = 2**30
+    detail = ", ".join(f"{k} {v / gib:.1f}" for k, v in parts.items())
+    raise CacheError(
+        f"{path}: this subject needs {need / gib:.1f} GiB of host memory ({detail} GiB: {fmri.shape[0]} frames x "
+        f"{n_columns} grayordinates) and {have / gib:.1f} GiB are available. Lower it with --data.region (a region "
+        "or a mask of grayordinates), or prepare a grayordinate subset (simulate --grayordinates every:N) or fewer runs"
+    )
 
 
 def first_training_clips(split: np.ndarray, frame_clip: np.ndarray, fraction: float) -> np.ndarray:
