@@ -56,6 +56,7 @@ def test_cache_scripts_run(sim_prepared):
 def test_checkpoint_scripts_run(ckpt, sim_prepared):
     assert "posterior mean" in tool("score_parts.py", str(ckpt), str(sim_prepared))
     assert "eps mse" in tool("paper_divergence.py", str(ckpt), str(sim_prepared))
+    assert "x0 clipped" in tool("sampler_variants.py", str(ckpt), str(sim_prepared), "2", "noclip,clip")
     assert "DiT prior samples" in tool("prior_coupling.py", str(ckpt), str(sim_prepared))
     out = tool("interrecon_rows.py", str(ckpt), str(sim_prepared), "--n", "1,2", "--steps", "2")
     assert out.strip()
