@@ -135,7 +135,10 @@ EXTRA: dict[str, tuple[Callable[[list[str]], None], str]] = {
         cmd_reproduce,
         "the paper's tables and figures: table1, table2 (+ Figure 3), ablation (Table S4), fill",
     ),
-    "fill": (cmd_fill, "fill censored / lost frames of a CIFTI run from its EEG (InterRecon; or linear, cubic)"),
+    "fill": (
+        cmd_fill,
+        "fill censored / lost frames of a CIFTI run from its EEG (InterRecon; or gaussian, linear, cubic)",
+    ),
     "evaluate": (cmd_evaluate, "score any predicted CIFTI run against a reference with every metric, per region"),
     "bench": (cmd_bench, "time the training step and DDIM sampler against a bare-PyTorch reference (--scale ci|paper)"),
     "table": (cmd_table, "print one table of the scores of several `eeg2fmri test` runs (their test_metrics.json)"),

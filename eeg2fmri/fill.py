@@ -34,6 +34,14 @@ What happens, in order (every check before any computation):
    type, plus a CIFTI metadata entry ``eeg2fmri_fill`` (JSON: method, checkpoint, censored
    frames, K, stride, steps, seed, date, ...). It is written to a temporary file and renamed.
 
+``gaussian`` is the statistical reference the sampler has to beat (:mod:`eeg2fmri.gaussian`):
+the same z-scoring and checkpoint checks as steps 1-3, then each latent dim's conditional mean given
+the uncensored frames around each run of censored frames, under the stationary Gaussian model of
+the latents that ``eeg2fmri fit`` estimated on the training split and stored in the checkpoint
+(temporal autocovariance per dim). With a regression stage and ``eeg`` its mean is μ(EEG) of each
+frame; without ``eeg`` the training latents' mean. The latents are decoded and mapped back as in
+step 5. A checkpoint written before those statistics existed is refused (refit it).
+
 ``linear`` and ``cubic`` are the scrubbing pipelines' references (:mod:`eeg2fmri.interpolate`):
 each grayordinate's time series over the whole run is interpolated between uncensored frames
 (frames before the first / after the last uncensored frame take its value). They need neither a
@@ -64,8 +72,8 @@ from eeg2fmri.errors import EEG2fMRIError, check_option, check_positive
 
 log = logging.getLogger(__name__)
 
-Method = Literal["interrecon", "linear", "cubic"]
-METHODS = ("interrecon", "linear", "cubic")
+Method = Literal["interrecon", "gaussian", "linear", "cubic"]
+METHODS = ("interrecon", "gaussian", "linear", "cubic")
 _BLOCK = 8192  # grayordinates interpolated at a time (bounds memory at 91,282 x thousands of frames)
 
 
@@ -295,12 +303,15 @@ def fill_run(
     is a sequence of named steps.)
 
     Args:
-        ckpt_path: diffusion checkpoint (``eeg2fmri fit``); needed for ``interrecon`` only.
+        ckpt_path: diffusion checkpoint (``eeg2fmri fit``); needed for ``interrecon`` and ``gaussian``.
         fmri: the run, a CIFTI-2 ``.dtseries.nii`` (standard fsLR-32k grayordinates or a subset).
-        eeg: the run's EEG (``.npy`` + ``.json`` sidecar or an MNE-readable file); ``interrecon`` only.
+        eeg: the run's EEG (``.npy`` + ``.json`` sidecar or an MNE-readable file); ``interrecon``, and
+            ``gaussian`` for μ (optional there).
         censor: censor file (:func:`~eeg2fmri.data.censor.read_censor`) or a bool mask (T,) (True = censored).
         out: the filled ``.dtseries.nii`` to write.
-        method: ``interrecon`` (EEG-conditioned null-space sampling), ``linear`` or ``cubic``.
+        method: ``interrecon`` (EEG-conditioned null-space sampling), ``gaussian`` (the latents'
+            Gaussian conditional mean, around μ(EEG) with a regression stage and ``eeg``), ``linear``
+            or ``cubic``.
         stride: frames between consecutive sampled windows (1 = every window; overlaps are averaged).
         num_inference_steps: DDIM steps of each InterRecon sample.
         eta: DDIM η (0 = deterministic given the seed).
@@ -335,6 +346,10 @@ def fill_run(
         log.warning("%s: no frame is censored; the output is a copy of the input", censor_path)
     elif method in ("linear", "cubic"):
         result[censored] = interpolate_frames(data, censored, method).astype(data.dtype)
+    elif method == "gaussian":
+        filled, extra = _gaussian(ckpt_path, eeg, data, censored, indices, tr, fmri, device)
+        result[censored] = filled.astype(data.dtype)
+        note.update(extra)
     else:
         filled, extra = _interrecon(
             ckpt_path,
@@ -386,10 +401,16 @@ def _check_inputs(
         raise FillError(f"num_samples={num_samples}: expected a positive number of InterRecon samples per window")
     if method == "interrecon" and (ckpt_path is None or eeg is None):
         raise FillError("method interrecon needs --ckpt_path (a diffusion checkpoint) and --eeg (the run's EEG)")
+    if method == "gaussian" and ckpt_path is None:
+        raise FillError(
+            "method gaussian needs --ckpt_path (a diffusion checkpoint: its autoencoder and the statistics of its "
+            "latents), and uses --eeg when given"
+        )
+    model_based = method in ("interrecon", "gaussian")
     for p in (
         fmri,
-        ckpt_path if method == "interrecon" else None,
-        eeg if method == "interrecon" else None,
+        ckpt_path if model_based else None,
+        eeg if model_based else None,
         censor_path,
     ):
         if p is not None and not p.exists():
@@ -481,11 +502,8 @@ def _interrecon(
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, prep = load_model(ckpt_path, device)
+    model, prep, pos = _open_model(ckpt_path, indices, tr, fmri, device)  # pos: (V_model,) file columns
     K = int(model.hparams.n_frames)
-    pos = _model_columns(indices, prep, fmri, ckpt_path)  # (V_model,) file columns
-    if not math.isclose(tr, float(prep["tr"]), rel_tol=1e-4):
-        raise CiftiError(f"{fmri}: TR {tr:g} s; the checkpoint was trained on TR {float(prep['tr']):g} s")
     starts = plan_windows(censored, K, stride)  # (N,) checked before the EEG is read
     eeg = _WindowEEG(eeg_path, prep, model.eeg_context, K, starts, len(censored))
     z, mean, std = _run_zscores(data[:, pos], censored)  # (T, V_model), (V_model,), (V_model,)
@@ -503,11 +521,7 @@ def _interrecon(
         device=device,
         progress=progress,
     )  # (n_censored, V_model)
-    filled = np.empty((int(censored.sum()), data.shape[1]), np.float64)
-    other = np.setdiff1d(np.arange(data.shape[1]), pos)
-    if len(other):  # grayordinates the model does not cover: linear interpolation in time
-        filled[:, other] = interpolate_frames(data[:, other], censored, "linear")
-    filled[:, pos] = z_fill * std + mean
+    filled, other = _in_run_units(data, censored, pos, z_fill, mean, std)  # (n_censored, V)
     note = {
         "checkpoint": str(ckpt_path),
         "eeg": str(eeg_path),
@@ -519,6 +533,80 @@ def _interrecon(
         "num_samples": num_samples,
         "n_windows": int(len(starts)),
         "grayordinates_interrecon": int(len(pos)),
+        **_region_note(other, prep),
+    }
+    return filled, note
+
+
+def _gaussian(ckpt_path, eeg_path, data, censored, indices, tr, fmri, device) -> tuple[np.ndarray, dict]:
+    """Gaussian conditional fills of the censored frames, (n_censored, V) float64 in the run's units,
+    and the note: each latent dim's conditional mean given the run's uncensored frames under the
+    checkpoint's stationary Gaussian model of its latents (:meth:`EEG2fMRIDiffusion.gaussian_fill`),
+    around μ from the run's EEG when the model has a regression stage and ``eeg_path`` is given."""
+    import torch
+
+    from eeg2fmri.gaussian import valid_lags
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, prep, pos = _open_model(ckpt_path, indices, tr, fmri, device)  # pos: (V_model,) file columns
+    if not model.has_gaussian:
+        raise FillError(
+            f"{ckpt_path}: the checkpoint holds no statistics of its latents for --method gaussian (it was written "
+            "before `eeg2fmri fit` stored them); refit the model, or fill with --method interrecon, linear or cubic"
+        )
+    T = len(censored)
+    use_mu = model.regression_head is not None and eeg_path is not None
+    eeg = eeg_mask = None
+    if use_mu:  # the EEG of every frame of the run, with the model's context: one window of T frames
+        run = _WindowEEG(eeg_path, prep, model.eeg_context, T, np.zeros(1, np.int64), T)
+        eeg, eeg_mask = (torch.from_numpy(a).to(device) for a in run.batch(np.zeros(1, np.int64)))
+        del run  # (1, P + T + F, C, W) and (1, P + T + F)
+    elif model.regression_head is not None:
+        log.info("%s: no --eeg: the Gaussian fill's mean is the training latents' mean, not μ(EEG)", fmri)
+    z, mean, std = _run_zscores(data[:, pos], censored)  # (T, V_model), (V_model,), (V_model,)
+    x = torch.from_numpy(z)[None].to(device)  # (1, T, V_model)
+    observed = torch.from_numpy(~censored)[None].to(device)  # (1, T)
+    z_fill = model.gaussian_fill(x, observed, eeg, eeg_mask)[0][~observed[0]]  # (n_censored, V_model)
+    filled, other = _in_run_units(data, censored, pos, z_fill.double().cpu().numpy(), mean, std)
+    note = {
+        "checkpoint": str(ckpt_path),
+        "eeg": str(eeg_path) if use_mu else None,
+        "mean": "μ, the regression stage's prediction from the run's EEG"
+        if use_mu
+        else "the training latents' mean (no EEG)",
+        "lags": valid_lags(model.gauss_z_acov),
+        "grayordinates_gaussian": int(len(pos)),
+        **_region_note(other, prep),
+    }
+    return filled, note
+
+
+def _open_model(ckpt_path, indices: np.ndarray, tr: float, fmri: Path, device: str):
+    """(model, preprocessing, the file's column of each modelled grayordinate (V_model,)) of a
+    diffusion checkpoint, with the run's layout and TR checked against it."""
+    model, prep = load_model(ckpt_path, device)
+    pos = _model_columns(indices, prep, fmri, ckpt_path)  # (V_model,)
+    if not math.isclose(tr, float(prep["tr"]), rel_tol=1e-4):
+        raise CiftiError(f"{fmri}: TR {tr:g} s; the checkpoint was trained on TR {float(prep['tr']):g} s")
+    return model, prep, pos
+
+
+def _in_run_units(
+    data: np.ndarray, censored: np.ndarray, pos: np.ndarray, z_fill: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The censored frames in the run's units, (n_censored, V) float64: the model's fills ``z_fill``
+    (n_censored, V_model) of the modelled columns mapped back (z · std + mean), the other columns
+    (outside the model's region) interpolated linearly in time; and those other columns."""
+    filled = np.empty((int(censored.sum()), data.shape[1]), np.float64)
+    other = np.setdiff1d(np.arange(data.shape[1]), pos)
+    if len(other):  # grayordinates the model does not cover: linear interpolation in time
+        filled[:, other] = interpolate_frames(data[:, other], censored, "linear")
+    filled[:, pos] = z_fill * std + mean
+    return filled, other
+
+
+def _region_note(other: np.ndarray, prep: dict) -> dict:
+    note = {
         "grayordinates_linear": int(len(other)),
         "normalisation": "each modelled grayordinate z-scored with the run's uncensored frames' mean/std",
     }
@@ -527,7 +615,7 @@ def _interrecon(
             f"{len(other)} grayordinates outside the model's region ({prep.get('region', '?')}) were filled by "
             "linear interpolation in time"
         )
-    return filled, note
+    return note
 
 
 def _model_columns(indices: np.ndarray, prep: dict, fmri: Path, ckpt_path: Path) -> np.ndarray:
@@ -658,7 +746,8 @@ def fill(
     num_samples: int = 1,
 ) -> Path:
     """Fill censored (motion-scrubbed) or lost frames of a CIFTI run from its EEG with InterRecon,
-    or by linear / cubic-spline interpolation; uncensored frames are kept bit for bit.
+    by the Gaussian conditional mean of the model's latents, or by linear / cubic-spline
+    interpolation; uncensored frames are kept bit for bit.
 
     Args:
         fmri: the run to fill, a CIFTI-2 .dtseries.nii (fsLR-32k grayordinates or a subset of them).
@@ -666,13 +755,18 @@ def fill(
             motion_outlier* columns (fMRIPrep confounds) or a `censored` / `outlier` column (1 =
             censored); or a headerless 0/1 column (1 = censored); or headerless 0-based frame indices.
         out: the filled .dtseries.nii to write (refused if it exists, unless --overwrite).
-        ckpt_path: diffusion checkpoint from `eeg2fmri fit` (interrecon only).
+        ckpt_path: diffusion checkpoint from `eeg2fmri fit` (interrecon and gaussian).
         eeg: the run's EEG: .npy + .json sidecar (sfreq in Hz, ch_names, volume_onsets in samples or
-            volume_onsets_s in seconds) or an MNE-readable file with volume markers (interrecon only),
-            a continuous recording (not per-frame windows). Frame k gets the EEG of one
-            TR starting shift_s seconds (the checkpoint's, 4 s by default) before volume k's onset.
-        method: interrecon (EEG-conditioned null-space sampling), linear or cubic (interpolation in time).
-        stride: frames (TRs) between consecutive K-frame windows; overlapping fills are averaged.
+            volume_onsets_s in seconds) or an MNE-readable file with volume markers (interrecon;
+            optional for gaussian), a continuous recording (not per-frame windows). Frame k gets the EEG
+            of one TR starting shift_s seconds (the checkpoint's, 4 s by default) before volume k's onset.
+        method: interrecon (EEG-conditioned null-space sampling); gaussian (each latent dim's
+            conditional mean given the uncensored frames within the checkpoint's autocovariance lags,
+            under the stationary Gaussian model of the latents fitted on its training split; its mean
+            is μ, the regression stage's prediction from --eeg, when the checkpoint has a regression
+            stage and --eeg is given, else the training latents' mean; no sampling, seconds per run);
+            linear or cubic (interpolation in time).
+        stride: frames (TRs) between consecutive K-frame InterRecon windows; overlapping fills are averaged.
         num_inference_steps: DDIM steps per InterRecon sample.
         eta: DDIM eta (0: deterministic given the seed).
         seed: seed of the sampler's noise.

@@ -20,8 +20,10 @@ from torch import Tensor
 
 from eeg2fmri import __version__
 from eeg2fmri import diffusion as D
+from eeg2fmri import gaussian as G
 from eeg2fmri import losses as L
 from eeg2fmri.checkpoint import CHECKPOINT_FORMAT, CheckpointVersionError
+from eeg2fmri.data.frames import segment_ids
 from eeg2fmri.errors import EEG2fMRIError, OptionError, check_option, check_positive
 from eeg2fmri.nn.autoencoder import LinearAutoencoder, held_out_variance
 from eeg2fmri.nn.dit import DiT
@@ -346,6 +348,16 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         # EMA would average it. None: not trained yet, or a checkpoint from before it existed.
         self.x0_bound: Tensor | None = None
         self._epoch_bound: Tensor | None = None
+        # the stationary Gaussian model of the frame latents (eeg2fmri.gaussian, `fill --method gaussian`):
+        # mean (d,) and autocovariance at lags 0..L-1 (d, L) per latent dim of z and, with a regression
+        # stage, of the residual z - μ; estimated on the training split at fit (fit_gaussian). NaN: not
+        # estimated (a checkpoint written before them). Float64: the Toeplitz solves need the digits.
+        self._gaussian_bn_steps = 0  # the autoencoder's BatchNorm steps at the last estimate
+        for name in ("z", "r") if regression else ("z",):
+            self.register_buffer(f"gauss_{name}_mean", torch.full((latent_dim,), torch.nan, dtype=torch.float64))
+            self.register_buffer(
+                f"gauss_{name}_acov", torch.full((latent_dim, G.N_LAGS), torch.nan, dtype=torch.float64)
+            )
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -362,6 +374,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
                 self._start_features(dm, device)
             if self.regression_head is not None and self.hparams.regression_start == "ridge":
                 self._start_regression(dm, device)
+            self.fit_gaussian(dm)
         if self.regression_head is not None and not self.hparams.train_regression:
             self.regression_head.requires_grad_(False)
         if not self.hparams.train_autoencoder:
@@ -452,6 +465,52 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             float(alpha.median()),
         )
 
+    @torch.no_grad()
+    def fit_gaussian(self, dm) -> None:
+        """The stationary Gaussian model of the frame latents (:mod:`eeg2fmri.gaussian`), estimated on
+        the training split of ``dm``: mean and autocovariance per latent dim of z = E x and, with a
+        regression stage, of the residual r = z − μ(EEG), over consecutive frames of one clip
+        (``dm.iter_frames`` gives the frames in cache order; a stretch is a segment of
+        :func:`~eeg2fmri.data.frames.segment_ids`). Runs in evaluation mode (the EEG encoder's
+        BatchNorm, the autoencoder's running statistics), as the fill uses the model, and where the
+        weights are (in Lightning's set-up hook, before the module moves to the accelerator); every
+        submodule's mode is put back as it was, so a fit trains exactly as without this estimate.
+        Called at set-up and again at the end of each training epoch in which the latents or μ may
+        have moved (:meth:`on_train_epoch_end`)."""
+        if not all(hasattr(dm, a) for a in ("iter_frames", "frame_volume", "frame_clip", "split")):
+            return  # not the project's DataModule: no frames to estimate from
+        modes = {m: m.training for m in self.modules()}
+        self.eval()
+        z, r, rows = [], [], []
+        for b in dm.iter_frames("train", device=self.autoencoder.decoder.weight.device):
+            zb = self.autoencoder.encode(b["fmri"][:, 0].float())  # (b, d)
+            z.append(zb.double())
+            if self.regression_head is not None:
+                mu = self.encode_eeg(b["eeg"], b["eeg_mask"])[1][:, 0]  # (b, d)
+                r.append(zb.double() - mu.double())
+            rows.append(b["frame_index"][:, 0].cpu())
+        for m, training in modes.items():
+            m.training = training
+        self._gaussian_bn_steps = int(self.autoencoder.norm.num_batches_tracked)
+        segment = segment_ids(dm.frame_volume, same=(dm.frame_clip, dm.split))[torch.cat(rows).numpy()]  # (N,)
+        segment = torch.as_tensor(segment, device=z[0].device)
+        for name, x in (("z", z), ("r", r)) if r else (("z", z),):
+            mean, acov = G.autocovariance(torch.cat(x), segment, G.N_LAGS)  # (d,), (d, L)
+            getattr(self, f"gauss_{name}_mean").copy_(mean)
+            getattr(self, f"gauss_{name}_acov").copy_(acov)
+        log.info(
+            "Gaussian fill statistics: %d training frames in %d stretches of consecutive frames, %d lags",
+            len(segment),
+            len(torch.unique(segment)),
+            G.valid_lags(self.gauss_z_acov),
+        )
+
+    @property
+    def has_gaussian(self) -> bool:
+        """Whether the model holds the statistics of the Gaussian fill (a checkpoint written before
+        :meth:`fit_gaussian` existed, or a model never fitted, does not)."""
+        return G.valid_lags(self.gauss_z_acov) >= 3
+
     def train(self, mode: bool = True):
         # a fixed autoencoder encodes with its running (PCA) statistics in training too, so that the
         # latents the DiT and the regression stage see are those of the start
@@ -482,6 +541,16 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
     def on_train_epoch_end(self) -> None:
         if self._epoch_bound is not None:
             self.x0_bound, self._epoch_bound = self._epoch_bound, None
+        moved = int(self.autoencoder.norm.num_batches_tracked) != self._gaussian_bn_steps
+        if (
+            moved
+            or self.hparams.train_autoencoder
+            or (self.regression_head is not None and self.hparams.train_regression)
+        ):
+            # the latents or μ may have moved this epoch (trained weights, or the autoencoder's
+            # running statistics updated by a forward pass in training mode): the Gaussian model
+            # follows them (the EMA then averages these estimates as it averages the weights)
+            self.fit_gaussian(getattr(attached_trainer(self), "datamodule", None))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
@@ -492,6 +561,16 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         self.x0_bound = checkpoint.get("eeg2fmri_x0_bound")
+        # a checkpoint written before the Gaussian statistics existed loads with the model's own
+        # (NaN when loaded on its own, :attr:`has_gaussian` False; estimated at set-up when a fit
+        # resumes from it); the EMA callback loads "current_model_state" as strictly as "state_dict"
+        for key in ("state_dict", "current_model_state"):
+            state = checkpoint.get(key)
+            if state is None:
+                continue
+            for name, buf in self.named_buffers():
+                if name.startswith("gauss_") and name not in state:
+                    state[name] = buf.detach().clone()
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         # the step's randomness (timesteps, noise, condition dropout) is drawn from (seed, step)
@@ -673,6 +752,36 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             and self.hparams.cond_drop_prob >= 1.0
             and self.dit.latent_cond_embedder is None
         )
+
+    @torch.no_grad()
+    def gaussian_fill(
+        self, x: Tensor, observed_mask: Tensor, eeg: Tensor | None = None, eeg_mask: Tensor | None = None
+    ) -> Tensor:
+        """Frames ``x`` (B, T, V) with the missing ones (``observed_mask`` (B, T) False) at their
+        conditional mean given the observed ones under the stationary Gaussian model of the latents
+        (:mod:`eeg2fmri.gaussian`, :meth:`fit_gaussian`), decoded; observed frames are ``x`` exactly
+        and missing ones are never read (NaN allowed). Returns (B, T, V) float32.
+
+        With ``eeg`` (B, P + T + F, C, W) and a regression stage, each frame's mean is its μ(EEG) and
+        the model is that of the residual z − μ; otherwise the training latents' mean and the
+        model of z: no EEG."""
+        if not self.has_gaussian:
+            raise EEG2fMRIError(
+                "this model holds no statistics for the Gaussian fill (a checkpoint written before they "
+                "were stored at fit): refit it with `eeg2fmri fit`"
+            )
+        obs = observed_mask[..., None]  # (B, T, 1)
+        x = torch.where(obs, x.float(), 0.0)  # (B, T, V) missing frames never reach the encoder
+        z = self.autoencoder.encode(x)  # (B, T, d)
+        if eeg is not None and self.regression_head is not None:
+            mu = self.encode_eeg(eeg, eeg_mask)[1]  # (B, T, d)
+            mean, acov = mu.double() + self.gauss_r_mean, self.gauss_r_acov  # (B, T, d), (d, L)
+        else:
+            mean, acov = self.gauss_z_mean, self.gauss_z_acov  # (d,), (d, L)
+        z_hat = G.conditional_mean(z, observed_mask, acov, mean)  # (B, T, d) float64
+        out = x.clone()  # (B, T, V)
+        out[~observed_mask] = self.autoencoder.decode(z_hat[~observed_mask].float()).float()  # (n_missing, V)
+        return out
 
     def _n_frames_of(self, eeg: Tensor) -> int:
         return eeg.shape[1] - sum(self.eeg_context)

@@ -491,10 +491,11 @@ def test_fill_study_tiny(tmp_path, monkeypatch):
     md = F.fill_study("tiny", [1], rates=[0.05, 0.2], **kw)
     out = tmp_path / "res" / "tiny"
     rows = list(csv.DictReader(open(out / "fill.csv")))
-    # 2 rates x (3 fill methods + the EEG-only FIR ridge, each x {real, noise-free}, + the ceiling)
-    assert len(rows) == 2 * 9 and (out / "fill.png").stat().st_size > 10_000
+    # 2 rates x (4 fill methods + the EEG-only FIR ridge, each x {real, noise-free}, + the ceiling)
+    assert len(rows) == 2 * 11 and (out / "fill.png").stat().st_size > 10_000
     assert {r["method"] for r in rows} == {
         "InterRecon",
+        "Gaussian conditional + EEG μ",
         "Linear",
         "Cubic spline",
         "FIR ridge (EEG only)",
@@ -502,6 +503,7 @@ def test_fill_study_tiny(tmp_path, monkeypatch):
     }
     assert all(np.isfinite(float(r["whole/r"])) for r in rows)
     assert "| 20% | InterRecon | real |" in md.read_text()
+    assert "| 20% | Gaussian conditional + EEG μ | noise-free |" in md.read_text()
     # censoring: only inside test clips, in bursts of 1-5 frames, at the asked rate, and what was filled
     segs = F._test_segments(tmp_path / "prep" / "tiny" / "sub_0001.h5")
     for rate in (0.05, 0.2):

@@ -1,5 +1,5 @@
-"""Censored-frame filling (motion scrubbing): InterRecon vs linear vs cubic spline, with the EEG-only
-FIR ridge as reference (``make reproduce-fill``)."""
+"""Censored-frame filling (motion scrubbing): InterRecon vs the Gaussian conditional fill vs linear vs
+cubic spline, with the EEG-only FIR ridge as reference (``make reproduce-fill``)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ ROW_NAMES = {
     "interrecon": "InterRecon",
     "linear": "Linear",
     "cubic": "Cubic spline",
+    "gaussian": "Gaussian conditional + EEG μ",  # `fill --method gaussian` with the run's EEG
     "fir_ridge": "FIR ridge (EEG only)",
 }
 
@@ -46,7 +47,8 @@ def fill_study(
 ) -> Path:
     """Censored-frame filling on simulated (or real) subjects: in every run holding test clips,
     censor ``rates`` of the test-clip frames in bursts of 1-5 frames (seeded), fill them with
-    ``eeg2fmri fill`` (InterRecon with the K = 10 diffusion cell, linear, cubic spline; files under
+    ``eeg2fmri fill`` (InterRecon and the Gaussian conditional fill with the K = 10 diffusion cell,
+    the latter around μ from the EEG, linear, cubic spline; files under
     ``results/<scale>/fill/``), predict them from the EEG alone with the K = 10 FIR ridge cell (the
     EEG-only reference), and score the censored frames only, against the recorded BOLD and,
     where the simulator kept it, the noise-free BOLD -> ``fill.md``, ``fill.csv``, ``fill.png``."""
@@ -88,6 +90,7 @@ class _Subject:
 
     number: int
     ckpt: Path  # the K-frame diffusion cell's last.ckpt (InterRecon)
+    gaussian_ckpt: Path  # that checkpoint, or a copy of an older one given the Gaussian statistics
     fir: object  # the K-frame FIR ridge cell's model (the EEG-only reference)
     fir_prep: dict  # that cell's data preparation (its checkpoint's "eeg2fmri_data")
     indices: np.ndarray  # (V,) the cache's grayordinates
@@ -121,7 +124,35 @@ def _load_subject(s: int, k: int, sc: Scale, cache: Path, raw: Path, out: Path, 
         )
     runs = {r.run: r for r in discover_runs(raw / subject_dirname(s))}
     ckpt = cell / "checkpoints" / "last.ckpt"
-    return _Subject(s, ckpt, fir, fir_prep, indices, mean, std, runs, _test_segments(cache))
+    gaussian_ckpt = _with_gaussian(ckpt, cache, k, out / "fill" / f"sub{s}" / "gaussian.ckpt")
+    return _Subject(s, ckpt, gaussian_ckpt, fir, fir_prep, indices, mean, std, runs, _test_segments(cache))
+
+
+def _with_gaussian(ckpt: Path, cache: Path, k: int, copy: Path) -> Path:
+    """``ckpt``, or, for a cell fitted before the Gaussian fill's statistics existed, ``copy``: the
+    checkpoint with them estimated on the cell's cache as a fit does (reused while newer than it)."""
+    import torch
+
+    from eeg2fmri.data.cifti import atomic_save
+    from eeg2fmri.data.datamodule import EEGfMRIDataModule
+    from eeg2fmri.module import EEG2fMRIDiffusion
+
+    model = EEG2fMRIDiffusion.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    if model.has_gaussian:
+        return ckpt
+    if copy.exists() and copy.stat().st_mtime >= ckpt.stat().st_mtime:
+        return copy
+    say(f"{ckpt} predates the Gaussian fill's statistics; estimating them on its training split -> {copy}")
+    dm = EEGfMRIDataModule(str(cache), n_frames=k, eeg_context=model.eeg_context)
+    dm.setup("test")
+    model.fit_gaussian(dm)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    stats = {n: b for n, b in model.named_buffers() if n.startswith("gauss_")}
+    for key in ("state_dict", "current_model_state"):
+        if key in state:
+            state[key].update(stats)
+    atomic_save(copy, lambda tmp: torch.save(state, tmp))
+    return copy
 
 
 def _censored_frames(subject: _Subject, rate: float, folder: Path, sc: Scale, force: bool) -> dict[str, np.ndarray]:
@@ -148,9 +179,10 @@ def _censored_frames(subject: _Subject, rate: float, folder: Path, sc: Scale, fo
             path = folder / f"run-{r}_{method}.dtseries.nii"
             interrecon = method == "interrecon"
             n = sc.fill_samples if interrecon else 1
-            if force or not _fill_done(path, censored, subject.ckpt if interrecon else None, n):
+            ckpt = {"interrecon": subject.ckpt, "gaussian": subject.gaussian_ckpt}.get(method)
+            if force or not _fill_done(path, censored, ckpt, n):
                 fill_run(
-                    subject.ckpt,
+                    ckpt,
                     run.fmri,
                     run.eeg,
                     censor,
@@ -253,8 +285,8 @@ def _n_volumes(path: Path) -> int:
 
 
 def _fill_done(path: Path, censored: np.ndarray, ckpt: Path | None, num_samples: int = 1) -> bool:
-    """A fill written earlier for the same censored frames (and, for InterRecon, a checkpoint no
-    newer than it and the same number of samples per window) is reused."""
+    """A fill written earlier for the same censored frames (and, for the model's fills, a checkpoint
+    no newer than it and, for InterRecon, the same number of samples per window) is reused."""
     import nibabel as nib
 
     if not path.exists() or (ckpt is not None and ckpt.stat().st_mtime > path.stat().st_mtime):
@@ -293,8 +325,11 @@ def _fill_rows(res: dict, subjects, rates, n_scored) -> list[dict]:
 
 def _write_fill_table(rows: list[dict], out: Path, subjects, k: int) -> None:
     lines = [
-        f"# Censored-frame filling — InterRecon (K = {k}) vs linear vs cubic spline, mean over {len(subjects)} subject(s)\n",
-        "Frames censored inside the test clips in bursts of 1–5 frames (seeded); InterRecon, linear and cubic spline\n"
+        f"# Censored-frame filling — InterRecon (K = {k}) vs Gaussian conditional vs linear vs cubic spline, mean over "
+        f"{len(subjects)} subject(s)\n",
+        "Frames censored inside the test clips in bursts of 1–5 frames (seeded); InterRecon, the Gaussian conditional\n"
+        "fill (`--method gaussian` with the run's EEG: each latent dim's conditional mean given the uncensored frames\n"
+        "around μ(EEG)), linear and cubic spline\n"
         "fill them through `eeg2fmri fill`, FIR ridge predicts them from the EEG alone (no neighbouring frames);\n"
         "metrics on the censored frames only, in the training z-units. *real*: against the recorded\n"
         "BOLD; *noise-free*: against the simulator's noise-free BOLD. The noise ceiling is the noise-free BOLD scored\n"
@@ -339,6 +374,6 @@ def _plot_fill(rows: list[dict], path: Path) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     fig.axes[0].legend(fontsize=7)
-    fig.suptitle("Filling censored frames: InterRecon vs interpolation")
+    fig.suptitle("Filling censored frames: InterRecon vs the Gaussian conditional fill vs interpolation")
     fig.tight_layout()
     save_png(fig, path)
