@@ -205,6 +205,8 @@ def test_table2_rows_and_the_linear_row_against_numpy(tmp_path):
     assert set(rows) == {
         "Linear",
         "Cubic spline",
+        "Gaussian conditional",
+        "Gaussian conditional + EEG μ",
         "FIR ridge (EEG only)",
         "Ours, EEG only (posterior mean)",
         "Without null space",
@@ -214,6 +216,11 @@ def test_table2_rows_and_the_linear_row_against_numpy(tmp_path):
     assert f"mean of {n} samples" in md.read_text()
     sweep = list(csv.DictReader(open(md.parent / "fig3_gap_sweep.csv")))
     assert [int(r["gap"]) for r in sweep] == list(range(1, 9))
+    # the Gaussian conditional rows: finite, the EEG's μ changes the fill, and lines of Figure 3
+    g, g_mu = rows["Gaussian conditional"], rows["Gaussian conditional + EEG μ"]
+    assert np.isfinite([float(g["whole/r"]), float(g_mu["whole/r"]), float(g["whole/mse"])]).all()
+    assert g["whole/mse"] != g_mu["whole/mse"]
+    assert all(np.isfinite(float(r["Gaussian conditional + EEG μ"])) for r in sweep)
     dm = EEGfMRIDataModule(str(tmp_path / "prep" / "ci" / "sub_0001.h5"), n_frames=10, batch_size=16)
     dm.setup("test")
     rs, errs = [], []
