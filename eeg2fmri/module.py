@@ -519,6 +519,13 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             self.autoencoder.eval()
         return self
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning keeps each submodule's mode as it finds it at fit start (it does not call
+        # train()), so a fixed autoencoder left in training mode would move its BatchNorm statistics
+        # away from the PCA start until the first validation
+        if not self.hparams.train_autoencoder:
+            self.autoencoder.eval()
+
     # ------------------------------------------------------------------ EEG side
     def encode_eeg(self, eeg: Tensor, eeg_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """EEG windows (B, N, C, W) -> tokens h (B, N, E) and the regression stage's latents μ

@@ -597,6 +597,13 @@ def _gaussian_residual_prior(monkeypatch, rho: float = 0.95) -> None:
         return fns[key](x_t, t)
 
     monkeypatch.setattr(EEG2fMRIDiffusion, "_eps", eps)
+    load = EEG2fMRIDiffusion.on_load_checkpoint
+
+    def unbounded(self, checkpoint):  # the x̂₀ bound is the trained DiT's range, not this prior's
+        load(self, checkpoint)
+        self.x0_bound = None
+
+    monkeypatch.setattr(EEG2fMRIDiffusion, "on_load_checkpoint", unbounded)
 
 
 @pytest.mark.parametrize("method", ["linear", "interrecon"])

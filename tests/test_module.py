@@ -448,3 +448,36 @@ def test_a_latent_of_training_noise_is_warned_about(caplog):
     with caplog.at_level("WARNING", logger="eeg2fmri.module"):
         small._check_latent_dim(ValFrames(), torch.device("cpu"))
     assert "latent_dim" not in caplog.text
+
+
+def test_a_fixed_autoencoder_keeps_its_start_through_training(tmp_path, raw_subject):
+    """With train_autoencoder False the latents stay those of the PCA start: no BatchNorm statistic
+    moves in a fit without a sanity validation (where Lightning would otherwise train in the mode it
+    found the module in)."""
+    from lightning.pytorch.callbacks import Callback
+
+    from eeg2fmri.data.prepare import prepare
+
+    cache = prepare(raw_subject, tmp_path / "prep", progress=False)
+    dm = EEGfMRIDataModule(str(cache), n_frames=4, batch_size=4)
+    model = EEG2fMRIDiffusion(n_vertices=dm.n_vertices, n_chans=dm.n_chans, n_times=dm.n_times, n_frames=4, **TINY)
+    model.autoencoder.train()  # as a freshly built module is
+    seen = {}
+
+    class Start(Callback):
+        def on_train_start(self, trainer, pl_module):  # after setup's PCA start, before any step
+            seen["start"] = {k: v.clone() for k, v in pl_module.autoencoder.state_dict().items()}
+
+    trainer = Trainer(
+        max_steps=5,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[Start()],
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, dm)
+    for k, v in model.autoencoder.state_dict().items():
+        torch.testing.assert_close(v, seen["start"][k], msg=k)
