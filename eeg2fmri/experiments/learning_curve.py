@@ -57,6 +57,8 @@ def learning_curve(
         say(f"[{i}/{len(cells)}] {SLUGS[slug]}, {frac:.3g} of the training split ({minutes[frac]:.0f} min)")
         folder = out / "learning_curve" / slug / f"frac{frac:.4f}"
         extra = ["--data.train_fraction", f"{frac:.6g}", *CURVE_METHODS[slug]]
+        if frac == 1.0:  # the whole split: Table 1's own cell (trained, for the model), reused when done
+            folder, extra = out / "cells" / f"sub{subject}" / f"K{k}" / slug, []
         res = run_cell(subject, k, slug, sc, cache, folder, extra=extra, force=force)["metrics"]
         rows.append(
             {
