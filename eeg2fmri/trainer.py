@@ -8,6 +8,7 @@ through :func:`run_trainer`.
 
 from __future__ import annotations
 
+import gc
 import sys
 import warnings
 from collections.abc import Callable
@@ -358,7 +359,14 @@ def run_trainer(args: list[str], explicit: bool = True) -> None:
             # No public setting avoids it while checkpoints are kept (only save_top_k=0 skips the check);
             # an override of setup would need ModelCheckpoint's private folder resolution.
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-        lightning_main(args if explicit else None)
+        cli = lightning_main(args if explicit else None)
+    # A process that runs many commands (reproduce's cells) must not keep each one's subject in memory
+    # (its frames and EEG: ~3 GB at SCALE=long): jsonargparse's registry of instantiators keeps the CLI,
+    # and with it the data module, alive after the run, so the data module lets go of its data here.
+    if isinstance(getattr(cli, "datamodule", None), EEGfMRIDataModule):
+        cli.datamodule.store = None
+    del cli
+    gc.collect()
 
 
 def _ckpt_arg(args: list[str]) -> str | None:

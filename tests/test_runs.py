@@ -297,3 +297,13 @@ def test_make_demo_shows_progress():
     text = (ROOT / "Makefile").read_text()
     recipe = text.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     assert "eeg2fmri fit" in recipe and "enable_progress_bar" not in recipe
+
+
+def test_a_finished_command_leaves_no_subject_in_memory(cache, tmp_path):
+    """reproduce runs many cells in one process: each command's subject data is freed when it ends."""
+    import gc
+
+    from eeg2fmri.data.datamodule import EEGfMRIDataModule
+
+    fit(cache, tmp_path / "a", "--trainer.max_steps", "1")
+    assert not [o for o in gc.get_objects() if isinstance(o, EEGfMRIDataModule) and o.store is not None]
