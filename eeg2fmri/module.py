@@ -463,15 +463,25 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         on the validation frames, mapped into the latents by the autoencoder (z = A x + c): μ =
         A μ_x + c. Float64 Gram sums of the design, float32 sums against the grayordinates.
 
-        Memory, for a whole-brain fit: the one (F, V) float32 sum of X^T Y is accumulated, centred
-        and turned into the solution in place, and the validation frames are kept as stored (float16)
-        and centred a block of grayordinates at a time inside :func:`ridge_per_target`."""
+        Cost, for a whole-brain fit: each frame's band power is computed once (a table of the
+        frames' features) and the lagged design gathered from it; the one (F, V) float32 sum of
+        X^T Y is accumulated, centred and turned into the solution in place, and the validation
+        frames are kept as stored (float16) and centred a block of grayordinates at a time inside
+        :func:`ridge_per_target`."""
         A, c = self.autoencoder.latent_map()  # (d, V), (d,) in evaluation mode: the PCA start
+        table = torch.zeros(len(dm.split), self.eeg_encoder.n_features, device=device)  # (T, Fe)
+        for split in ("train", "val"):
+            for b in dm.iter_frames(split, device=device, eeg="frame"):
+                table[b["frame_index"][:, 0]] = self.eeg_encoder.features(b["eeg"])[:, 0]  # (b, Fe)
+
+        def design(b: dict) -> Tensor:  # (b, F) float64: the lagged features of each frame
+            h = table[b["eeg_rows"]]  # (b, N, Fe); masked windows are zeroed by the design
+            return self.regression_head.design(h, b["eeg_mask"])[:, 0].double()
+
         n = torch.zeros((), dtype=torch.float64, device=device)
         sx = sy = sxx = sxy = None
-        for b in dm.iter_frames("train", device=device, stored_dtype=True):
-            h = self.eeg_encoder.features(b["eeg"], b["eeg_mask"])  # (b, N, Fe)
-            x = self.regression_head.design(h, b["eeg_mask"])[:, 0].double()  # (b, L (Fe + 1))
+        for b in dm.iter_frames("train", device=device, eeg="rows", stored_dtype=True):
+            x = design(b)  # (b, F)
             y = b["fmri"][:, 0].float()  # (b, V)
             if sxy is None:
                 sx, sxx = torch.zeros_like(x[0]), x.new_zeros(x.shape[1], x.shape[1])  # (F,), (F, F)
@@ -482,11 +492,11 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             sy += y.double().sum(0)
             sxx += x.T @ x
             sxy.addmm_(x.float().T, y)  # in place: no (F, V) temporary per batch
-        val_x, val_y = [], []
-        for b in dm.iter_frames("val", device=device, stored_dtype=True):
-            h = self.eeg_encoder.features(b["eeg"], b["eeg_mask"])  # (b, N, Fe)
-            val_x.append(self.regression_head.design(h, b["eeg_mask"])[:, 0].double())  # (b, F)
-            val_y.append(b["fmri"][:, 0])  # (b, V) as stored (float16)
+        val = [
+            (design(b), b["fmri"][:, 0]) for b in dm.iter_frames("val", device=device, eeg="rows", stored_dtype=True)
+        ]
+        val_x, val_y = [v[0] for v in val], [v[1] for v in val]  # [(b, F)], [(b, V) as stored (float16)]
+        del val
         mx, my = sx / n, sy / n  # (F,), (V,)
         cxx = sxx - n * torch.outer(mx, mx)  # (F, F)
         for s in range(0, sxy.shape[1], 8192):  # centred in place, a block of grayordinates at a time
