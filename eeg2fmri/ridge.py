@@ -27,6 +27,8 @@ def ridge_per_target(
     y_val: Tensor | None = None,
     project: Tensor | None = None,
     chunk: int = 8192,
+    y_center: Tensor | None = None,
+    overwrite: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """W (F, V) and α (V,): for every target v, the ridge solution on the standardised design,
     (X_s^T X_s + α_v I)^-1 X_s^T y_v with X_s = X / std (each column's training std; constant
@@ -38,8 +40,11 @@ def ridge_per_target(
 
     cxx: (F, F) centred X^T X; cxy: (F, V) centred X^T Y; n: the training rows they sum over;
     alphas: (A,) positive penalties; x_val: (n_val, F) validation design centred with the
-    *training* means; y_val: (n_val, V) validation targets centred likewise; chunk: targets per
-    step of the validation and projection products (bounds their memory). The eigendecomposition
+    *training* means; y_val: (n_val, V) validation targets, centred likewise, or in any dtype
+    (float16 as a cache stores them) with their training means ``y_center`` (V,) subtracted here a
+    chunk at a time; chunk: targets per step of the validation and projection products (bounds
+    their memory); overwrite: cxy's memory holds the solution's eigenbasis form (cxy is then
+    destroyed: a whole-brain fit keeps one (F, V) tensor instead of two). The eigendecomposition
     runs in float64, the (·, V) products in cxy's dtype (float32 keeps a whole-brain fit within
     memory), on the inputs' device. Why standardise every column: a penalty treats all directions
     alike only on a common scale; e.g. a 0/1 indicator that is rarely 1 would otherwise be shrunk away.
@@ -51,21 +56,28 @@ def ridge_per_target(
     keep = lam > lam.max().clamp_min(0) * 1e-10
     lam, q = lam[keep], q[:, keep]  # (r,), (F, r)
     qs = q / sd[:, None]  # (F, r): maps the unscaled design to the eigenbasis (no scaled copy of cxy)
-    g = qs.T.to(cxy.dtype) @ cxy  # (r, V) the targets' cross-products in the eigenbasis, cxy's dtype
-    V = g.shape[1]
+    r, V = qs.shape[1], cxy.shape[1]
+    spans = [slice(c, min(c + chunk, V)) for c in range(0, V, chunk)]
+    # the targets' cross-products in the eigenbasis, cxy's dtype: (r, V), in cxy's first r rows if allowed
+    g = cxy[:r] if overwrite else cxy.new_empty(r, V)
+    for c in spans:
+        g[:, c] = qs.T.to(cxy.dtype) @ cxy[:, c]  # (r, b): a chunk's inputs are read before its rows are written
     if x_val is None or y_val is None or len(y_val) == 0:
         best = alphas.log().mean().exp().expand(V).clone()  # (V,)
     else:
         xq = (x_val.double() @ qs).to(g.dtype)  # (n_val, r)
         best = torch.empty(V, dtype=torch.float64, device=g.device)
-        for c in range(0, V, chunk):
-            yc = y_val[:, c : c + chunk].to(g.dtype)  # (n_val, c)
+        for c in spans:
+            yc = y_val[:, c].to(g.dtype)  # (n_val, b)
+            if y_center is not None:
+                yc = yc - y_center[c].to(g.dtype)
             err = torch.stack(
-                [((xq / (lam.to(g.dtype) + a)) @ g[:, c : c + chunk] - yc).square().sum(0) for a in alphas.tolist()]
-            )  # (A, c)
-            best[c : c + chunk] = alphas[err.argmin(0)]
-    g /= (lam[:, None] + best[None, :]).to(g.dtype)  # in place: (r, V) the solution in the eigenbasis
+                [((xq / (lam.to(g.dtype) + a)) @ g[:, c] - yc).square().sum(0) for a in alphas.tolist()]
+            )  # (A, b)
+            best[c] = alphas[err.argmin(0)]
+    for c in spans:  # in place: (r, V) the solution in the eigenbasis
+        g[:, c] /= (lam[:, None] + best[None, c]).to(g.dtype)
     if project is None:
         return qs.to(g.dtype) @ g, best  # (F, V), (V,)
-    gp = sum(g[:, c : c + chunk] @ project[c : c + chunk].to(g.dtype) for c in range(0, V, chunk))  # (r, d)
+    gp = sum(g[:, c] @ project[c].to(g.dtype) for c in spans)  # (r, d)
     return qs.to(g.dtype) @ gp, best  # (F, d), (V,)

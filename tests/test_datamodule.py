@@ -77,6 +77,27 @@ def test_train_frames_sample_is_seeded_and_from_the_training_split(cache):
     np.testing.assert_array_equal(dm.train_frames_sample(10**6).float().numpy(), fmri[train])
 
 
+def test_iter_frames_gives_each_frame_with_the_parts_asked_for(cache):
+    """Every frame of a split once; the frame's own EEG window is the one inside its context, and the
+    context's cache rows pick its windows; the frames as stored (float16) when asked, which a
+    whole-brain start keeps at half the memory."""
+    dm = EEGfMRIDataModule(str(cache), n_frames=3, eeg_context=(2, 1))
+    dm.setup("fit")
+    full = list(dm.iter_frames("val", batch_size=7))
+    frame = list(dm.iter_frames("val", batch_size=7, eeg="frame", stored_dtype=True))
+    bare = list(dm.iter_frames("val", batch_size=7, eeg="none"))
+    index = list(dm.iter_frames("val", batch_size=7, eeg="rows"))
+    rows = torch.cat([b["frame_index"][:, 0] for b in full])
+    assert not torch.cat([b["eeg_mask"] for b in index]).all()  # some context windows lie outside their clip
+    np.testing.assert_array_equal(rows.numpy(), np.flatnonzero(dm.split == 1))
+    for a, b, c, i in zip(full, frame, bare, index):
+        assert torch.equal(i["eeg_mask"], a["eeg_mask"])
+        torch.testing.assert_close(dm.store["eeg"][i["eeg_rows"]].float() * i["eeg_mask"][..., None, None], a["eeg"])
+        assert b["eeg"].shape[1] == 1 and torch.equal(a["eeg"][:, 2:3], b["eeg"])  # (b, 1, C, W): context P = 2
+        assert b["fmri"].dtype == torch.float16 and torch.equal(b["fmri"].float(), a["fmri"])
+        assert set(c) == {"fmri", "frame_index"} and torch.equal(c["fmri"], a["fmri"])
+
+
 def test_device_gather_path_gives_the_same_batch(cache):
     dm = EEGfMRIDataModule(str(cache), n_frames=3, batch_size=5)
     dm.setup("fit")

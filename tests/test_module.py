@@ -421,7 +421,32 @@ def test_ridge_per_target_matches_numpy():
     np.testing.assert_array_equal(best.numpy(), np.asarray(alphas)[pick])
 
 
-def test_a_latent_of_training_noise_is_warned_about(caplog):
+def test_ridge_per_target_in_place_with_float16_targets_is_the_same_fit():
+    """The whole-brain form (cxy overwritten, validation targets as float16 centred per chunk) gives
+    the ridge of the float32 form: the same penalties and the same projected solution."""
+    from eeg2fmri.ridge import ridge_per_target
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(80, 6, generator=g, dtype=torch.float64)
+    Y = (
+        X[:, :2] @ torch.randn(2, 30, generator=g, dtype=torch.float64)
+        + torch.randn(80, 30, generator=g, dtype=torch.float64)
+    ) * 3 + 2
+    Y = Y.half().double()  # targets a float16 store holds exactly
+    Xt, Yt, Xv, Yv = X[:60], Y[:60], X[60:], Y[60:]
+    mx, my = Xt.mean(0), Yt.mean(0)
+    cxx, cxy = (Xt - mx).T @ (Xt - mx), ((Xt - mx).T @ (Yt - my)).float()  # (6, 6), (6, 30)
+    alphas, project = torch.tensor([0.1, 10.0, 1e3], dtype=torch.float64), torch.randn(30, 4, generator=g)
+    w, best = ridge_per_target(cxx, cxy.clone(), 60, alphas, Xv - mx, (Yv - my).float(), project=project, chunk=7)
+    w2, best2 = ridge_per_target(
+        cxx, cxy, 60, alphas, Xv - mx, Yv.half(), project=project, chunk=7, y_center=my.float(), overwrite=True
+    )
+    assert len(set(best.tolist())) > 1  # the penalty differs between targets: the choice is tested
+    torch.testing.assert_close(best2, best, rtol=0, atol=0)
+    torch.testing.assert_close(w2, w)
+
+
+def test_a_latent_of_training_noise_is_warned_about(caplog, monkeypatch):
     """A PCA start with more latent dims than the data's signal has: the fit's check names the
     latent_dim that fits (rank-3 signal in 400 grayordinates, 60 training frames, d = 16)."""
     g = torch.Generator().manual_seed(0)
@@ -432,7 +457,7 @@ def test_a_latent_of_training_noise_is_warned_about(caplog):
         return torch.randn(n, rank, generator=g) * 10.0 @ basis + torch.randn(n, V, generator=g)  # (n, V)
 
     class ValFrames:  # the one DataModule method the check reads
-        def iter_frames(self, split):
+        def iter_frames(self, split, **kw):
             assert split == "val"
             x = frames(64)
             yield {"fmri": x[:, None]}  # (b, 1, V)
@@ -448,6 +473,48 @@ def test_a_latent_of_training_noise_is_warned_about(caplog):
     with caplog.at_level("WARNING", logger="eeg2fmri.module"):
         small._check_latent_dim(ValFrames(), torch.device("cpu"))
     assert "latent_dim" not in caplog.text
+    # the paper's model as published keeps its d by design: a note naming the fitting d, once per process
+    monkeypatch.setattr("eeg2fmri.module._published_d_noted", False)
+    for _ in range(2):
+        paper = tiny_model(n_vertices=V, train_autoencoder=True)
+        paper.autoencoder.init_from_data(frames(60))
+        with caplog.at_level("WARNING", logger="eeg2fmri.module"):
+            paper._check_latent_dim(ValFrames(), torch.device("cpu"))
+    assert caplog.text.count("keeps its published d by design") == 1, caplog.text
+    assert "--model.init_args.latent_dim 3 would fit this data" in caplog.text
+
+
+def test_the_ridge_start_is_the_ridge_of_the_whole_float64_matrices(sim_prepared):
+    """The regression stage's start, accumulated in batches with float32 sums against float16
+    frames, is the ridge of the whole training design and frames in float64 (penalties chosen on
+    the validation frames), projected on the PCA start's latents: μ on the validation frames agrees."""
+    from eeg2fmri.ridge import DEFAULT_ALPHAS, ridge_per_target
+
+    dm = EEGfMRIDataModule(str(sim_prepared), n_frames=4, eeg_context=(2, 1))
+    dm.setup("fit")
+    facts = dict(n_vertices=dm.n_vertices, n_chans=dm.n_chans, n_times=dm.n_times)
+    model = EEG2fMRIDiffusion(**facts, n_frames=4, eeg_context=(2, 1), **{**TINY, "sfreq": dm.sfreq, "latent_dim": 8})
+    model.autoencoder.init_from_data(dm.train_frames_sample(4096))
+    model._start_features(dm, torch.device("cpu"))
+    model._start_regression(dm, torch.device("cpu"))
+
+    @torch.no_grad()
+    def stacked(split):  # every frame's design (n, F), fMRI (n, V) and the head's μ (n, d)
+        parts = []
+        for b in dm.iter_frames(split):
+            h = model.eeg_encoder.features(b["eeg"], b["eeg_mask"])  # (b, N, Fe)
+            x = model.regression_head.design(h, b["eeg_mask"])[:, 0].double()  # (b, F)
+            parts.append((x, b["fmri"][:, 0].double(), model.regression_head(h, b["eeg_mask"])[:, 0]))
+        return [torch.cat(p) for p in zip(*parts)]
+
+    X, Y, _ = stacked("train")
+    Xv, Yv, mu = stacked("val")
+    mx, my = X.mean(0), Y.mean(0)  # (F,), (V,)
+    A, c = (t.double() for t in model.autoencoder.latent_map())  # (d, V), (d,)
+    alphas = torch.tensor(DEFAULT_ALPHAS, dtype=torch.float64)
+    w, _ = ridge_per_target((X - mx).T @ (X - mx), (X - mx).T @ (Y - my), len(X), alphas, Xv - mx, Yv - my, project=A.T)
+    ref = (Xv - mx) @ w + my @ A.T + c  # (n_val, d)
+    assert float((mu.double() - ref).abs().max()) < 1e-3 * float(ref.abs().max())
 
 
 def test_a_fixed_autoencoder_keeps_its_start_through_training(tmp_path, raw_subject):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eeg2fmri.nn import DIT_CONFIGS, DiT, EEGEncoder, LinearAutoencoder
-from eeg2fmri.nn.autoencoder import held_out_variance
+from eeg2fmri.nn.autoencoder import held_out_variance, principal_axes
 
 D_LATENT, D_COND = 16, 8
 
@@ -180,6 +180,30 @@ def test_held_out_variance_finds_the_dims_of_the_signal():
     assert suggested == rank
     # every dim generalising: the whole latent is kept
     assert held_out_variance(torch.randn(500, 12, generator=g))[1] == 12
+
+
+def test_principal_axes_in_blocks_are_svd_lowrank_of_the_centred_frames():
+    """The PCA start reads float16 frames a block of columns at a time; it is torch.svd_lowrank of
+    the whole centred float32 matrix (same seed and steps) to float rounding, each axis's sign fixed
+    (its largest loading positive), and the autoencoder starts from it."""
+    g = torch.Generator().manual_seed(0)
+    x = (
+        torch.randn(120, 8, generator=g) * 5 @ torch.randn(8, 900, generator=g) + torch.randn(120, 900, generator=g)
+    ).half()
+    mean, s, v = principal_axes(x, 20, seed=3, block=128)  # (V,), (q,), (V, q): 8 blocks, the last partial
+    xc = x.float() - x.float().mean(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        _, s_ref, v_ref = torch.svd_lowrank(xc, q=20, niter=4)
+    torch.testing.assert_close(mean, x.float().mean(0))
+    torch.testing.assert_close(s, s_ref, rtol=1e-5, atol=1e-4)
+    sign = torch.sign((v * v_ref).sum(0))  # (q,)
+    torch.testing.assert_close(v, v_ref * sign, rtol=0, atol=1e-4)
+    assert torch.all(v.gather(0, v.abs().argmax(0, keepdim=True)) > 0)
+    ae = LinearAutoencoder(n_vertices=900, latent_dim=20)
+    ae.init_from_data(x, seed=3, block=128)
+    torch.testing.assert_close(ae.encoder.weight, v.T)
+    torch.testing.assert_close(ae.norm.running_var, s**2 / 119)
 
 
 def test_autoencoder_learns_low_rank_reconstruction():

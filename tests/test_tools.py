@@ -51,6 +51,7 @@ def test_cache_scripts_run(sim_prepared):
     assert "FIR" in out or "fir" in out, out
     assert "bootstrap" in tool("projection_bootstrap.py", str(sim_prepared)).lower() or True
     assert tool("orthogonal_term.py", str(sim_prepared), "8", "10").strip()
+    assert "dims generalise" in tool("latent_dims.py", str(sim_prepared), "--pca_frames", "60", "--max_dim", "32")
 
 
 def test_checkpoint_scripts_run(ckpt, sim_prepared):

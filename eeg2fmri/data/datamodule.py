@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Literal
 
 import h5py
 import lightning.pytorch as pl
@@ -168,25 +169,35 @@ class _Windows(Dataset):
         return gather(self.store, torch.tensor([s]), self.n_frames, self.eeg_context, squeeze=True)
 
 
+def context_rows(
+    store: dict[str, torch.Tensor], starts: torch.Tensor, n_frames: int, eeg_context: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cache rows (B, N) of the EEG windows of frames ``start - P .. start + K - 1 + F`` and
+    whether each lies in the window's segment (B, N) (``store["segment"]``); rows outside the
+    recording are clamped to it (and masked)."""
+    before, after = eeg_context
+    erows = starts[:, None] + torch.arange(-before, n_frames + after, device=starts.device)  # (B, N)
+    inside = (erows >= 0) & (erows < store["eeg"].shape[0])  # (B, N)
+    erows = erows.clamp(0, store["eeg"].shape[0] - 1)
+    return erows, inside & (store["segment"][erows] == store["segment"][starts][:, None])  # (B, N), (B, N)
+
+
 def gather(
     store: dict[str, torch.Tensor],
     starts: torch.Tensor,
     n_frames: int,
     eeg_context: tuple[int, int] = (0, 0),
     squeeze: bool = False,
+    fmri_dtype: torch.dtype | None = torch.float32,
 ) -> dict:
     """Batch dict for windows starting at ``starts`` (B,), from tensors on any device.
 
     With ``eeg_context = (P, F)`` the EEG covers the frames ``start - P .. start + K - 1 + F``; a
     context frame outside the window's segment (``store["segment"]``) gets zeros and
-    ``eeg_mask`` False."""
+    ``eeg_mask`` False. ``fmri`` comes in ``fmri_dtype`` (None: the store's own, float16 for a cache)."""
     rows = starts[:, None] + torch.arange(n_frames, device=starts.device)  # (B, K)
-    before, after = eeg_context
-    if before or after:
-        erows = starts[:, None] + torch.arange(-before, n_frames + after, device=starts.device)  # (B, N), N = P + K + F
-        inside = (erows >= 0) & (erows < store["eeg"].shape[0])  # (B, N)
-        erows = erows.clamp(0, store["eeg"].shape[0] - 1)
-        mask = inside & (store["segment"][erows] == store["segment"][starts][:, None])  # (B, N)
+    if any(eeg_context):
+        erows, mask = context_rows(store, starts, n_frames, eeg_context)  # (B, N), N = P + K + F
         eeg = store["eeg"][erows].float() * mask[..., None, None]  # (B, N, C, W)
     else:
         mask = torch.ones(rows.shape, dtype=torch.bool, device=starts.device)  # (B, K)
@@ -194,7 +205,7 @@ def gather(
     batch = {
         "eeg": eeg,  # (B, N, C, W)
         "eeg_mask": mask,  # (B, N)
-        "fmri": store["fmri"][rows].float(),  # (B, K, V)
+        "fmri": store["fmri"][rows].to(fmri_dtype or store["fmri"].dtype),  # (B, K, V)
         "frame_index": rows,  # (B, K)
         "clip": store["frame_clip"][starts],  # (B,)
     }
@@ -434,15 +445,36 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         fmri = self.store["fmri"]
         return fmri[torch.as_tensor(rows, device=fmri.device)]  # (n, V)
 
-    def iter_frames(self, split: str, batch_size: int = 64, device: torch.device | None = None):
-        """Every frame of ``split`` once, as batches of one-frame windows with their EEG context:
-        ``eeg`` (b, P + 1 + F, C, W), ``eeg_mask``, ``fmri`` (b, 1, V), ``frame_index`` (b, 1).
-        For models that start from statistics of the data (PCA, ridge), without knowing the store."""
+    def iter_frames(
+        self,
+        split: str,
+        batch_size: int = 64,
+        device: torch.device | None = None,
+        eeg: Literal["context", "frame", "rows", "none"] = "context",
+        stored_dtype: bool = False,
+    ):
+        """Every frame of ``split`` once, in cache order, as batches of one-frame windows: ``fmri``
+        (b, 1, V) (float32, or the store's own dtype with ``stored_dtype``: float16 halves the memory
+        of a caller that keeps the frames), ``frame_index`` (b, 1) and, as ``eeg`` asks, the EEG:
+        ``"context"``: ``eeg`` (b, P + 1 + F, C, W) with the EEG context and ``eeg_mask``;
+        ``"frame"``: the frame's own window (b, 1, C, W); ``"rows"``: no EEG, but the cache rows of
+        the context's windows ``eeg_rows`` (b, P + 1 + F) with ``eeg_mask``, for a caller that
+        computes each window's features once rather than once per frame whose context holds it
+        (P + F + 1 times); ``"none"``: the fMRI alone. For models that start from statistics of the
+        data (PCA, ridge), without knowing the store."""
         assert self.store is not None, "call setup() first"
         rows = torch.as_tensor(np.flatnonzero(self.split == SPLITS[split]), dtype=torch.long)
         where = self.store["fmri"].device
         for s in range(0, len(rows), batch_size):
-            batch = gather(self.store, rows[s : s + batch_size].to(where), 1, self.eeg_context)
+            r = rows[s : s + batch_size].to(where)  # (b,)
+            if eeg in ("context", "frame"):
+                context = self.eeg_context if eeg == "context" else (0, 0)
+                batch = gather(self.store, r, 1, context, fmri_dtype=None if stored_dtype else torch.float32)
+            else:
+                fmri = self.store["fmri"][r][:, None]  # (b, 1, V) stored dtype
+                batch = {"fmri": fmri if stored_dtype else fmri.float(), "frame_index": r[:, None]}
+                if eeg == "rows":
+                    batch["eeg_rows"], batch["eeg_mask"] = context_rows(self.store, r, 1, self.eeg_context)
             yield {k: v.to(device, non_blocking=True) for k, v in batch.items()} if device is not None else batch
 
     # ---------------------------------------------------------------- facts for the model and writers

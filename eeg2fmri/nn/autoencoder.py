@@ -64,7 +64,7 @@ class LinearAutoencoder(nn.Module):
         nn.init.zeros_(self.decoder.bias)
 
     @torch.no_grad()
-    def init_from_data(self, x: Tensor, seed: int = 0) -> None:
+    def init_from_data(self, x: Tensor, seed: int = 0, block: int = 8192) -> None:
         """Start at the best linear autoencoder of ``x`` (N, V): PCA.
 
         E's rows are the top principal axes u_i of the frames (centred by E's bias), so the latents
@@ -74,17 +74,14 @@ class LinearAutoencoder(nn.Module):
         start wastes most of a short training run finding these modes, and the diffusion prior then
         learns on latents that carry little of the frames' temporal structure (seen on the
         simulator). Axes beyond min(N - 1, d) keep their random encoder rows and start with zero
-        decoder columns. ``seed`` fixes the randomised SVD.
+        decoder columns. ``seed`` fixes the randomised SVD (:func:`principal_axes`); ``x`` may be
+        float16 (the cache's frames): it is read in ``block`` columns at a time, never copied whole.
         """
-        x = x.float()  # (N, V)
         n, d = x.shape[0], self.latent_dim
-        mean = x.mean(0)  # (V,)
         q = min(d, n - 1, x.shape[1])
         if q < 1:
             return
-        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
-            torch.manual_seed(seed)
-            _, s, v = torch.svd_lowrank(x - mean, q=q, niter=4)  # v: (V, q) principal axes
+        mean, s, v = principal_axes(x, q, seed=seed, block=block)  # (V,), (q,), (V, q)
         scale = s / math.sqrt(max(n - 1, 1))  # (q,) std of each mode
         # computed where x lives (the GPU during fit), copied to wherever the weights are (copy_
         # crosses devices: Lightning's setup hook runs before the module moves to the accelerator)
@@ -140,3 +137,53 @@ def held_out_variance(z_held_out: Tensor, window: int = 8, floor: float = 0.25) 
     run_max = ratio.unfold(0, w, 1).amax(1)  # (d - w + 1,) the largest ratio of each run of w dims
     low = torch.nonzero(run_max < floor)
     return ratio, (int(low[0]) if len(low) else d)
+
+
+@torch.no_grad()
+def principal_axes(
+    x: Tensor, q: int, niter: int = 4, seed: int = 0, block: int = 8192
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The mean frame (V,), the top ``q`` singular values (q,) and right singular vectors (V, q) of
+    the centred frames x − mean, x (N, V) with N < V, all float32: the randomised SVD of Halko,
+    Martinsson & Tropp (2011, Algorithms 4.4 and 5.1: ``niter`` power iterations with QR in
+    between), the steps and random draws of ``torch.svd_lowrank(x - mean, q, niter)`` under
+    ``torch.manual_seed(seed)``, so the two agree to float rounding, up to the sign of each axis
+    (fixed here: the largest loading of each axis is positive).
+
+    Why not svd_lowrank itself: it needs x − mean as one float32 tensor, and the caller's float16
+    frames then cost three times their size (at 4,096 frames of 91,282 grayordinates, 0.75 GB
+    float16 becomes 1.5 GB float32 plus 1.5 GB centred). Here every product with the centred frames
+    reads ``block`` columns at a time, converted and centred on the fly; the largest tensors are
+    the (V, q) bases.
+    """
+    n, V = x.shape
+    spans = [slice(c, min(c + block, V)) for c in range(0, V, block)]
+    mean = torch.cat([x[:, c].float().mean(0) for c in spans])  # (V,)
+
+    def centred(c: slice) -> Tensor:
+        return x[:, c].float() - mean[c]  # (N, b)
+
+    def times(m: Tensor) -> Tensor:  # (x - mean) @ m: (V, k) -> (N, k)
+        out = torch.zeros(n, m.shape[1], device=x.device)  # (N, k)
+        for c in spans:
+            out.addmm_(centred(c), m[c])
+        return out
+
+    def t_times(m: Tensor) -> Tensor:  # (x - mean)^T @ m: (N, k) -> (V, k)
+        out = torch.empty(V, m.shape[1], device=x.device)  # (V, k)
+        for c in spans:
+            torch.mm(centred(c).T, m, out=out[c])
+        return out
+
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        torch.manual_seed(seed)
+        r = torch.randn(n, q, device=x.device)  # (N, q) the random test matrix
+    basis = torch.linalg.qr(t_times(r)).Q  # (V, q) range of (x - mean)^T
+    for _ in range(niter):  # power iterations sharpen the basis towards the top singular vectors
+        basis = torch.linalg.qr(t_times(torch.linalg.qr(times(basis)).Q)).Q  # (V, q)
+    u, s, _ = torch.linalg.svd(times(basis).T, full_matrices=False)  # (q, q), (q,): of basis^T (x - mean)^T
+    v = basis @ u  # (V, q)
+    # a singular vector's sign is arbitrary, and float rounding (another BLAS, block size or device)
+    # can flip it: fix it so that each axis's largest loading is positive
+    sign = v.gather(0, v.abs().argmax(0, keepdim=True)).sign()  # (1, q)
+    return mean, s, v.mul_(torch.where(sign == 0, 1.0, sign))  # (V,), (q,), (V, q)
