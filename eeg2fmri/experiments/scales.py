@@ -44,6 +44,19 @@ _CPU_NETS = {
     "e2fgan": dict(unet_channels=32, base_channels=8),
     "ridge": dict(alpha=1e4),
 }
+# the CLI arguments of SCALE=small's and SCALE=long's cells
+_CPU_EXTRA = [
+    "--data.batch_size",
+    "32",
+    "--ema.decay",
+    "0.999",
+    "--evaluator.num_inference_steps",
+    "50",
+    "--evaluator.every_n_epochs",
+    "20",
+    "--trainer.num_sanity_val_steps",
+    "0",
+]
 SCALES: dict[str, Scale] = {
     "ci": Scale(
         simulate="ci",
@@ -97,18 +110,7 @@ SCALES: dict[str, Scale] = {
             "paper": {**_CPU_DIFFUSION, "latent_dim": 256, "hidden_size": 256},
             **_CPU_NETS,
         },
-        extra=[
-            "--data.batch_size",
-            "32",
-            "--ema.decay",
-            "0.999",
-            "--evaluator.num_inference_steps",
-            "50",
-            "--evaluator.every_n_epochs",
-            "20",
-            "--trainer.num_sanity_val_steps",
-            "0",
-        ],
+        extra=_CPU_EXTRA,
         interrecon_samples=64,  # whole r on the filled frames: 0.084 / 0.196 / 0.241 / 0.259 at N = 1 / 16 / 64 / 256
         fill_samples=4,  # InterRecon whole r at 5 / 10 / 20 % censored: 0.373 / 0.316 / 0.283 at N = 1, 0.373 / 0.351 / 0.308 at 4
     ),
@@ -126,18 +128,7 @@ SCALES: dict[str, Scale] = {
             "paper": {**_CPU_DIFFUSION, "latent_dim": 256, "hidden_size": 256},
             **_CPU_NETS,
         },
-        extra=[
-            "--data.batch_size",
-            "32",
-            "--ema.decay",
-            "0.999",
-            "--evaluator.num_inference_steps",
-            "50",
-            "--evaluator.every_n_epochs",
-            "20",
-            "--trainer.num_sanity_val_steps",
-            "0",
-        ],
+        extra=_CPU_EXTRA,
         methods=("mean", "ridge", "fir_ridge", "cnn_tag", "diffusion", "diffusion_cond", "paper"),
         interrecon_samples=16,
         fill_samples=4,
