@@ -125,7 +125,8 @@ def test_same_seed_same_weights_and_metrics(tmp_path):
             )
         )
     (sa, ma), (sb, mb) = out
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    for k in sa:  # bitwise; the Gaussian fill's autocovariance is NaN at the lags the data cannot estimate
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, equal_nan=True, msg=k)
     import json
 
     ja, jb = json.loads(ma), json.loads(mb)
