@@ -47,8 +47,9 @@ def _setup_stage(stage: str):
     """One fit-time start: log its wall time (on a whole-brain cache each takes minutes, and the
     terminal would otherwise stay silent), then hand the heap pages of its freed temporaries back to
     the OS. glibc keeps freed blocks of up to 32 MB in the process's heap, and a start frees
-    thousands of them (EEG batches, (b, V) frames): on a paper-length cache 0.7-1.5 GB that the
-    process would hold through training. ``malloc_trim`` is glibc's; elsewhere nothing is done."""
+    thousands of them (EEG batches, (b, V) frames): 0.7 GiB after the EEG feature start of a
+    paper-length cache, which the process would hold through training. ``malloc_trim`` is glibc's;
+    elsewhere nothing is done."""
     t0 = time.perf_counter()
     yield
     if _LIBC is not None:
@@ -258,7 +259,8 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
     Args:
         n_vertices, n_chans, n_times, n_frames, lr, weight_decay, optimizer, eeg_context: see
             EEGfMRIModule.
-        latent_dim: d, the autoencoder's latent size per frame (paper: 1024; ablation 512/2048).
+        latent_dim: d, the autoencoder's latent size per frame (paper: 1024; ablation 512/2048; the subject
+            configs: 128, the dims of a paper-length subject's PCA start that generalise, see configs/sub1.yaml).
         eeg_embed_dim: size of one EEG token (paper: 512).
         eeg_features: the EEG front end: ``bandpower`` (log band power per channel, then an MLP)
             or ``conv`` (the paper's strided temporal convolutions).
