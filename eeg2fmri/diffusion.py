@@ -209,7 +209,7 @@ def clip_x0(eps_fn: EpsFn, bound: Tensor, alphas_cumprod: Tensor) -> EpsFn:
         eps = eps_fn(x_t, t).float()  # (B, K, d)
         a_t = ac.to(x_t.device)[t].view(-1, *([1] * (x_t.dim() - 1)))  # (B, 1, 1)
         b = bound.to(device=x_t.device, dtype=torch.float32)  # (d,)
-        x0 = torch.maximum(torch.minimum(predict_x0(x_t, eps, a_t), b), -b)  # (B, K, d)
+        x0 = predict_x0(x_t, eps, a_t).clamp(-b, b)  # (B, K, d)
         return predict_eps(x_t, x0, a_t)  # (B, K, d)
 
     return clipped

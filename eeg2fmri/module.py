@@ -820,7 +820,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         z = D.predict_x0(x_t, eps, self.alphas_cumprod[n])  # (B, K, d)
         if clip_x0 and self.x0_bound is not None:
             b = self.x0_bound.to(z)  # (d,)
-            z = torch.maximum(torch.minimum(z, b), -b)  # (B, K, d)
+            z = z.clamp(-b, b)  # (B, K, d)
         if mu is not None:
             z = z + mu
         return self.autoencoder.decode(z).float()  # (B, K, V)
