@@ -478,6 +478,17 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         self.eeg_encoder.init_from_data(torch.cat(power))  # (N_train, Fe)
 
     @torch.no_grad()
+    def _feature_table(self, dm, device, splits: tuple[str, ...]) -> Tensor:
+        """(T, Fe): each frame's own band-power features, once per frame of ``splits`` (zero
+        elsewhere), for the callers that gather a frame's EEG context from it by cache row
+        (``iter_frames(eeg="rows")``) instead of recomputing each window P + F + 1 times."""
+        table = torch.zeros(len(dm.split), self.eeg_encoder.n_features, device=device)  # (T, Fe)
+        for split in splits:
+            for b in dm.iter_frames(split, device=device, eeg="frame"):
+                table[b["frame_index"][:, 0]] = self.eeg_encoder.features(b["eeg"])[:, 0]  # (b, Fe)
+        return table
+
+    @torch.no_grad()
     def _start_regression(self, dm, device) -> None:
         """The regression stage's ridge start (see ``regression_start``): the FIR ridge of every
         grayordinate on the lagged EEG features of the training frames, with its penalty chosen
@@ -490,10 +501,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         frames are kept as stored (float16) and centred a block of grayordinates at a time inside
         :func:`ridge_per_target`."""
         A, c = self.autoencoder.latent_map()  # (d, V), (d,) in evaluation mode: the PCA start
-        table = torch.zeros(len(dm.split), self.eeg_encoder.n_features, device=device)  # (T, Fe)
-        for split in ("train", "val"):
-            for b in dm.iter_frames(split, device=device, eeg="frame"):
-                table[b["frame_index"][:, 0]] = self.eeg_encoder.features(b["eeg"])[:, 0]  # (b, Fe)
+        table = self._feature_table(dm, device, ("train", "val"))  # (T, Fe)
 
         def design(b: dict) -> Tensor:  # (b, F) float64: the lagged features of each frame
             h = table[b["eeg_rows"]]  # (b, N, Fe); masked windows are zeroed by the design
@@ -556,14 +564,27 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
             return  # not the project's DataModule: no frames to estimate from
         modes = {m: m.training for m in self.modules()}
         self.eval()
+        device = self.autoencoder.decoder.weight.device
+        # band-power features are per window: computed once per frame and gathered by cache row
+        # (a conv encoder's features are not, and take each frame's EEG context)
+        table = (
+            self._feature_table(dm, device, ("train",))
+            if self.regression_head is not None and self.hparams.eeg_features == "bandpower"
+            else None
+        )
+        mode = "none" if self.regression_head is None else "context" if table is None else "rows"
         z, r, rows = [], [], []
-        for b in dm.iter_frames("train", device=self.autoencoder.decoder.weight.device):
+        for b in dm.iter_frames("train", device=device, eeg=mode):
             zb = self.autoencoder.encode(b["fmri"][:, 0].float())  # (b, d)
             z.append(zb.double())
-            if self.regression_head is not None:
+            if table is not None:
+                mu = self.regression_head(table[b["eeg_rows"]], b["eeg_mask"])[:, 0]  # (b, d)
+                r.append(zb.double() - mu.double())
+            elif self.regression_head is not None:
                 mu = self.encode_eeg(b["eeg"], b["eeg_mask"])[1][:, 0]  # (b, d)
                 r.append(zb.double() - mu.double())
             rows.append(b["frame_index"][:, 0].cpu())
+        del table
         for m, training in modes.items():
             m.training = training
         self._gaussian_bn_steps = int(self.autoencoder.norm.num_batches_tracked)
