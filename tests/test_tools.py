@@ -49,9 +49,37 @@ def ckpt(sim_prepared, tmp_path_factory) -> Path:
 def test_cache_scripts_run(sim_prepared):
     out = tool("fir_gap.py", str(sim_prepared), "--k", "10")
     assert "FIR" in out or "fir" in out, out
-    assert "bootstrap" in tool("projection_bootstrap.py", str(sim_prepared)).lower() or True
+    assert "test windows" in tool("projection_bootstrap.py", str(sim_prepared))
     assert tool("orthogonal_term.py", str(sim_prepared), "8", "10").strip()
     assert "dims generalise" in tool("latent_dims.py", str(sim_prepared), "--pca_frames", "60", "--max_dim", "32")
+
+
+def test_cell_bootstrap_orders_two_predictions(sim_prepared, tmp_path):
+    """Two cells' test predictions: the truth plus noise of std 0.5 (A) and 1.0 (B), on the same
+    windows. B's MSE is above A's by about 0.75, its temporal r below, both beyond the interval."""
+    import h5py
+
+    with h5py.File(sim_prepared) as h5:
+        y = h5["fmri"][:].astype(np.float32)  # (T, V)
+    rows = np.arange(len(y) // 10 * 10).reshape(-1, 10)[:30]  # (30, 10)
+    rng = np.random.default_rng(0)
+    for name, std in (("a", 0.5), ("b", 1.0)):
+        pred = y[rows] + std * rng.standard_normal(y[rows].shape).astype(np.float32)  # (30, 10, V)
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "test_predictions.npz", pred=pred, frame_index=rows)
+    out = tool("cell_bootstrap.py", str(sim_prepared), str(tmp_path / "a"), str(tmp_path / "b"), "--n", "50")
+    import re
+
+    def diff(kind: str) -> tuple[float, float, float]:  # B - A: mean over the resamples, 90 % interval
+        line = next(line for line in out.splitlines() if line.startswith(f"  whole  {kind}"))
+        m = re.search(r"B - A ([-+.\d]+)\s+90% \[([-+.\d]+), ([-+.\d]+)\]", line)
+        assert m, out
+        return tuple(float(v) for v in m.groups())
+
+    mean, lo, hi = diff("MSE")
+    assert 0.6 < lo < mean < hi < 0.9, out
+    mean, lo, hi = diff("temporal r")
+    assert lo < mean < hi < 0, out  # B's temporal r below A's across the whole interval
 
 
 def test_checkpoint_scripts_run(ckpt, sim_prepared):
