@@ -362,9 +362,10 @@ def run_trainer(args: list[str], explicit: bool = True) -> None:
         cli = lightning_main(args if explicit else None)
     # A process that runs many commands (reproduce's cells) must not keep each one's subject in memory
     # (its frames and EEG: ~3 GB at SCALE=long): jsonargparse's registry of instantiators keeps the CLI,
-    # and with it the data module, alive after the run, so the data module lets go of its data here.
+    # and with it the data module and the datasets of its loaders, alive after the run, so the data
+    # module lets go of its data here.
     if isinstance(getattr(cli, "datamodule", None), EEGfMRIDataModule):
-        cli.datamodule.store = None
+        cli.datamodule.release()
     del cli
     gc.collect()
 

@@ -307,7 +307,10 @@ def test_a_finished_command_leaves_no_subject_in_memory(cache, tmp_path):
     """reproduce runs many cells in one process: each command's subject data is freed when it ends."""
     import gc
 
-    from eeg2fmri.data.datamodule import EEGfMRIDataModule
+    from eeg2fmri.data.datamodule import EEGfMRIDataModule, _Windows
 
     fit(cache, tmp_path / "a", "--trainer.max_steps", "1")
+    gc.collect()
     assert not [o for o in gc.get_objects() if isinstance(o, EEGfMRIDataModule) and o.store is not None]
+    # the datasets of the run's loaders (which Lightning's trainer keeps) hold the same store
+    assert not [o for o in gc.get_objects() if isinstance(o, _Windows) and o.store]

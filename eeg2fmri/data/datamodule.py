@@ -285,6 +285,15 @@ class EEGfMRIDataModule(pl.LightningDataModule):
         self._on_device = False
 
     # ---------------------------------------------------------------- loading
+    def release(self) -> None:
+        """Let go of the subject's tensors (a process that runs many commands, as ``reproduce`` does,
+        must not keep each one's subject). The store dict is emptied in place, since every dataset
+        this module made for a loader holds the same dict, and a loader outlives its command in
+        Lightning's trainer; a later ``setup`` reads the cache again."""
+        if self.store is not None:
+            self.store.clear()
+        self.store = None
+
     def setup(self, stage: str | None = None) -> None:
         # the noise-free BOLD (simulated data) serves the noise ceiling at test time only: training
         # does not hold it (at paper scale it is another 4.9 GB in memory or on the GPU)
