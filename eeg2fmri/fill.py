@@ -1,12 +1,18 @@
-"""``eeg2fmri fill``: fill censored or lost frames of a user's CIFTI run from its EEG (InterRecon).
+"""``eeg2fmri fill``: fill censored or lost frames of a user's CIFTI run from its model and EEG.
 
 Motion scrubbing removes frames ("censoring"), and pipelines fill them by linear or spline
 interpolation so that filters and connectivity can run on a regular time series. Here the
-frames are filled by the paper's null-space sampling (InterRecon, Algorithm 1) conditioned on the
+frames are filled from the trained model: by default (``gaussian``) with the conditional mean of
+the model's frame latents given the uncensored frames around each gap, around the EEG's
+prediction μ; or by the paper's null-space sampling (``interrecon``, Algorithm 1) conditioned on the
 simultaneously recorded EEG, with every uncensored frame of each window as an anchor::
 
     eeg2fmri fill --ckpt_path model.ckpt --fmri run.dtseries.nii --eeg run_eeg.npy \\
-                  --censor censor.tsv --out filled.dtseries.nii
+                  --censor censor.tsv --out filled.dtseries.nii [--method interrecon]
+
+The default is the method that fills best in the project's measurements (Table 2 and the fill
+study: the Gaussian conditional fill ahead of InterRecon and of linear interpolation;
+notes/interrecon.md).
 
 What happens, in order (every check before any computation):
 
@@ -34,7 +40,7 @@ What happens, in order (every check before any computation):
    type, plus a CIFTI metadata entry ``eeg2fmri_fill`` (JSON: method, checkpoint, censored
    frames, K, stride, steps, seed, date, ...). It is written to a temporary file and renamed.
 
-``gaussian`` is the statistical reference the sampler has to beat (:mod:`eeg2fmri.gaussian`):
+``gaussian`` (the default) is also the statistical reference the sampler has to beat (:mod:`eeg2fmri.gaussian`):
 the same z-scoring and checkpoint checks as steps 1-3, then each latent dim's conditional mean given
 the uncensored frames around each run of censored frames, under the stationary Gaussian model of
 the latents that ``eeg2fmri fit`` estimated on the training split and stored in the checkpoint
@@ -286,7 +292,7 @@ def fill_run(
     eeg: str | os.PathLike | None,
     censor: str | os.PathLike | np.ndarray,
     out: str | os.PathLike,
-    method: Method = "interrecon",
+    method: Method = "gaussian",
     stride: int = 1,
     num_inference_steps: int = 50,
     eta: float = 0.0,
@@ -309,9 +315,9 @@ def fill_run(
             ``gaussian`` for μ (optional there).
         censor: censor file (:func:`~eeg2fmri.data.censor.read_censor`) or a bool mask (T,) (True = censored).
         out: the filled ``.dtseries.nii`` to write.
-        method: ``interrecon`` (EEG-conditioned null-space sampling), ``gaussian`` (the latents'
-            Gaussian conditional mean, around μ(EEG) with a regression stage and ``eeg``), ``linear``
-            or ``cubic``.
+        method: ``gaussian`` (the default: the latents' Gaussian conditional mean, around μ(EEG)
+            with a regression stage and ``eeg``), ``interrecon`` (EEG-conditioned null-space
+            sampling), ``linear`` or ``cubic``.
         stride: frames between consecutive sampled windows (1 = every window; overlaps are averaged).
         num_inference_steps: DDIM steps of each InterRecon sample.
         eta: DDIM η (0 = deterministic given the seed).
@@ -403,8 +409,9 @@ def _check_inputs(
         raise FillError("method interrecon needs --ckpt_path (a diffusion checkpoint) and --eeg (the run's EEG)")
     if method == "gaussian" and ckpt_path is None:
         raise FillError(
-            "method gaussian needs --ckpt_path (a diffusion checkpoint: its autoencoder and the statistics of its "
-            "latents), and uses --eeg when given"
+            "method gaussian (the default) needs --ckpt_path (a diffusion checkpoint: its autoencoder and the "
+            "statistics of its latents), and uses --eeg when given; without a checkpoint fill with --method linear "
+            "or cubic"
         )
     model_based = method in ("interrecon", "gaussian")
     for p in (
@@ -734,7 +741,7 @@ def fill(
     out: str,
     ckpt_path: str | None = None,
     eeg: str | None = None,
-    method: Method = "interrecon",
+    method: Method = "gaussian",
     stride: int = 1,
     num_inference_steps: int = 50,
     eta: float = 0.0,
@@ -745,9 +752,10 @@ def fill(
     progress: bool = True,
     num_samples: int = 1,
 ) -> Path:
-    """Fill censored (motion-scrubbed) or lost frames of a CIFTI run from its EEG with InterRecon,
-    by the Gaussian conditional mean of the model's latents, or by linear / cubic-spline
-    interpolation; uncensored frames are kept bit for bit.
+    """Fill censored (motion-scrubbed) or lost frames of a CIFTI run from the model and the run's
+    EEG: by the Gaussian conditional mean of the model's latents (the default, the best fill
+    measured), with InterRecon, or by linear / cubic-spline interpolation; uncensored frames are
+    kept bit for bit.
 
     Args:
         fmri: the run to fill, a CIFTI-2 .dtseries.nii (fsLR-32k grayordinates or a subset of them).
@@ -760,12 +768,13 @@ def fill(
             volume_onsets_s in seconds) or an MNE-readable file with volume markers (interrecon;
             optional for gaussian), a continuous recording (not per-frame windows). Frame k gets the EEG
             of one TR starting shift_s seconds (the checkpoint's, 4 s by default) before volume k's onset.
-        method: interrecon (EEG-conditioned null-space sampling); gaussian (each latent dim's
-            conditional mean given the uncensored frames within the checkpoint's autocovariance lags,
-            under the stationary Gaussian model of the latents fitted on its training split; its mean
-            is μ, the regression stage's prediction from --eeg, when the checkpoint has a regression
-            stage and --eeg is given, else the training latents' mean; no sampling, seconds per run);
-            linear or cubic (interpolation in time).
+        method: gaussian, the default and the best fill measured (each latent dim's conditional
+            mean given the uncensored frames within the checkpoint's autocovariance lags, under the
+            stationary Gaussian model of the latents fitted on its training split; its mean is μ, the
+            regression stage's prediction from --eeg, when the checkpoint has a regression stage and
+            --eeg is given, else the training latents' mean; no sampling, seconds per run);
+            interrecon (the paper's EEG-conditioned null-space sampling); linear or cubic
+            (interpolation in time, no checkpoint needed).
         stride: frames (TRs) between consecutive K-frame InterRecon windows; overlapping fills are averaged.
         num_inference_steps: DDIM steps per InterRecon sample.
         eta: DDIM eta (0: deterministic given the seed).

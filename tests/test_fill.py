@@ -100,6 +100,7 @@ def filled(tiny):
         tiny["root"] / "out" / "filled.dtseries.nii",
         num_inference_steps=4,
         progress=False,
+        method="interrecon",
     )
     assert _hashes(tiny["raw"], tiny["ckpt"], tiny["censor"]) == before, "an input file was modified"
     return out
@@ -132,7 +133,7 @@ def test_interrecon_round_trip(tiny, filled):
 def test_interrecon_mean_of_samples_is_their_average(tiny, tmp_path):
     """num_samples=2 fills each censored frame with the average of the two draws that seeds 0 and 1
     give alone (one batch holds every window, so each run's draws use exactly those seeds)."""
-    args = dict(num_inference_steps=3, progress=False, batch_size=512)
+    args = dict(method="interrecon", num_inference_steps=3, progress=False, batch_size=512)
     draws = [
         np.asarray(
             nib.load(
@@ -191,6 +192,7 @@ def test_interrecon_on_a_file_in_fmriprep_row_major_order(tiny, filled, tmp_path
         tmp_path / "out.dtseries.nii",
         num_inference_steps=4,
         progress=False,
+        method="interrecon",
     )
     assert nib.load(out).header.get_axis(1) == bm[perm]
     np.testing.assert_allclose(
@@ -231,6 +233,7 @@ def test_lost_frames_and_uncovered_grayordinates(tiny, tmp_path):
         num_inference_steps=2,
         stride=2,
         progress=False,
+        method="interrecon",
     )
     b = np.asarray(nib.load(out).dataobj)
     assert np.isfinite(b).all()
@@ -380,6 +383,7 @@ def test_bad_inputs_are_refused_and_inputs_unchanged(tiny, tmp_path, monkeypatch
         fmri=tiny["fmri"],
         eeg=tiny["eeg"],
         censor=tiny["censor"],
+        method="interrecon",
         num_inference_steps=2,
         progress=False,
     )
@@ -427,9 +431,9 @@ def test_bad_inputs_are_refused_and_inputs_unchanged(tiny, tmp_path, monkeypatch
     # an existing output is refused unless overwrite
     out.write_bytes(b"keep me")
     with pytest.raises(FileExistsError, match=r"out\.dtseries\.nii: exists; .*--overwrite"):
-        fill_run(**args, out=out, method="linear")
+        fill_run(**{**args, "method": "linear"}, out=out)
     assert out.read_bytes() == b"keep me"
-    fill_run(**args, out=out, method="linear", overwrite=True)
+    fill_run(**{**args, "method": "linear"}, out=out, overwrite=True)
     assert nib.load(out).shape == (T, len(TINY_INDICES))
 
     # an unwritable output folder is found before anything is read or computed
@@ -450,7 +454,7 @@ def test_bad_inputs_are_refused_and_inputs_unchanged(tiny, tmp_path, monkeypatch
     nan_run[20, 5] = np.nan
     nan_path = write_dtseries(tmp_path / "nan.dtseries.nii", nan_run, 0.8, indices=TINY_INDICES)
     with pytest.raises(FillError, match=r"nan\.dtseries\.nii: uncensored frame\(s\) 20 hold NaN/Inf"):
-        fill_run(**{**args, "fmri": nan_path}, out=tmp_path / "x.dtseries.nii", method="linear")
+        fill_run(**{**args, "fmri": nan_path, "method": "linear"}, out=tmp_path / "x.dtseries.nii")
 
     assert _hashes(*inputs) == before, "an input file was modified by a failed fill"
 
@@ -565,6 +569,7 @@ def test_interrecon_fills_in_the_runs_units(tiny, filled, bold_scale):
         path.with_name("filled.dtseries.nii"),
         num_inference_steps=4,
         progress=False,
+        method="interrecon",
     )  # the settings of the `filled` fixture
     assert _hashes(path) == before
     src, b = np.asarray(nib.load(path).dataobj), np.asarray(nib.load(out).dataobj)

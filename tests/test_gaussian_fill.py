@@ -367,10 +367,12 @@ def test_gaussian_on_a_checkpoint_without_the_statistics_is_refused(tiny, tmp_pa
     args = ["fill", "--fmri", str(tiny["fmri"]), "--censor", str(tiny["censor"]), "--out", str(out)]
     line = cli_error(capsys, [*args, "--method", "gaussian", "--ckpt_path", str(old)])
     assert re.search(r"old\.ckpt: .*refit", line), line
-    with pytest.raises(FillError, match="method gaussian needs --ckpt_path"):
+    with pytest.raises(FillError, match=r"method gaussian \(the default\) needs --ckpt_path.*--method linear or cubic"):
         fill_run(None, tiny["fmri"], None, tiny["censor"], out, method="gaussian", progress=False)
     assert not out.exists()
-    fill_run(old, tiny["fmri"], tiny["eeg"], tiny["censor"], out, num_inference_steps=2, progress=False)
+    fill_run(
+        old, tiny["fmri"], tiny["eeg"], tiny["censor"], out, num_inference_steps=2, progress=False, method="interrecon"
+    )
     assert _hashes(tiny["raw"], old, tiny["censor"]) == before
 
 
@@ -379,6 +381,21 @@ def test_fill_help_lists_gaussian(capsys):
         main(["fill", "--help"])
     text = capsys.readouterr().out
     assert "gaussian" in text and "μ" in text
+    assert re.search(r"--method \{[^}]*\}\s+gaussian, the default", text), text
+    assert re.search(r"default: gaussian\)", text), text
+
+
+def test_fill_without_a_method_is_the_gaussian_fill(tiny, tmp_path, capsys):
+    """The best fill measured is the default (notes/interrecon.md): the command without --method
+    writes what --method gaussian writes, and its note says so."""
+    common = ["fill", "--fmri", str(tiny["fmri"]), "--censor", str(tiny["censor"])]
+    common += ["--ckpt_path", str(tiny["ckpt"]), "--eeg", str(tiny["eeg"])]
+    main([*common, "--out", str(tmp_path / "default.dtseries.nii")])
+    main([*common, "--out", str(tmp_path / "gaussian.dtseries.nii"), "--method", "gaussian"])
+    assert "filled with gaussian" in capsys.readouterr().out
+    default, gaussian = (nib.load(tmp_path / f"{m}.dtseries.nii") for m in ("default", "gaussian"))
+    np.testing.assert_array_equal(np.asarray(default.dataobj), np.asarray(gaussian.dataobj))
+    assert json.loads(default.header.matrix.metadata["eeg2fmri_fill"])["method"] == "gaussian"
 
 
 def test_an_old_cell_gets_the_statistics_a_fit_would_have_stored(tiny, tmp_path):

@@ -311,6 +311,6 @@ def test_a_finished_command_leaves_no_subject_in_memory(cache, tmp_path):
 
     fit(cache, tmp_path / "a", "--trainer.max_steps", "1")
     gc.collect()
-    assert not [o for o in gc.get_objects() if isinstance(o, EEGfMRIDataModule) and o.store is not None]
+    assert not [o for o in gc.get_objects() if type(o) is EEGfMRIDataModule and o.store is not None]
     # the datasets of the run's loaders (which Lightning's trainer keeps) hold the same store
-    assert not [o for o in gc.get_objects() if isinstance(o, _Windows) and o.store]
+    assert not [o for o in gc.get_objects() if type(o) is _Windows and o.store]
