@@ -10,9 +10,9 @@ simultaneously recorded EEG, with every uncensored frame of each window as an an
     eeg2fmri fill --ckpt_path model.ckpt --fmri run.dtseries.nii --eeg run_eeg.npy \\
                   --censor censor.tsv --out filled.dtseries.nii [--method interrecon]
 
-The default is the method that fills best in the project's measurements (Table 2 and the fill
-study: the Gaussian conditional fill ahead of InterRecon and of linear interpolation;
-notes/interrecon.md).
+The default is the method that fills best in the project's measurements (Table 2 at SCALE=ci and
+at the paper-length tier: the Gaussian conditional fill ahead of InterRecon and of linear
+interpolation in MSE and r; notes/interrecon.md).
 
 What happens, in order (every check before any computation):
 

@@ -126,7 +126,7 @@ SCALES: dict[str, Scale] = {
         # latent d = 128, the subject configs' value: on this subject's 17,021 training frames the top 128 PCA
         # modes hold 0.46 of the validation frames' variance against 0.32 for SCALE=small's 48, and the FIR ridge
         # projected on them scores whole-brain temporal r 0.091 against 0.090 at 48 (tools/latent_dims.py;
-        # notes/model.md, "The default at the tier")
+        # notes/model.md, "The latent dim at the tier: 48 → 128")
         model={
             "diffusion": {**_CPU_DIFFUSION, "latent_dim": 128, "hidden_size": 256},
             "paper": {**_CPU_DIFFUSION, "latent_dim": 256, "hidden_size": 256},
