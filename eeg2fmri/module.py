@@ -407,14 +407,16 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
                     del x
                 with _setup_stage("latent-dim check"):
                     self._check_latent_dim(dm, device)
+            table = None  # (T, Fe) each frame's band-power features, computed once for the starts below
             if self.hparams.eeg_features == "bandpower":
                 with _setup_stage("EEG feature start"):
-                    self._start_features(dm, device)
+                    table = self._start_features(dm, device)
             if self.regression_head is not None and self.hparams.regression_start == "ridge":
                 with _setup_stage("ridge start of the regression stage"):
-                    self._start_regression(dm, device)
+                    self._start_regression(dm, device, table)
             with _setup_stage("Gaussian fill statistics"):
-                self.fit_gaussian(dm)
+                self.fit_gaussian(dm, table)
+            del table
         if self.regression_head is not None and not self.hparams.train_regression:
             self.regression_head.requires_grad_(False)
         if not self.hparams.train_autoencoder:
@@ -472,10 +474,23 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         )
 
     @torch.no_grad()
-    def _start_features(self, dm, device) -> None:
-        """Band-power standardisation from the training frames' own windows."""
-        power = [self.eeg_encoder.log_power(b["eeg"].to(device))[:, 0] for b in dm.iter_frames("train", eeg="frame")]
-        self.eeg_encoder.init_from_data(torch.cat(power))  # (N_train, Fe)
+    def _start_features(self, dm, device) -> Tensor:
+        """Band-power standardisation from the training frames' own windows. Returns the table
+        of :meth:`_feature_table` for the training and validation frames, from the same pass over
+        their EEG (the later starts gather each frame's context from it)."""
+        power = torch.zeros(len(dm.split), self.eeg_encoder.n_features, device=device)  # (T, Fe)
+        done = torch.zeros(len(dm.split), dtype=torch.bool, device=device)  # (T,) rows computed
+        train = []
+        for split in ("train", "val"):
+            for b in dm.iter_frames(split, device=device, eeg="frame"):
+                rows = b["frame_index"][:, 0]  # (b,)
+                power[rows], done[rows] = self.eeg_encoder.log_power(b["eeg"])[:, 0], True  # (b, Fe)
+                if split == "train":
+                    train.append(rows)
+        self.eeg_encoder.init_from_data(power[torch.cat(train)])  # (N_train, Fe)
+        enc = self.eeg_encoder
+        power[done] = (power[done] - enc.feature_mean) / enc.feature_std  # as BandPowerEncoder.features
+        return power
 
     @torch.no_grad()
     def _feature_table(self, dm, device, splits: tuple[str, ...]) -> Tensor:
@@ -489,7 +504,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         return table
 
     @torch.no_grad()
-    def _start_regression(self, dm, device) -> None:
+    def _start_regression(self, dm, device, table: Tensor | None = None) -> None:
         """The regression stage's ridge start (see ``regression_start``): the FIR ridge of every
         grayordinate on the lagged EEG features of the training frames, with its penalty chosen
         on the validation frames, mapped into the latents by the autoencoder (z = A x + c): μ =
@@ -499,9 +514,10 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         frames' features) and the lagged design gathered from it; the one (F, V) float32 sum of
         X^T Y is accumulated, centred and turned into the solution in place, and the validation
         frames are kept as stored (float16) and centred a block of grayordinates at a time inside
-        :func:`ridge_per_target`."""
+        :func:`ridge_per_target`. ``table``: :meth:`_feature_table` of the training and validation
+        frames when the caller has it (:meth:`_start_features` returns it)."""
         A, c = self.autoencoder.latent_map()  # (d, V), (d,) in evaluation mode: the PCA start
-        table = self._feature_table(dm, device, ("train", "val"))  # (T, Fe)
+        table = self._feature_table(dm, device, ("train", "val")) if table is None else table.to(device)  # (T, Fe)
 
         def design(b: dict) -> Tensor:  # (b, F) float64: the lagged features of each frame
             h = table[b["eeg_rows"]]  # (b, N, Fe); masked windows are zeroed by the design
@@ -549,7 +565,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         )
 
     @torch.no_grad()
-    def fit_gaussian(self, dm) -> None:
+    def fit_gaussian(self, dm, table: Tensor | None = None) -> None:
         """The stationary Gaussian model of the frame latents (:mod:`eeg2fmri.gaussian`), estimated on
         the training split of ``dm``: mean and autocovariance per latent dim of z = E x and, with a
         regression stage, of the residual r = z − μ(EEG), over consecutive frames of one clip
@@ -559,7 +575,8 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         weights are (in Lightning's set-up hook, before the module moves to the accelerator); every
         submodule's mode is put back as it was, so a fit trains exactly as without this estimate.
         Called at set-up and again at the end of each training epoch in which the latents or μ may
-        have moved (:meth:`on_train_epoch_end`)."""
+        have moved (:meth:`on_train_epoch_end`). ``table``: :meth:`_feature_table` of (at least)
+        the training frames when the caller has it, as set-up does."""
         if not all(hasattr(dm, a) for a in ("iter_frames", "frame_volume", "frame_clip", "split")):
             return  # not the project's DataModule: no frames to estimate from
         modes = {m: m.training for m in self.modules()}
@@ -567,11 +584,12 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         device = self.autoencoder.decoder.weight.device
         # band-power features are per window: computed once per frame and gathered by cache row
         # (a conv encoder's features are not, and take each frame's EEG context)
-        table = (
-            self._feature_table(dm, device, ("train",))
-            if self.regression_head is not None and self.hparams.eeg_features == "bandpower"
-            else None
-        )
+        if self.regression_head is None or self.hparams.eeg_features != "bandpower":
+            table = None
+        elif table is None:
+            table = self._feature_table(dm, device, ("train",))  # (T, Fe)
+        else:
+            table = table.to(device)
         mode = "none" if self.regression_head is None else "context" if table is None else "rows"
         z, r, rows = [], [], []
         for b in dm.iter_frames("train", device=device, eeg=mode):
