@@ -77,6 +77,8 @@ class Evaluator(Callback):
         max_val_batches: validation batches sampled per evaluation (None: all).
         regions: regions to score: whole, V1, V1+A1 or mask files.
         interrecon: run InterRecon at validation (models that support it).
+        interrecon_zero_noise: InterRecon's chain starts at the noise's mean x_T = 0, one deterministic
+            estimate of the conditional mean, as ``eeg2fmri fill`` does (else at the seed's draw).
         identification: compute identification accuracy at test time.
         results_dir: where test metrics are written (default: the checkpoint's folder).
         save_predictions: also write the test predictions (``test_predictions.npz``: ``pred``
@@ -100,6 +102,7 @@ class Evaluator(Callback):
         max_val_batches: int | None = 2,
         regions: list[str] = ["whole", "V1", "V1+A1"],  # noqa: B006 (jsonargparse shows it)
         interrecon: bool = True,
+        interrecon_zero_noise: bool = True,
         identification: bool = True,
         results_dir: str | None = None,
         save_predictions: bool = False,
@@ -124,6 +127,7 @@ class Evaluator(Callback):
         self.estimator = dict(estimator=estimator, num_samples=num_samples)
         self.sample_row = sample_row and estimator == "mean"
         self.time_travel = dict(time_travel=time_travel, time_travel_repeat=time_travel_repeat)
+        self.interrecon_start = dict(zero_noise=interrecon_zero_noise)
         self.every_n_epochs, self.max_val_batches = every_n_epochs, max_val_batches
         self.regions, self.interrecon, self.identification = list(regions), interrecon, identification
         self.results_dir = results_dir
@@ -176,6 +180,7 @@ class Evaluator(Callback):
                 eeg_mask=batch.get("eeg_mask"),
                 **self.sampling,
                 **self.time_travel,
+                **self.interrecon_start,
             )
             self.val["val_interrecon"].update(filled, x, frame_mask=~mask)
             self.val["val_linear"].update(linear_fill(x, mask), x, frame_mask=~mask)

@@ -777,8 +777,16 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         seed: int | None = 0,
         eeg_mask: Tensor | None = None,
         clip_x0: bool = True,
+        zero_noise: bool = False,
     ) -> Tensor:
         """DDIM sampling of (B, K, V) frames from EEG (B, P + K + F, C, W).
+
+        ``zero_noise``: start the chain at the noise's mean, x_T = 0, instead of a draw (``seed`` then
+        only seeds η's noise). With η = 0 this is one deterministic chain that estimates the mean of
+        the samples: for a denoiser linear in x_t the chain is linear in (x_T, y), so the mean over
+        x_T ~ N(0, I) is exactly the chain from x_T = 0 (tests/test_interrecon.py). For InterRecon it
+        is the estimate of the missing frames' conditional mean at the cost of one sample, without
+        the conditional spread that a mean of N samples keeps (notes/interrecon.md, "Build 3").
 
         ``clip_x0``: clip every step's x̂₀ to the training targets' range per latent dim
         (:func:`~eeg2fmri.diffusion.clip_x0`, :attr:`x0_bound`; no clipping where the checkpoint has
@@ -800,7 +808,8 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         eps_fn = self._eps_fn(h, guidance_scale, eeg_mask, mu)
         if clip_x0 and self.x0_bound is not None:
             eps_fn = D.clip_x0(eps_fn, self.x0_bound, self.alphas_cumprod)
-        common = dict(num_inference_steps=num_inference_steps, eta=eta, generator=g)
+        x_T = torch.zeros(shape, device=eeg.device) if zero_noise else None  # (B, K, d)
+        common = dict(num_inference_steps=num_inference_steps, eta=eta, generator=g, x_T=x_T)
         if observed is not None and null_space:
             y = self.autoencoder.encode(observed)  # (B, K, d)
             if mu is not None:

@@ -133,7 +133,7 @@ def test_interrecon_round_trip(tiny, filled):
 def test_interrecon_mean_of_samples_is_their_average(tiny, tmp_path):
     """num_samples=2 fills each censored frame with the average of the two draws that seeds 0 and 1
     give alone (one batch holds every window, so each run's draws use exactly those seeds)."""
-    args = dict(method="interrecon", num_inference_steps=3, progress=False, batch_size=512)
+    args = dict(method="interrecon", num_inference_steps=3, progress=False, batch_size=512, start="random")
     draws = [
         np.asarray(
             nib.load(
@@ -159,6 +159,30 @@ def test_interrecon_mean_of_samples_is_their_average(tiny, tmp_path):
     assert not np.allclose(draws[0][cens], draws[1][cens])  # the seeds differ, so the test can fail
     np.testing.assert_allclose(mean[cens], (draws[0][cens] + draws[1][cens]) / 2, rtol=0, atol=1e-3)
     assert json.loads(nib.load(two).header.matrix.metadata["eeg2fmri_fill"])["num_samples"] == 2
+
+
+def test_interrecon_default_start_is_the_one_chain_from_zero_noise(tiny, tmp_path):
+    """``fill --method interrecon`` starts each window's chain at x_T = 0 (``start="zero"``): with
+    η = 0 the fill does not depend on the seed, and it is not what a random start gives."""
+    args = dict(method="interrecon", num_inference_steps=3, progress=False, batch_size=512)
+
+    def run(name, **kw):
+        path = fill_run(tiny["ckpt"], tiny["fmri"], tiny["eeg"], tiny["censor"], tmp_path / name, **args, **kw)
+        return np.asarray(nib.load(path).dataobj, np.float64), json.loads(
+            nib.load(path).header.matrix.metadata["eeg2fmri_fill"]
+        )
+
+    zero0, note = run("z0.dtseries.nii", seed=0)
+    zero5, _ = run("z5.dtseries.nii", seed=5)
+    rand0, rnote = run("r0.dtseries.nii", seed=0, start="random")
+    cens = _mask(CENSORED)
+    assert note["start"] == "zero" and rnote["start"] == "random"
+    np.testing.assert_array_equal(zero0, zero5)
+    assert not np.allclose(zero0[cens], rand0[cens])
+    with pytest.raises(FillError, match="num_samples=2 with start zero.*--start random"):
+        run("z2.dtseries.nii", num_samples=2)
+    with pytest.raises(FillError, match="start 'mean': expected one of zero, random"):
+        run("zm.dtseries.nii", start="mean")
 
 
 def test_wb_command_reads_the_filled_file(filled):
@@ -523,13 +547,14 @@ def test_fill_study_tiny(tmp_path, monkeypatch):
                 nib.load(folder / f"run-{run}_interrecon.dtseries.nii").header.matrix.metadata["eeg2fmri_fill"]
             )
             assert note["censored_frames"] == np.flatnonzero(cens).tolist() and note["n_frames_window"] == 10
-            assert note["num_samples"] == tiny_scale.fill_samples == 1
-            # a finished fill is reused only for the same number of samples per window
+            assert (note["start"], note["num_samples"]) == ("zero", 1)  # `fill`'s default InterRecon estimate
+            # a finished fill is reused only if it is that estimate
             path, ckpt = (
                 folder / f"run-{run}_interrecon.dtseries.nii",
                 out / "cells" / "sub1" / "K10" / "diffusion" / "checkpoints" / "last.ckpt",
             )
-            assert F._fill_done(path, cens, ckpt, 1) and not F._fill_done(path, cens, ckpt, 2)
+            assert F._fill_done(path, cens, ckpt, interrecon=True)
+            assert not F._fill_done(path, np.roll(cens, 1), ckpt, interrecon=True)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -213,8 +213,10 @@ def test_ddim_sample_is_ddim_step_chained_by_hand(steps, eta, interrecon):
 
 @pytest.mark.parametrize("steps", [2, 3])
 @pytest.mark.parametrize("interrecon", [False, True])
-def test_module_sample_is_ddim_step_chained_by_hand(steps, interrecon):
-    """EEG2fMRIDiffusion.sample: x_T from the seed, the DDIM chain on the residual, + μ, decoded."""
+@pytest.mark.parametrize("zero_noise", [False, True])
+def test_module_sample_is_ddim_step_chained_by_hand(steps, interrecon, zero_noise):
+    """EEG2fMRIDiffusion.sample: x_T from the seed (or 0 with ``zero_noise``), the DDIM chain on the
+    residual, + μ, decoded."""
     m = tiny_model().eval()
     with torch.no_grad():
         m.regression_head.fir.bias.normal_(0, 1.0, generator=torch.Generator().manual_seed(15))
@@ -224,12 +226,14 @@ def test_module_sample_is_ddim_step_chained_by_hand(steps, interrecon):
     b = batch(B=B, K=K)
     mask = torch.tensor([[1, 0, 0, 1], [0, 0, 1, 0]], dtype=torch.bool) if interrecon else None
     observed = b["fmri"] if interrecon else None
-    got = m.sample(b["eeg"], num_inference_steps=steps, observed=observed, observed_mask=mask, seed=7)  # (B, K, V)
+    got = m.sample(
+        b["eeg"], num_inference_steps=steps, observed=observed, observed_mask=mask, seed=7, zero_noise=zero_noise
+    )  # (B, K, V)
 
     _, mu = m.encode_eeg(b["eeg"])  # (B, K, d)
     y = m.autoencoder.encode(b["fmri"]) - mu if interrecon else None  # (B, K, d) the observed residual
     g = torch.Generator().manual_seed(7)
-    x_T = torch.randn(B, K, d, generator=g)
+    x_T = torch.zeros(B, K, d) if zero_noise else torch.randn(B, K, d, generator=g)
     r = _by_hand(eps_fn, x_T, m.alphas_cumprod, steps, 0.0, g, y, mask)  # (B, K, d)
     if interrecon:
         r = torch.where(mask[..., None], y, r)

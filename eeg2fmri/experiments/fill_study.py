@@ -177,10 +177,8 @@ def _censored_frames(subject: _Subject, rate: float, folder: Path, sc: Scale, fo
         cols = None
         for method in FILL_METHODS:
             path = folder / f"run-{r}_{method}.dtseries.nii"
-            interrecon = method == "interrecon"
-            n = sc.fill_samples if interrecon else 1
             ckpt = {"interrecon": subject.ckpt, "gaussian": subject.gaussian_ckpt}.get(method)
-            if force or not _fill_done(path, censored, ckpt, n):
+            if force or not _fill_done(path, censored, ckpt, interrecon=method == "interrecon"):
                 fill_run(
                     ckpt,
                     run.fmri,
@@ -191,7 +189,6 @@ def _censored_frames(subject: _Subject, rate: float, folder: Path, sc: Scale, fo
                     num_inference_steps=steps,
                     overwrite=True,
                     progress=False,
-                    num_samples=n,
                 )
             filled = read_dtseries(path)
             cols = np.searchsorted(filled.indices, subject.indices)  # the cache's columns in the file
@@ -284,9 +281,9 @@ def _n_volumes(path: Path) -> int:
     return int(load_header(path)[0].shape[0])
 
 
-def _fill_done(path: Path, censored: np.ndarray, ckpt: Path | None, num_samples: int = 1) -> bool:
+def _fill_done(path: Path, censored: np.ndarray, ckpt: Path | None, interrecon: bool = False) -> bool:
     """A fill written earlier for the same censored frames (and, for the model's fills, a checkpoint
-    no newer than it and, for InterRecon, the same number of samples per window) is reused."""
+    no newer than it and, for InterRecon, ``fill``'s default estimate: one chain from x_T = 0) is reused."""
     import nibabel as nib
 
     if not path.exists() or (ckpt is not None and ckpt.stat().st_mtime > path.stat().st_mtime):
@@ -295,9 +292,8 @@ def _fill_done(path: Path, censored: np.ndarray, ckpt: Path | None, num_samples:
         note = json.loads(nib.load(path).header.matrix.metadata["eeg2fmri_fill"])
     except Exception:
         return False
-    return (
-        note.get("censored_frames") == np.flatnonzero(censored).tolist() and note.get("num_samples", 1) == num_samples
-    )
+    same = note.get("censored_frames") == np.flatnonzero(censored).tolist()
+    return same and (not interrecon or (note.get("start"), note.get("num_samples")) == ("zero", 1))
 
 
 def _fill_rows(res: dict, subjects, rates, n_scored) -> list[dict]:

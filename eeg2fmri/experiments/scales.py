@@ -30,7 +30,6 @@ class Scale:
     # InterRecon samples averaged for Table 2's posterior-mean row (the average of N null-space samples
     # nears the posterior mean given EEG and anchors as N grows; its cost is N samplings per fill)
     interrecon_samples: int = 4
-    fill_samples: int = 1  # InterRecon samples per window in the fill study (`eeg2fmri fill --num_samples`)
     # Table 1's methods when none are named (slugs of cells.CELL_METHODS; None: every method but the
     # conditioned-DiT variant, which only the paper-length tier runs by default)
     methods: tuple[str, ...] | None = None
@@ -112,7 +111,6 @@ SCALES: dict[str, Scale] = {
         },
         extra=_CPU_EXTRA,
         interrecon_samples=64,  # whole r on the filled frames: 0.084 / 0.196 / 0.241 / 0.259 at N = 1 / 16 / 64 / 256
-        fill_samples=4,  # InterRecon whole r at 5 / 10 / 20 % censored: 0.373 / 0.316 / 0.283 at N = 1, 0.373 / 0.351 / 0.308 at 4
     ),
     # A CineBrain-length subject (20 runs x 18 min, 27,000 frames) on every 20th grayordinate with SCALE=small's
     # networks: what 12x the training data does to the same model, on 2 CPU cores (notes/model.md). An epoch is
@@ -136,7 +134,6 @@ SCALES: dict[str, Scale] = {
         methods=("mean", "ridge", "fir_ridge", "cnn_tag", "diffusion", "diffusion_cond", "paper"),
         # 530 test windows, each sampled once per gap of Figure 3 (9 passes): 4 samples are ~40 min on a core
         interrecon_samples=4,
-        fill_samples=4,
     ),
     "paper": Scale(simulate="paper", grayordinates="all", ks=(3, 10, 30), interrecon_samples=16),
 }

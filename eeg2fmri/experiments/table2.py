@@ -32,7 +32,8 @@ def table2(
 ) -> Path:
     """Table 2 (InterRecon between the first and last frame of each test window: linear and cubic
     interpolation, the Gaussian conditional mean of the model's latents without and with the EEG's
-    μ, the model without and with the null-space step, same checkpoint) and the gap sweep of
+    μ, the model without and with the null-space step: one sample, a mean of samples, the chain from
+    x_T = 0; same checkpoint) and the gap sweep of
     Figure 3 (frames 1..g missing, g = 1..K-2)."""
     sc = SCALES[scale]
     out = Path(results) / scale
@@ -55,7 +56,9 @@ def table2(
 
 
 def _methods(n_mean: int) -> tuple[str, ...]:
-    """The rows of Table 2 (and lines of Figure 3); ``n_mean`` InterRecon samples are averaged for the last."""
+    """The rows of Table 2 (and lines of Figure 3); ``n_mean`` InterRecon samples are averaged for the
+    next to last; the last is the one deterministic chain from x_T = 0 (``fill --method interrecon``'s
+    estimate of the conditional mean)."""
     return (
         "Linear",
         "Cubic spline",
@@ -66,6 +69,7 @@ def _methods(n_mean: int) -> tuple[str, ...]:
         "Without null space",
         "With null space (one sample)",
         f"With null space (mean of {n_mean} samples)",
+        "With null space (chain from x_T = 0)",
     )
 
 
@@ -144,6 +148,7 @@ def _filler(model, fir, n_mean: int, steps: int) -> Callable:
         return model.sample_mean(
             eeg,
             n,
+            zero_noise="x_T = 0" in name,
             num_inference_steps=steps,
             observed=x,
             observed_mask=mask,
@@ -164,7 +169,9 @@ def _write_table2(table: dict[str, list[dict]], methods, out: Path, n_subjects: 
         "training split), around the training mean or, *+ EEG μ*, around the regression stage's μ of each frame.\n"
         "*EEG only*: predictions from the EEG without the anchors\n"
         "(FIR ridge; the model's posterior mean). InterRecon rows: one DDIM sample with the anchors imposed by the\n"
-        "null-space step, and the average of several such samples (the posterior mean given EEG and anchors).\n",
+        "null-space step, the average of several such samples (toward the posterior mean given EEG and anchors),\n"
+        "and the one deterministic chain from the noise's mean x_T = 0 (the estimate of that mean that\n"
+        "`eeg2fmri fill --method interrecon` writes).\n",
         "| method | " + SPATIAL_COLUMNS + " | whole temporal r |",
         "|---|" + "---|" * (3 * len(REGIONS) + 1),
     ]
