@@ -89,6 +89,11 @@ def test_checkpoint_scripts_run(ckpt, sim_prepared):
     assert "DiT prior samples" in tool("prior_coupling.py", str(ckpt), str(sim_prepared))
     out = tool("interrecon_rows.py", str(ckpt), str(sim_prepared), "--n", "1,2", "--steps", "2")
     assert out.strip()
+    out = tool("interrecon_estimators.py", str(ckpt), str(sim_prepared), "--n", "2", "--last", "1,2", "--steps", "3")
+    rows = {line[:34].strip(): line[34:].split() for line in out.splitlines() if "  " in line}
+    # x̂₀ of the last step alone is the final sample: the two rows must agree
+    assert rows["RB last 1, 1 chain(s)"] == rows["mean of 1"] and rows["RB last 1, 2 chain(s)"] == rows["mean of 2"]
+    assert rows["chain from x_T = 0"] != rows["mean of 1"], out
 
 
 def test_model_experiment_runs(sim_prepared, tmp_path):

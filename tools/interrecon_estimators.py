@@ -37,6 +37,28 @@ new = lambda: RegionMetrics({"whole": None}, dm.n_vertices, identification=False
 names = ["Linear", "Gaussian conditional + EEG μ", "chain from x_T = 0"]
 names += [f"mean of {n}" for n in (1, a.n)] + [f"RB last {L}, {n} chain(s)" for L in lasts for n in (1, a.n)]
 met = {n: new() for n in names}
+ac = model.alphas_cumprod.float()
+
+
+def decode(x, mask, mu, r):
+    """Frames (B, K, V) of residual latents r, the observed frames exact."""
+    return torch.where(mask[..., None], x, model.autoencoder.decode(mu + r).float())
+
+
+def chain(eps_fn, y, mask, x_T=None, seed=None):
+    """(final r, {L: mean of the projected x̂₀ over the last L steps}) of one InterRecon run."""
+    x0s = []
+
+    def rec(x_t, t):
+        eps = eps_fn(x_t, t)  # (B, K, d)
+        x0s.append(D.null_space_project(D.predict_x0(x_t, eps, ac[t].view(-1, 1, 1)), y, mask))
+        return eps
+
+    g = None if seed is None else torch.Generator().manual_seed(seed)
+    r = D.interrecon_sample(rec, y, mask, model.alphas_cumprod, a.steps, generator=g, x_T=x_T)
+    return r, {L: torch.stack(x0s[-L:]).mean(0) for L in lasts}
+
+
 seen = 0
 with torch.no_grad():
     for b in dm.test_dataloader():
@@ -48,37 +70,17 @@ with torch.no_grad():
         h, mu = model.encode_eeg(eeg, em)  # (B, N, E), (B, K, d)
         eps_fn = D.clip_x0(model._eps_fn(h, 1.0, em, mu), model.x0_bound, model.alphas_cumprod)
         y = model.autoencoder.encode(x) - mu  # (B, K, d)
-        ac = model.alphas_cumprod.float()
-
-        def decode(r):
-            return torch.where(mask[..., None], x, model.autoencoder.decode(mu + r).float())  # (B, K, V)
-
-        def chain(x_T, seed=None):
-            """(final r, {L: mean of x̂₀ over the last L steps}) of one InterRecon run."""
-            x0s = []
-
-            def rec(x_t, t):
-                eps = eps_fn(x_t, t)  # (B, K, d)
-                x0s.append(D.null_space_project(D.predict_x0(x_t, eps, ac[t].view(-1, 1, 1)), y, mask))
-                return eps
-
-            g = None if seed is None else torch.Generator().manual_seed(seed)
-            r = D.interrecon_sample(rec, y, mask, model.alphas_cumprod, a.steps, generator=g, x_T=x_T)
-            return r, {L: torch.stack(x0s[-L:]).mean(0) for L in lasts}
-
-        for n, f in (("Linear", linear_fill(x, mask)), ("Gaussian conditional + EEG μ", model.gaussian_fill(x, mask, eeg, em))):
-            met[n].update(f, x, frame_mask=~mask)
-        met["chain from x_T = 0"].update(decode(chain(torch.zeros_like(y))[0]), x, frame_mask=~mask)
-        finals, rbs = [], {L: [] for L in lasts}
-        for i in range(a.n):
-            r, rb = chain(None, seed=i)
-            finals.append(r)
-            for L in lasts:
-                rbs[L].append(rb[L])
+        met["Linear"].update(linear_fill(x, mask), x, frame_mask=~mask)
+        met["Gaussian conditional + EEG μ"].update(model.gaussian_fill(x, mask, eeg, em), x, frame_mask=~mask)
+        zero = chain(eps_fn, y, mask, x_T=torch.zeros_like(y))[0]
+        met["chain from x_T = 0"].update(decode(x, mask, mu, zero), x, frame_mask=~mask)
+        runs = [chain(eps_fn, y, mask, seed=i) for i in range(a.n)]
         for n in (1, a.n):
-            met[f"mean of {n}"].update(decode(torch.stack(finals[:n]).mean(0)), x, frame_mask=~mask)
+            r = torch.stack([f for f, _ in runs[:n]]).mean(0)
+            met[f"mean of {n}"].update(decode(x, mask, mu, r), x, frame_mask=~mask)
             for L in lasts:
-                met[f"RB last {L}, {n} chain(s)"].update(decode(torch.stack(rbs[L][:n]).mean(0)), x, frame_mask=~mask)
+                r = torch.stack([rb[L] for _, rb in runs[:n]]).mean(0)
+                met[f"RB last {L}, {n} chain(s)"].update(decode(x, mask, mu, r), x, frame_mask=~mask)
         print(f"{seen} windows", flush=True)
 print(f"{'estimator':<34} whole MSE  whole r   ({seen} test windows)")
 for n, m in met.items():
