@@ -153,3 +153,34 @@ def _weights(acov: Tensor, missing: np.ndarray, observed: np.ndarray) -> Tensor:
     if bool((info != 0).any()):  # not positive definite (a hand-made autocovariance): least squares
         return torch.linalg.lstsq(s_oo, s_mo.transpose(1, 2)).solution.transpose(1, 2)
     return torch.cholesky_solve(s_mo.transpose(1, 2), chol).transpose(1, 2)  # (d, n_M, n_O)
+
+
+# --------------------------------------------------------------------------------------------
+# The exact denoiser of the model
+# --------------------------------------------------------------------------------------------
+
+
+def denoise(x_t: Tensor, alpha_bar: Tensor, mean: Tensor, acov: Tensor) -> Tensor:
+    """E[x₀ | x_t] (B, K, d) float64 under the stationary Gaussian model of K-frame windows, where
+    x_t = √ᾱ x₀ + √(1 − ᾱ) ε: per dim, m + √ᾱ Σ (ᾱ Σ + (1 − ᾱ) I)⁻¹ (x_t − √ᾱ m), Σ the (K, K)
+    Toeplitz matrix of its autocovariance. The DiT with ``gaussian_prior`` learns its correction
+    (a denoiser that starts as this one couples a window's frames as the training data do).
+
+    Args:
+        x_t: (B, K, d) noisy windows.
+        alpha_bar: (B,) ᾱ of each window's timestep (or a scalar).
+        mean: (d,) the process's mean.
+        acov: (d, L) autocovariance, at least K finite leading lags.
+
+    Σ = U diag(λ) Uᵀ per dim, so the solve is a gain √ᾱ λ / (ᾱ λ + 1 − ᾱ) on each eigenvector.
+    """
+    B, K, d = x_t.shape
+    if valid_lags(acov) < K:
+        raise ValueError(f"the autocovariance holds {valid_lags(acov)} lags; a {K}-frame window needs {K}")
+    lag = (torch.arange(K)[:, None] - torch.arange(K)[None]).abs().to(acov.device)  # (K, K)
+    lam, U = torch.linalg.eigh(acov[:, :K].double()[:, lag])  # (d, K), (d, K, K) columns = eigenvectors
+    a = torch.as_tensor(alpha_bar, dtype=torch.float64, device=x_t.device).reshape(-1, 1, 1)  # (B, 1, 1)
+    m = mean.double()  # (d,)
+    u = torch.einsum("bkd,dkl->bld", x_t.double() - a.sqrt() * m, U)  # (B, K, d) on the eigenvectors
+    gain = a.sqrt() * lam.T / (a * lam.T + 1.0 - a)  # (B, K, d)
+    return m + torch.einsum("bld,dkl->bkd", gain * u, U)  # (B, K, d)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from eeg2fmri import diffusion as D
+from eeg2fmri import gaussian as G
 from eeg2fmri.nn.autoencoder import LinearAutoencoder
 from eeg2fmri.nn.dit import DiT
 from eeg2fmri.nn.eeg_encoder import BandPowerEncoder, EEGEncoder
@@ -60,14 +61,26 @@ def denoiser_eps(
     eeg_mask: Tensor | None,
     mu: Tensor | None,
     hp: Mapping[str, Any],
+    gauss: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """ε_θ(x_t, t, h_EEG[, μ]) (B, K, d) float32, from the DiT's output per
     ``hp["parameterization"]`` (``eps``: the output itself; ``v``: ε from v,
-    :func:`~eeg2fmri.diffusion.eps_from_v`); ``hp["cond_drop_prob"] >= 1``: an unconditional DiT."""
+    :func:`~eeg2fmri.diffusion.eps_from_v`); ``hp["cond_drop_prob"] >= 1``: an unconditional DiT.
+
+    ``gauss`` (mean (d,), autocovariance (d, L)): the DiT's output is added to that of the exact
+    denoiser of the stationary Gaussian model (:func:`eeg2fmri.gaussian.denoise`), in the same
+    parameterization, so the network learns a correction to it (at its zero initialisation the
+    prior is that Gaussian model: EEG2fMRIDiffusion's ``gaussian_prior``)."""
     mu = mu if dit.latent_cond_embedder is not None else None
     if hp["cond_drop_prob"] >= 1.0:
         h = None  # an unconditional prior saw only the null token in training: sample with it too
     out = dit(x_t, t, h, drop_cond=drop, cond_mask=eeg_mask, x_cond=mu)  # (B, K, d)
+    if gauss is not None:
+        a = alphas_cumprod[t].double().view(-1, 1, 1)  # (B, 1, 1)
+        x0 = G.denoise(x_t, a.flatten(), *gauss)  # (B, K, d) float64
+        eps = (x_t.double() - a.sqrt() * x0) / (1.0 - a).sqrt()  # (B, K, d) its ε
+        skip = eps if hp["parameterization"] == "eps" else a.sqrt() * eps - (1.0 - a).sqrt() * x0  # its ε or v
+        out = out.float() + skip.float()  # (B, K, d)
     if hp["parameterization"] == "v":
         return D.eps_from_v(x_t, out, alphas_cumprod[t])
     return out.float()
@@ -85,6 +98,7 @@ def training_losses(
     training: bool = True,
     generator: torch.Generator | None = None,
     stats: dict | None = None,
+    gauss: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """The losses of one batch: ``loss`` (what the optimizer minimises) and its parts ``diffusion``,
     ``recon`` and, with a regression stage, ``regression`` (EEG2fMRIDiffusion's docstring).
@@ -100,6 +114,7 @@ def training_losses(
         generator: the random draws, in this order: timesteps, noise, condition dropout.
         stats: if given, receives ``target_absmax`` (d,), the largest |value| per latent dim of what
             the DiT generates in this batch (the sampler's x̂₀ bound, EEG2fMRIDiffusion.x0_bound).
+        gauss: the Gaussian model the DiT corrects (:func:`denoiser_eps`), or None.
     """
     x, eeg, eeg_mask = batch["fmri"], batch["eeg"], batch.get("eeg_mask")  # (B, K, V), (B, N, C, W), (B, N)
     B = x.shape[0]
@@ -115,7 +130,7 @@ def training_losses(
     if training and hp["cond_drop_prob"] > 0:
         drop = torch.rand(B, device=x.device, generator=generator) < hp["cond_drop_prob"]  # (B,)
     mu_cond = None if mu is None else mu.detach()  # μ as the DiT's condition: no gradient through it
-    eps = denoiser_eps(dit, alphas_cumprod, z_t, t, h, drop, eeg_mask, mu_cond, hp)  # (B, K, d)
+    eps = denoiser_eps(dit, alphas_cumprod, z_t, t, h, drop, eeg_mask, mu_cond, hp, gauss)  # (B, K, d)
     if hp["loss_weighting"] == "v":
         # |v - v_hat|^2 = |eps - eps_hat|^2 / alpha_bar_t: the same objective re-weighted
         # towards high noise, where the coarse content of a window (what EEG can tell) is decided

@@ -297,6 +297,12 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         loss_weighting: ``eps``: the paper's ‖ε − ε_θ‖², uniform over n. ``v``: the same error
             divided by ᾱ_n, i.e. ‖v − v_θ‖² (with ``parameterization="v"``), which weights the
             high-noise steps, where the ε-loss barely depends on the window's content.
+        gaussian_prior: the DiT learns a correction to the exact denoiser of the stationary
+            Gaussian model of the latents (:func:`eeg2fmri.gaussian.denoise`; its statistics are
+            estimated on the training split before the first step, :meth:`fit_gaussian`) instead of
+            the whole denoiser. At its zero initialisation the prior then couples a window's frames
+            as the training data do (lag by lag, per dim), which an unconditional DiT learns slowly
+            on a CPU's budget of steps (notes/interrecon.md, "Build 2").
         init_pca: start the autoencoder at the PCA of up to ``pca_frames`` training frames
             (LinearAutoencoder.init_from_data) instead of a random projection.
         pca_frames: training frames used for the PCA start.
@@ -335,6 +341,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         cond_drop_prob: float = 1.0,
         parameterization: Literal["eps", "v"] = "v",
         loss_weighting: Literal["eps", "v"] = "v",
+        gaussian_prior: bool = False,
         init_pca: bool = True,
         pca_frames: int = 4096,
         lr: float = 1e-4,
@@ -653,7 +660,9 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         targets also widen this epoch's x̂₀ bound."""
         nets = (self.autoencoder, self.eeg_encoder, self.dit, self.regression_head, self.alphas_cumprod)
         stats = {} if self.training else None
-        losses = L.training_losses(*nets, batch, self.hparams, training=self.training, generator=generator, stats=stats)
+        losses = L.training_losses(
+            *nets, batch, self.hparams, training=self.training, generator=generator, stats=stats, gauss=self._gauss()
+        )
         if stats:
             b = stats["target_absmax"]  # (d,)
             self._epoch_bound = b if self._epoch_bound is None else torch.maximum(self._epoch_bound, b)
@@ -743,7 +752,20 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         mu: Tensor | None = None,
     ) -> Tensor:
         """ε_θ(x_t, t, h_EEG[, μ]) (B, K, d) float32, from the DiT's output per ``parameterization``."""
-        return L.denoiser_eps(self.dit, self.alphas_cumprod, x_t, t, h, drop, eeg_mask, mu, self.hparams)
+        return L.denoiser_eps(self.dit, self.alphas_cumprod, x_t, t, h, drop, eeg_mask, mu, self.hparams, self._gauss())
+
+    def _gauss(self) -> tuple[Tensor, Tensor] | None:
+        """(mean (d,), autocovariance (d, L)) of what the DiT generates (the residual with a regression
+        stage, else z) when it corrects the Gaussian model (``gaussian_prior``), else None."""
+        if not self.hparams.get("gaussian_prior", False):
+            return None
+        name = "z" if self.regression_head is None else "r"
+        if not self.has_gaussian:
+            raise RuntimeError(
+                "gaussian_prior: the model holds no Gaussian statistics of its latents; they are estimated "
+                "at fit's set-up from the project's data module (EEGfMRIDataModule)"
+            )
+        return getattr(self, f"gauss_{name}_mean"), getattr(self, f"gauss_{name}_acov")
 
     # ------------------------------------------------------------------ sampling
     def _eps_fn(self, h: Tensor, guidance_scale: float, eeg_mask: Tensor | None = None, mu: Tensor | None = None):
