@@ -310,7 +310,7 @@ def fill_run(
     start: Start = "zero",
 ) -> Path:
     """Fill the censored frames of one CIFTI run and write the result (see the module docstring).
-    (Long only by its sixteen documented arguments, which ``eeg2fmri fill --help`` shows; the body
+    (Long only by its seventeen documented arguments, which ``eeg2fmri fill --help`` shows; the body
     is a sequence of named steps.)
 
     Args:

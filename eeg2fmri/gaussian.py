@@ -170,17 +170,30 @@ def denoise(x_t: Tensor, alpha_bar: Tensor, mean: Tensor, acov: Tensor) -> Tenso
         x_t: (B, K, d) noisy windows.
         alpha_bar: (B,) ᾱ of each window's timestep (or a scalar).
         mean: (d,) the process's mean.
-        acov: (d, L) autocovariance, at least K finite leading lags.
+        acov: (d, L) autocovariance; :func:`window_acov` extends it when it holds fewer than K lags.
 
     Σ = U diag(λ) Uᵀ per dim, so the solve is a gain √ᾱ λ / (ᾱ λ + 1 − ᾱ) on each eigenvector.
     """
     B, K, d = x_t.shape
-    if valid_lags(acov) < K:
-        raise ValueError(f"the autocovariance holds {valid_lags(acov)} lags; a {K}-frame window needs {K}")
     lag = (torch.arange(K)[:, None] - torch.arange(K)[None]).abs().to(acov.device)  # (K, K)
-    lam, U = torch.linalg.eigh(acov[:, :K].double()[:, lag])  # (d, K), (d, K, K) columns = eigenvectors
+    lam, U = torch.linalg.eigh(window_acov(acov, K)[:, lag])  # (d, K), (d, K, K) columns = eigenvectors
     a = torch.as_tensor(alpha_bar, dtype=torch.float64, device=x_t.device).reshape(-1, 1, 1)  # (B, 1, 1)
     m = mean.double()  # (d,)
     u = torch.einsum("bkd,dkl->bld", x_t.double() - a.sqrt() * m, U)  # (B, K, d) on the eigenvectors
     gain = a.sqrt() * lam.T / (a * lam.T + 1.0 - a)  # (B, K, d)
     return m + torch.einsum("bld,dkl->bkd", gain * u, U)  # (B, K, d)
+
+
+def window_acov(acov: Tensor, n: int) -> Tensor:
+    """The first ``n`` lags of ``acov`` (d, L) float64, for the Toeplitz matrix of an n-frame window.
+    Training clips shorter than about 2n frames leave fewer than n lags estimated
+    (:func:`autocovariance`); the missing ones are taken as 0 (no coupling known at that distance)
+    and the sequence is made positive definite again (:func:`positive_definite`)."""
+    n_valid = valid_lags(acov)
+    if n_valid < 1:
+        raise ValueError("the autocovariance holds no estimated lag")
+    if n_valid >= n:
+        return acov[:, :n].double()
+    padded = torch.zeros(acov.shape[0], n, dtype=torch.float64, device=acov.device)  # (d, n)
+    padded[:, :n_valid] = acov[:, :n_valid].double()
+    return positive_definite(padded)

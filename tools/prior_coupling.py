@@ -4,7 +4,11 @@ the DiT: unconditional prior samples), then the Gaussian conditional mean of fra
 frames 0 and K-1 under each correlation (a stationary prior with that coupling), scored as Table 2
 scores (notes/model.md, "The latent dims that generalise").
 
-    python tools/prior_coupling.py results/small/cells/sub1/K10/diffusion/checkpoints/last.ckpt data/prepared/small/sub_0001.h5
+    python tools/prior_coupling.py results/small/cells/sub1/K10/diffusion/checkpoints/last.ckpt data/prepared/small/sub_0001.h5 [MAX_TRAIN_BATCHES]
+
+MAX_TRAIN_BATCHES (default all) caps the shuffled training batches read for the training windows'
+coupling. Also printed: per leading latent dim (16), the lag-1..3 correlation of each set (issue 23's
+target: the prior's lag-1 within 0.05 of the training windows' in each of them).
 """
 
 import sys
@@ -20,6 +24,7 @@ from eeg2fmri.module import EEG2fMRIDiffusion
 
 torch.manual_seed(0)
 ckpt, cache, k = sys.argv[1], sys.argv[2], 10
+max_train = int(sys.argv[3]) if len(sys.argv) > 3 else None
 model = EEG2fMRIDiffusion.load_from_checkpoint(ckpt, map_location="cpu").eval()
 
 
@@ -29,7 +34,9 @@ def residuals(split, sample=False):
     dl = {"train": dm.train_dataloader, "val": dm.val_dataloader, "test": dm.test_dataloader}[split]()
     out = []
     with torch.no_grad():
-        for b in dl:
+        for i, b in enumerate(dl):
+            if split == "train" and max_train is not None and i >= max_train:
+                break
             h, mu = model.encode_eeg(b["eeg"], b["eeg_mask"])
             if sample:
                 x = model.sample(b["eeg"], num_inference_steps=50, eeg_mask=b["eeg_mask"], seed=len(out))
@@ -60,6 +67,17 @@ rho = {
 }
 for n, v in rho.items():
     print(f"{n:<26}", " ".join(f"{x:.2f}" for x in v[1:]))
+n_dims = min(16, r_tr.shape[2])
+print(
+    f"lag-1 / 2 / 3 per leading dim (of {n_dims}): training windows | test windows | prior samples | prior - train at lag 1"
+)
+for j in range(n_dims):
+    cells = [lag_corr(r[:, :, j : j + 1])[1:4] for r in (r_tr, r_te, r_pr)]
+    print(
+        f"dim {j:>2}: "
+        + " | ".join(" ".join(f"{v:.2f}" for v in c) for c in cells)
+        + f" | {cells[2][0] - cells[0][0]:+.2f}"
+    )
 print("residual rms per frame: data", float(r_te.pow(2).mean().sqrt()), "prior", float(r_pr.pow(2).mean().sqrt()))
 dm = EEGfMRIDataModule(cache, n_frames=k, batch_size=16, eeg_context=model.eeg_context)
 dm.setup("test")
