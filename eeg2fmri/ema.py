@@ -5,6 +5,8 @@ The CLI adds :class:`EMA` to every subcommand (``--ema.decay 0.999``).
 
 from __future__ import annotations
 
+import itertools
+
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
@@ -67,6 +69,20 @@ class EMA(WeightAveraging):
         self._updates, self._stepped = None, False
         if self._active:
             super().setup(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the average was copied from the module at the callbacks' set-up, which comes before the
+        # module's own (PCA start, ridge start, the Gaussian statistics): until its first update
+        # (the sanity check's validation swaps it in) it must be the module as set up. A resumed
+        # run has loaded its average by now and is left alone.
+        avg = self._average_model
+        if self._active and avg is not None and int(avg.n_averaged) == 0:
+            with torch.no_grad():
+                for a, c in zip(
+                    itertools.chain(avg.module.parameters(), avg.module.buffers()),
+                    itertools.chain(pl_module.parameters(), pl_module.buffers()),
+                ):
+                    a.copy_(c)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return self._active and step_idx is not None

@@ -766,7 +766,7 @@ class EEG2fMRIDiffusion(EEGfMRIModule):
         if not self.hparams.get("gaussian_prior", False):
             return None
         name = "z" if self.regression_head is None else "r"
-        if not self.has_gaussian:
+        if G.valid_lags(getattr(self, f"gauss_{name}_acov")) < 1:
             raise RuntimeError(
                 "gaussian_prior: the model holds no Gaussian statistics of its latents; they are estimated "
                 "at fit's set-up from the project's data module (EEGfMRIDataModule)"

@@ -91,7 +91,12 @@ def test_interrecon_from_zero_noise_reaches_the_gaussian_fill():
         with torch.no_grad():
             want = m.gaussian_fill(b["fmri"], mask, b["eeg"])  # (B, K, V)
             got = m.sample(
-                b["eeg"], num_inference_steps=1000, observed=b["fmri"], observed_mask=mask, zero_noise=True, clip_x0=False
+                b["eeg"],
+                num_inference_steps=1000,
+                observed=b["fmri"],
+                observed_mask=mask,
+                zero_noise=True,
+                clip_x0=False,
             )  # (B, K, V)
             _, mu = m.encode_eeg(b["eeg"])
             d_mu = m.autoencoder.decode(mu).float()  # (B, K, V)

@@ -223,6 +223,46 @@ def test_ema_averages_with_the_warmed_up_decay(tmp_path):
     assert ema.decay_at(5) == pytest.approx(0.4) and ema.decay_at(20) == 0.6
 
 
+def test_ema_average_starts_as_the_module_after_its_setup(tmp_path):
+    """A module's set-up hook fills a buffer (the default model's PCA start, ridge start, Gaussian
+    statistics): the sanity check's validation, which runs on the average, sees it filled."""
+    from lightning.pytorch import LightningModule
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Net(LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(3, 1)
+            self.register_buffer("stat", torch.full((2,), float("nan")))
+            self.seen: list = []
+
+        def setup(self, stage):
+            self.stat.fill_(7.0)
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).square().mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.seen.append(self.stat.clone())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = DataLoader(TensorDataset(torch.randn(8, 3)), batch_size=4)
+    model = Net()
+    trainer = Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[EMA(0.9)],
+        num_sanity_val_steps=1,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, data, data)
+    assert model.seen and all(torch.equal(v, torch.full((2,), 7.0)) for v in model.seen), model.seen
+
+
 def test_training_losses_reach_the_logger_every_log_every_n_steps(tmp_path, raw_subject):
     """The losses are handed to Lightning only on the steps it writes (each self.log costs host
     time); the logger still gets train/loss, train/diffusion and train/recon at every such step."""
