@@ -212,8 +212,11 @@ def test_table2_rows_and_the_linear_row_against_numpy(tmp_path):
         "Without null space",
         "With null space (one sample)",
         f"With null space (mean of {n} samples)",
+        "With null space (chain from x_T = 0)",
     }
     assert f"mean of {n} samples" in md.read_text()
+    zero, one = rows["With null space (chain from x_T = 0)"], rows["With null space (one sample)"]
+    assert np.isfinite(float(zero["whole/r"])) and zero["whole/mse"] != one["whole/mse"]
     sweep = list(csv.DictReader(open(md.parent / "fig3_gap_sweep.csv")))
     assert [int(r["gap"]) for r in sweep] == list(range(1, 9))
     # the Gaussian conditional rows: finite, the EEG's μ changes the fill, and lines of Figure 3
