@@ -103,6 +103,14 @@ def test_a_cell_prints_its_progress_and_old_stamps_still_match(table, capfd, mon
 
     monkeypatch.setattr(eeg2fmri.trainer, "run_trainer", boom)
     assert run_cell(1, 3, "mean", SCALES["ci"], cache, cell) == json.loads((cell / "test_metrics.json").read_text())
+    # an edited config (the same arguments would now train another model) reruns the cell
+    configs = cell / "cell_configs.json"
+    saved = json.loads(configs.read_text())
+    assert any(p.endswith("baselines/mean.yaml") for p in saved)
+    configs.write_text(json.dumps({p: "0" * 64 for p in saved}))
+    with pytest.raises(AssertionError, match="recomputed"):
+        run_cell(1, 3, "mean", SCALES["ci"], cache, cell)
+    configs.write_text(json.dumps(saved))
     args[args.index("--data.n_frames") + 1] = "4"  # a real change of the cell is not hidden by the filter
     stamp.write_text(json.dumps(args))
     with pytest.raises(AssertionError, match="recomputed"):

@@ -2,12 +2,14 @@
 
 Every result of the tables is a cell trained with ``eeg2fmri fit`` then tested with ``eeg2fmri test``
 on the same prepared windows; a cell's folder keeps its checkpoint, ``test_metrics.json`` and
-``test_predictions.npz``, and a finished cell is reused (the arguments it was run with are stored
-beside it: changed arguments rerun it).
+``test_predictions.npz``, and a finished cell is reused: the arguments it was run with are stored
+beside it (``cell_args.json``), with a hash of each config file it read (``cell_configs.json``), and
+changed arguments or an edited config rerun it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -82,6 +84,13 @@ def _cell_args(
     return args + _model_args(overrides) + list(extra)
 
 
+def _config_hashes(args: list[str]) -> dict[str, str]:
+    """The SHA-256 of each file a cell's arguments name with ``--config``: a config edited since the
+    cell was trained (a default changed there) changes what the same arguments train."""
+    files = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
+    return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
+
+
 def run_cell(
     subject: int, k: int, slug: str, scale: Scale, cache: Path, out: Path, extra: list[str] = (), force: bool = False
 ) -> dict:
@@ -91,8 +100,18 @@ def run_cell(
     from eeg2fmri.trainer import run_trainer
 
     args = _cell_args(subject, k, slug, scale, cache, out, extra)
-    done, stamp = out / "test_metrics.json", out / "cell_args.json"
-    if not force and done.exists() and stamp.exists() and _cell_key(json.loads(stamp.read_text())) == _cell_key(args):
+    done, stamp, configs = out / "test_metrics.json", out / "cell_args.json", out / "cell_configs.json"
+    # a cell stamped before the config hashes were kept is judged by its arguments alone
+    edited = configs.exists() and json.loads(configs.read_text()) != _config_hashes(args)
+    if edited:
+        say(f"  {out}: a config it was trained with has changed since; training it again")
+    if (
+        not force
+        and not edited
+        and done.exists()
+        and stamp.exists()
+        and _cell_key(json.loads(stamp.read_text())) == _cell_key(args)
+    ):
         return json.loads(done.read_text())
     t0 = time.perf_counter()
     run_trainer(["fit", *args])
@@ -109,6 +128,7 @@ def run_cell(
             "true",
         ]
     )
+    atomic_write_text(configs, json.dumps(_config_hashes(args)))
     atomic_write_text(stamp, json.dumps(args))
     say(f"  done in {time.perf_counter() - t0:.0f} s")
     return json.loads(done.read_text())
