@@ -10,9 +10,11 @@ simultaneously recorded EEG, with every uncensored frame of each window as an an
     eeg2fmri fill --ckpt_path model.ckpt --fmri run.dtseries.nii --eeg run_eeg.npy \\
                   --censor censor.tsv --out filled.dtseries.nii [--method interrecon]
 
-The default is the method that fills best in the project's measurements (Table 2 at SCALE=ci and
-at the paper-length tier: the Gaussian conditional fill ahead of InterRecon and of linear
-interpolation in MSE and r; notes/interrecon.md).
+The default is the method closest to the recorded frames in the project's measurements (Table 2 and
+the censored-frame study at SCALE=small and at the paper-length tier, notes/interrecon.md): the
+Gaussian conditional fill, tied with InterRecon in Table 2 at the tier, a little ahead of it in the
+study, both far ahead of linear interpolation; InterRecon is the closer of the two to the noise-free
+signal in the study, and takes about twice the time.
 
 What happens, in order (every check before any computation):
 
@@ -792,12 +794,13 @@ def fill(
             volume_onsets_s in seconds) or an MNE-readable file with volume markers (interrecon;
             optional for gaussian), a continuous recording (not per-frame windows). Frame k gets the EEG
             of one TR starting shift_s seconds (the checkpoint's, 4 s by default) before volume k's onset.
-        method: gaussian, the default and the best fill measured (each latent dim's conditional
+        method: gaussian, the default and the closest to the recorded frames measured (each latent dim's conditional
             mean given the uncensored frames within the checkpoint's autocovariance lags, under the
             stationary Gaussian model of the latents fitted on its training split; its mean is μ, the
             regression stage's prediction from --eeg, when the checkpoint has a regression stage and
             --eeg is given, else the training latents' mean; no sampling, seconds per run);
-            interrecon (the paper's EEG-conditioned null-space sampling); linear or cubic
+            interrecon (the paper's EEG-conditioned null-space sampling: tied with gaussian on the
+            recorded frames, closer to the noise-free signal in the project's study); linear or cubic
             (interpolation in time, no checkpoint needed).
         stride: frames (TRs) between consecutive K-frame InterRecon windows; overlapping fills are averaged.
         num_inference_steps: DDIM steps per InterRecon sample.

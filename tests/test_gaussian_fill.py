@@ -386,7 +386,7 @@ def test_fill_help_lists_gaussian(capsys):
 
 
 def test_fill_without_a_method_is_the_gaussian_fill(tiny, tmp_path, capsys):
-    """The best fill measured is the default (notes/interrecon.md): the command without --method
+    """The fill closest to the recorded frames measured is the default (notes/interrecon.md): the command without --method
     writes what --method gaussian writes, and its note says so."""
     common = ["fill", "--fmri", str(tiny["fmri"]), "--censor", str(tiny["censor"])]
     common += ["--ckpt_path", str(tiny["ckpt"]), "--eeg", str(tiny["eeg"])]
