@@ -101,8 +101,9 @@ def run_cell(
 
     args = _cell_args(subject, k, slug, scale, cache, out, extra)
     done, stamp, configs = out / "test_metrics.json", out / "cell_args.json", out / "cell_configs.json"
+    hashes = _config_hashes(args)  # the configs as this run reads them
     # a cell stamped before the config hashes were kept is judged by its arguments alone
-    edited = configs.exists() and json.loads(configs.read_text()) != _config_hashes(args)
+    edited = configs.exists() and json.loads(configs.read_text()) != hashes
     if edited:
         say(f"  {out}: a config it was trained with has changed since; training it again")
     if (
@@ -128,7 +129,7 @@ def run_cell(
             "true",
         ]
     )
-    atomic_write_text(configs, json.dumps(_config_hashes(args)))
+    atomic_write_text(configs, json.dumps(hashes))
     atomic_write_text(stamp, json.dumps(args))
     say(f"  done in {time.perf_counter() - t0:.0f} s")
     return json.loads(done.read_text())
